@@ -1,0 +1,149 @@
+//! Assembles the service from settings: database, migrations, the use cases
+//! and the gRPC server. `build` binds the port (port 0 works, for tests) and
+//! `run_until_stopped` serves until the shutdown future completes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::PgConnectOptions;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic::{Request, Status};
+use tonic_health::ServingStatus;
+use tower_http::trace::TraceLayer;
+
+use crate::domain::catalog::Catalog;
+use crate::grpc::proto::billing_service_server::BillingServiceServer;
+use crate::grpc::proto::entitlement_service_server::EntitlementServiceServer;
+use crate::grpc::proto::org_admin_service_server::OrgAdminServiceServer;
+use crate::grpc::{
+    self, Authenticator, BillingApi, CallerTokens, EntitlementApi, OrgAdminApi, Scope,
+};
+use crate::service::{self, Service, SystemClock};
+use crate::store::Store;
+
+/// Everything `App::build` needs, already resolved.
+#[derive(Debug, Clone)]
+pub struct AppSettings {
+    pub grpc_addr: SocketAddr,
+    pub database: PgConnectOptions,
+    pub database_max_connections: u32,
+    pub caller_tokens: CallerTokens,
+    pub catalog: Catalog,
+    pub service: service::Settings,
+}
+
+/// Names of the served services, for health reporting.
+const SERVICE_NAMES: [&str; 3] = [
+    "billing.v1.BillingService",
+    "billing.v1.EntitlementService",
+    "billing.v1.OrgAdminService",
+];
+
+/// Longest time one RPC may take before it is cancelled.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    grpc_addr: SocketAddr,
+    service: Service,
+    authenticator: Authenticator,
+}
+
+impl App {
+    /// Connects to the database, applies migrations and binds the port.
+    pub async fn build(settings: AppSettings) -> anyhow::Result<Self> {
+        let store = Store::connect(settings.database, settings.database_max_connections)
+            .await
+            .context("connecting to PostgreSQL")?;
+        store.migrate().await.context("applying migrations")?;
+        let listener = TcpListener::bind(settings.grpc_addr)
+            .await
+            .with_context(|| format!("binding {}", settings.grpc_addr))?;
+        let grpc_addr = listener.local_addr()?;
+        let service = Service::new(
+            store,
+            settings.catalog,
+            Arc::new(SystemClock),
+            settings.service,
+        );
+        Ok(Self {
+            listener,
+            grpc_addr,
+            service,
+            authenticator: Authenticator::new(&settings.caller_tokens),
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight calls.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for name in SERVICE_NAMES {
+            health
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let auth = self.authenticator;
+        let gate = move |allowed: &'static [Scope]| {
+            let auth = auth.clone();
+            move |mut request: Request<()>| -> Result<Request<()>, Status> {
+                auth.check(&mut request, allowed)?;
+                Ok(request)
+            }
+        };
+        let service = self.service;
+
+        tracing::info!(addr = %self.grpc_addr, "serving gRPC");
+        Server::builder()
+            // Cancel calls that hang, so a stuck query cannot pin a connection forever.
+            .timeout(REQUEST_TIMEOUT)
+            // One span per call, with method and status, for logs and traces.
+            .layer(TraceLayer::new_for_grpc())
+            // Health and reflection are open: probes and CLIs must reach them
+            // without a token, and they reveal only the public schema.
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(EntitlementServiceServer::with_interceptor(
+                EntitlementApi::new(service.clone()),
+                gate(&[Scope::Gateway, Scope::Ops]),
+            ))
+            .add_service(BillingServiceServer::with_interceptor(
+                BillingApi::new(service.clone()),
+                gate(&[Scope::Bff, Scope::Ops]),
+            ))
+            .add_service(OrgAdminServiceServer::with_interceptor(
+                OrgAdminApi::new(service),
+                gate(&[Scope::Bff, Scope::Ops]),
+            ))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async {
+                shutdown.await;
+                tracing::info!("shutting down: finishing in-flight calls");
+                for name in SERVICE_NAMES {
+                    health
+                        .set_service_status(name, ServingStatus::NotServing)
+                        .await;
+                }
+            })
+            .await
+            .context("serving gRPC")
+    }
+}

@@ -1,0 +1,106 @@
+//! Typed settings from command-line flags and environment variables. Every
+//! setting has both; `--help` lists them. Secrets are never printed: clap
+//! hides their environment values and `CallerTokens`' `Debug` redacts them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+use crate::domain::catalog::{BillingCycle, PlanId};
+use crate::grpc::CallerTokens;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "billing-service",
+    version,
+    about = "gRPC billing and entitlement service",
+    after_help = "Stripe price ids per plan and cycle may also be set with \
+                  BILLING_STRIPE_PRICE_<PLAN>_<CYCLE>, e.g. BILLING_STRIPE_PRICE_TEAMS_MONTHLY."
+)]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "BILLING_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// PostgreSQL URL. When unset, a local PostgreSQL is used: the one on
+    /// 127.0.0.1:5432 if it answers, else a private one started from the
+    /// machine's PostgreSQL binaries in --local-postgres-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Size of the database connection pool.
+    #[arg(long, env = "BILLING_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// Where the private PostgreSQL of the embedded default keeps its data.
+    #[arg(
+        long,
+        env = "BILLING_LOCAL_POSTGRES_DIR",
+        default_value = ".local/postgres"
+    )]
+    pub local_postgres_dir: PathBuf,
+
+    /// Caller tokens as comma-separated scope:token pairs (scopes: gateway,
+    /// bff, ops; repeat a scope to rotate). When unset, tokens are generated
+    /// and printed at start-up.
+    #[arg(long, env = "BILLING_CALLER_TOKENS", hide_env_values = true, value_parser = CallerTokens::parse)]
+    pub caller_tokens: Option<CallerTokens>,
+
+    /// Plan catalog (TOML). When unset, the built-in Teams/Enterprise catalog.
+    #[arg(long, env = "BILLING_CATALOG")]
+    pub catalog: Option<PathBuf>,
+
+    /// Length of a new organization's free trial, in days.
+    #[arg(long, env = "BILLING_TRIAL_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=365))]
+    pub trial_days: u32,
+
+    /// Whether new customers may sign up for monthly billing. Existing
+    /// monthly customers keep it either way.
+    #[arg(long, env = "BILLING_MONTHLY_SIGNUP", default_value_t = true, action = ArgAction::Set)]
+    pub monthly_signup: bool,
+
+    /// OTLP/gRPC endpoint for trace export; export is off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Log line format.
+    #[arg(long, env = "BILLING_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The Stripe price id for a plan and cycle from the environment, if set.
+pub fn stripe_price_id_from_env(plan: &PlanId, cycle: BillingCycle) -> Option<String> {
+    let name = format!(
+        "BILLING_STRIPE_PRICE_{}_{}",
+        plan.as_str().to_uppercase().replace('-', "_"),
+        cycle.as_str().to_uppercase()
+    );
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_listen_on_50051_with_monthly_signup() {
+        let config = Config::parse_from(["billing-service"]);
+        assert_eq!(config.grpc_addr.port(), 50051);
+        assert!(config.monthly_signup);
+        assert_eq!(config.trial_days, 30);
+    }
+}

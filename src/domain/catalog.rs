@@ -1,0 +1,405 @@
+//! The plan catalog: plans, their prices per billing cycle, features and
+//! limits. Plans are data loaded from a TOML file, not code, so one build
+//! serves a seat-priced product and a flat-priced SaaS alike.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use serde::Deserialize;
+
+use super::InvalidValue;
+use super::money::{Currency, Money};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BillingCycle {
+    Monthly,
+    Yearly,
+}
+
+impl BillingCycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Monthly => "monthly",
+            Self::Yearly => "yearly",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        match raw {
+            "monthly" => Ok(Self::Monthly),
+            "yearly" => Ok(Self::Yearly),
+            other => Err(InvalidValue::new(format!(
+                "{other:?} is not a billing cycle"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PricingModel {
+    PerSeat,
+    Flat,
+}
+
+/// A plan's id in the catalog ("teams", "pro").
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(transparent)]
+pub struct PlanId(String);
+
+impl PlanId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PlanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Price {
+    pub cycle: BillingCycle,
+    pub amount: Money,
+    /// Whether the catalog offers this cycle to new customers at all.
+    pub self_serve: bool,
+    pub stripe_price_id: Option<String>,
+}
+
+impl Price {
+    /// Whether a new customer may sign up for this price themselves, given
+    /// the deployment's sign-up policy. Existing customers keep their cycle
+    /// whatever this says.
+    pub fn offered_for_signup(&self, policy: SignupPolicy) -> bool {
+        self.self_serve
+            && match self.cycle {
+                BillingCycle::Monthly => policy.monthly_enabled,
+                BillingCycle::Yearly => true,
+            }
+    }
+}
+
+/// Deployment switches over what new customers may choose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignupPolicy {
+    pub monthly_enabled: bool,
+}
+
+/// A numeric limit of a plan; `None` means unlimited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    pub name: String,
+    pub value: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub id: PlanId,
+    pub display_name: String,
+    pub pricing: PricingModel,
+    pub prices: Vec<Price>,
+    pub features: Vec<String>,
+    pub limits: Vec<Limit>,
+    /// Whether the plan enforces an organization's model deny list and
+    /// provider allow list (Enterprise does; Teams only stores them).
+    pub enforces_model_restrictions: bool,
+}
+
+impl Plan {
+    pub fn price(&self, cycle: BillingCycle) -> Option<&Price> {
+        self.prices.iter().find(|p| p.cycle == cycle)
+    }
+
+    pub fn includes_feature(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catalog {
+    currency: Currency,
+    default_plan: PlanId,
+    plans: Vec<Plan>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("the catalog is not valid TOML of the expected shape: {0}")]
+    Syntax(#[from] toml::de::Error),
+    #[error("the catalog is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+impl Catalog {
+    /// The catalog built into the binary: Teams and Enterprise, per seat, USD.
+    pub const DEFAULT_TOML: &'static str = include_str!("../../catalogs/default.toml");
+
+    pub fn from_toml(text: &str) -> Result<Self, CatalogError> {
+        let file: CatalogFile = toml::from_str(text)?;
+        file.into_catalog()
+    }
+
+    /// Fills in Stripe price ids from deployment settings, which win over
+    /// ids written in the file.
+    pub fn with_stripe_price_ids(
+        mut self,
+        lookup: impl Fn(&PlanId, BillingCycle) -> Option<String>,
+    ) -> Self {
+        for plan in &mut self.plans {
+            for price in &mut plan.prices {
+                if let Some(id) = lookup(&plan.id, price.cycle) {
+                    price.stripe_price_id = Some(id);
+                }
+            }
+        }
+        self
+    }
+
+    pub fn currency(&self) -> &Currency {
+        &self.currency
+    }
+
+    pub fn default_plan(&self) -> &PlanId {
+        &self.default_plan
+    }
+
+    pub fn plans(&self) -> &[Plan] {
+        &self.plans
+    }
+
+    pub fn plan(&self, id: &PlanId) -> Option<&Plan> {
+        self.plans.iter().find(|p| &p.id == id)
+    }
+
+    /// Parses a caller's plan id against the catalog.
+    pub fn parse_plan_id(&self, raw: &str) -> Result<PlanId, InvalidValue> {
+        if raw.is_empty() {
+            return Err(InvalidValue::new("is required"));
+        }
+        self.plans
+            .iter()
+            .find(|p| p.id.as_str() == raw)
+            .map(|p| p.id.clone())
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.plans.iter().map(|p| p.id.as_str()).collect();
+                InvalidValue::new(format!(
+                    "unknown plan {raw:?}; the catalog has {}",
+                    known.join(", ")
+                ))
+            })
+    }
+
+    /// Whether any plan names this feature.
+    pub fn knows_feature(&self, feature: &str) -> bool {
+        self.plans.iter().any(|p| p.includes_feature(feature))
+    }
+}
+
+/// The file's shape; validated into [`Catalog`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    currency: Currency,
+    default_plan: PlanId,
+    plans: Vec<PlanFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFile {
+    id: PlanId,
+    display_name: String,
+    pricing: PricingModel,
+    #[serde(default)]
+    features: Vec<String>,
+    #[serde(default)]
+    limits: BTreeMap<String, LimitFile>,
+    #[serde(default)]
+    enforces_model_restrictions: bool,
+    prices: Vec<PriceFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LimitFile {
+    Count(i64),
+    Word(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceFile {
+    cycle: BillingCycle,
+    amount_minor: i64,
+    #[serde(default = "offered_by_default")]
+    self_serve: bool,
+    #[serde(default)]
+    stripe_price_id: Option<String>,
+}
+
+fn offered_by_default() -> bool {
+    true
+}
+
+impl CatalogFile {
+    fn into_catalog(self) -> Result<Catalog, CatalogError> {
+        let inconsistent = |msg: String| Err(CatalogError::Inconsistent(msg));
+        if self.plans.is_empty() {
+            return inconsistent("it has no plans".into());
+        }
+        let mut ids = HashSet::new();
+        let mut plans = Vec::with_capacity(self.plans.len());
+        for plan in self.plans {
+            let id = plan.id.clone();
+            if id.as_str().is_empty() || !ids.insert(id.clone()) {
+                return inconsistent(format!("plan id {id:?} is empty or repeated"));
+            }
+            if plan.prices.is_empty() {
+                return inconsistent(format!("plan {id} has no prices"));
+            }
+            let mut cycles = HashSet::new();
+            let mut prices = Vec::with_capacity(plan.prices.len());
+            for price in plan.prices {
+                if !cycles.insert(price.cycle) {
+                    return inconsistent(format!(
+                        "plan {id} has two {} prices",
+                        price.cycle.as_str()
+                    ));
+                }
+                if price.amount_minor < 0 {
+                    return inconsistent(format!("plan {id} has a negative price"));
+                }
+                prices.push(Price {
+                    cycle: price.cycle,
+                    amount: Money::new(price.amount_minor, self.currency.clone()),
+                    self_serve: price.self_serve,
+                    stripe_price_id: price.stripe_price_id.filter(|s| !s.is_empty()),
+                });
+            }
+            let mut limits = Vec::with_capacity(plan.limits.len());
+            for (name, value) in plan.limits {
+                let value = match value {
+                    LimitFile::Count(n) if n >= 0 => Some(n),
+                    LimitFile::Word(word) if word == "unlimited" => None,
+                    LimitFile::Count(_) | LimitFile::Word(_) => {
+                        return inconsistent(format!(
+                            "plan {id} limit {name} must be a count or \"unlimited\""
+                        ));
+                    }
+                };
+                limits.push(Limit { name, value });
+            }
+            plans.push(Plan {
+                id,
+                display_name: plan.display_name,
+                pricing: plan.pricing,
+                prices,
+                features: plan.features,
+                limits,
+                enforces_model_restrictions: plan.enforces_model_restrictions,
+            });
+        }
+        if !ids.contains(&self.default_plan) {
+            return inconsistent(format!(
+                "default plan {} is not in the catalog",
+                self.default_plan
+            ));
+        }
+        Ok(Catalog {
+            currency: self.currency,
+            default_plan: self.default_plan,
+            plans,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn amount(catalog: &Catalog, plan: &str, cycle: BillingCycle) -> i64 {
+        let plan = catalog.plan(&PlanId::new(plan)).unwrap();
+        plan.price(cycle).unwrap().amount.amount_minor
+    }
+
+    #[test]
+    fn default_catalog_prices_teams_and_enterprise_per_seat() {
+        let catalog = Catalog::from_toml(Catalog::DEFAULT_TOML).unwrap();
+        assert_eq!(catalog.default_plan().as_str(), "teams");
+        assert_eq!(amount(&catalog, "teams", BillingCycle::Monthly), 1800);
+        assert_eq!(amount(&catalog, "teams", BillingCycle::Yearly), 18000);
+        assert_eq!(amount(&catalog, "enterprise", BillingCycle::Monthly), 7200);
+        assert_eq!(amount(&catalog, "enterprise", BillingCycle::Yearly), 72000);
+        assert!(
+            catalog
+                .plans()
+                .iter()
+                .all(|p| p.pricing == PricingModel::PerSeat)
+        );
+        let enterprise = catalog.plan(&PlanId::new("enterprise")).unwrap();
+        assert!(enterprise.enforces_model_restrictions);
+    }
+
+    #[test]
+    fn monthly_signup_can_be_switched_off() {
+        let catalog = Catalog::from_toml(Catalog::DEFAULT_TOML).unwrap();
+        let teams = catalog.plan(&PlanId::new("teams")).unwrap();
+        let monthly = teams.price(BillingCycle::Monthly).unwrap();
+        let yearly = teams.price(BillingCycle::Yearly).unwrap();
+        let off = SignupPolicy {
+            monthly_enabled: false,
+        };
+        let on = SignupPolicy {
+            monthly_enabled: true,
+        };
+        assert!(monthly.offered_for_signup(on));
+        assert!(!monthly.offered_for_signup(off));
+        assert!(yearly.offered_for_signup(off));
+    }
+
+    #[test]
+    fn env_price_ids_override_the_file() {
+        let catalog = Catalog::from_toml(Catalog::DEFAULT_TOML)
+            .unwrap()
+            .with_stripe_price_ids(|plan, cycle| {
+                (plan.as_str() == "teams" && cycle == BillingCycle::Yearly)
+                    .then(|| "price_from_env".to_owned())
+            });
+        let teams = catalog.plan(&PlanId::new("teams")).unwrap();
+        let yearly = teams.price(BillingCycle::Yearly).unwrap();
+        assert_eq!(yearly.stripe_price_id.as_deref(), Some("price_from_env"));
+    }
+
+    #[test]
+    fn inconsistent_catalogs_are_refused() {
+        let base = |plans: &str, default: &str| {
+            format!("currency = \"usd\"\ndefault_plan = \"{default}\"\n{plans}")
+        };
+        let one_price = "[[plans]]\nid = \"a\"\ndisplay_name = \"A\"\npricing = \"flat\"\n\
+                         [[plans.prices]]\ncycle = \"monthly\"\namount_minor = 100\n";
+        assert!(Catalog::from_toml(&base(one_price, "a")).is_ok());
+        assert!(Catalog::from_toml(&base(one_price, "missing")).is_err());
+        let doubled =
+            format!("{one_price}[[plans.prices]]\ncycle = \"monthly\"\namount_minor = 5\n");
+        assert!(Catalog::from_toml(&base(&doubled, "a")).is_err());
+        let negative = one_price.replace("100", "-1");
+        assert!(Catalog::from_toml(&base(&negative, "a")).is_err());
+        let bad_limit = format!("{one_price}[plans.limits]\nmax_projects = \"lots\"\n");
+        assert!(Catalog::from_toml(&base(&bad_limit, "a")).is_err());
+    }
+
+    #[test]
+    fn parse_plan_id_lists_the_known_plans() {
+        let catalog = Catalog::from_toml(Catalog::DEFAULT_TOML).unwrap();
+        assert_eq!(catalog.parse_plan_id("teams"), Ok(PlanId::new("teams")));
+        let err = catalog.parse_plan_id("gold").unwrap_err();
+        assert!(err.0.contains("teams, enterprise"), "{err}");
+    }
+}

@@ -1,0 +1,488 @@
+//! The entitlement decision: may this user of this organization use this
+//! feature (and model) now?
+//!
+//! One pure function of the organization's state and the time. The order of
+//! the rules matters and is the product rule:
+//! 1. not a member: denied;
+//! 2. the plan lacks the feature: denied;
+//! 3. the organization's access: bypass, then a paid subscription that
+//!    counts (over-seat subscriptions deny), then the trial;
+//! 4. for model access on plans that enforce them, the model deny list and
+//!    the provider allow list.
+
+use chrono::{DateTime, Utc};
+
+use super::catalog::Plan;
+use super::organization::Organization;
+use super::role::Role;
+use super::seats::SeatUsage;
+use super::subscription::{self, Subscription};
+use super::trial::{TrialStage, TrialStatus};
+
+/// The feature the gateway asks about before every model request.
+pub const PROXY_FEATURE: &str = "proxy";
+
+/// Everything the decision reads about one organization.
+#[derive(Debug, Clone)]
+pub struct OrgEntitlementState {
+    pub org: Organization,
+    pub subscriptions: Vec<Subscription>,
+    /// Members plus pending invitations that take a seat.
+    pub used_seats: i64,
+}
+
+/// The organization's access, whoever asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Bypass,
+    Subscribed,
+    SeatsExceeded { used: i64, paid: i64 },
+    Trial,
+    TrialGrace,
+    TrialExpired,
+    SubscriptionInactive,
+}
+
+impl Access {
+    pub fn grants(self) -> bool {
+        match self {
+            Self::Bypass | Self::Subscribed | Self::Trial | Self::TrialGrace => true,
+            Self::SeatsExceeded { .. } | Self::TrialExpired | Self::SubscriptionInactive => false,
+        }
+    }
+
+    /// Prepaid credits are locked while the organization is not entitled at
+    /// all. Being over seats is fixable by buying seats, so it does not lock
+    /// credits.
+    pub fn locks_credits(self) -> bool {
+        match self {
+            Self::TrialExpired | Self::SubscriptionInactive => true,
+            Self::Bypass
+            | Self::Subscribed
+            | Self::SeatsExceeded { .. }
+            | Self::Trial
+            | Self::TrialGrace => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    SubscriptionActive,
+    TrialActive,
+    TrialGrace,
+    Bypass,
+    NotAMember,
+    TrialExpired,
+    SubscriptionInactive,
+    SeatsExceeded,
+    ModelDenied,
+    ProviderNotAllowed,
+    FeatureNotInPlan,
+}
+
+/// What is being asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessRequest<'a> {
+    /// The user's role in the organization; `None` when not a member.
+    pub role: Option<Role>,
+    pub feature: &'a str,
+    pub model: Option<&'a str>,
+    pub provider: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub reason: Reason,
+    pub access: Access,
+    pub trial: TrialStatus,
+}
+
+impl Decision {
+    pub fn credits_locked(&self) -> bool {
+        self.access.locks_credits()
+    }
+}
+
+impl OrgEntitlementState {
+    pub fn trial(&self, now: DateTime<Utc>) -> TrialStatus {
+        TrialStatus::at(self.org.trial_end, now)
+    }
+
+    pub fn counting_subscription(&self, now: DateTime<Utc>) -> Option<&Subscription> {
+        subscription::current(&self.subscriptions, now).filter(|s| s.counts_at(now))
+    }
+
+    pub fn seat_usage(&self, now: DateTime<Utc>) -> SeatUsage {
+        SeatUsage::evaluate(
+            &self.org,
+            self.counting_subscription(now),
+            self.used_seats,
+            now,
+        )
+    }
+
+    pub fn access(&self, now: DateTime<Utc>) -> Access {
+        if self.org.bypasses_billing() {
+            return Access::Bypass;
+        }
+        if let Some(paid) = self.counting_subscription(now) {
+            return if self.used_seats > paid.paid_seats {
+                Access::SeatsExceeded {
+                    used: self.used_seats,
+                    paid: paid.paid_seats,
+                }
+            } else {
+                Access::Subscribed
+            };
+        }
+        match self.trial(now).stage {
+            TrialStage::Active
+            | TrialStage::EndingSoon
+            | TrialStage::EndingVerySoon
+            | TrialStage::ExpiresToday => Access::Trial,
+            TrialStage::SoftExpired => Access::TrialGrace,
+            TrialStage::HardExpired if self.subscriptions.is_empty() => Access::TrialExpired,
+            TrialStage::HardExpired => Access::SubscriptionInactive,
+        }
+    }
+
+    pub fn decide(&self, plan: &Plan, request: &AccessRequest<'_>, now: DateTime<Utc>) -> Decision {
+        let access = self.access(now);
+        let verdict = |allowed, reason| Decision {
+            allowed,
+            reason,
+            access,
+            trial: self.trial(now),
+        };
+        if request.role.is_none() {
+            return verdict(false, Reason::NotAMember);
+        }
+        if !plan.includes_feature(request.feature) {
+            return verdict(false, Reason::FeatureNotInPlan);
+        }
+        let reason = match access {
+            Access::Bypass => Reason::Bypass,
+            Access::Subscribed => Reason::SubscriptionActive,
+            Access::Trial => Reason::TrialActive,
+            Access::TrialGrace => Reason::TrialGrace,
+            Access::SeatsExceeded { .. } => return verdict(false, Reason::SeatsExceeded),
+            Access::TrialExpired => return verdict(false, Reason::TrialExpired),
+            Access::SubscriptionInactive => return verdict(false, Reason::SubscriptionInactive),
+        };
+        if request.feature == PROXY_FEATURE && plan.enforces_model_restrictions {
+            let restrictions = &self.org.restrictions;
+            if request.model.is_some_and(|m| restrictions.denies_model(m)) {
+                return verdict(false, Reason::ModelDenied);
+            }
+            if !restrictions.allows_provider(request.provider) {
+                return verdict(false, Reason::ProviderNotAllowed);
+            }
+        }
+        verdict(true, reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::catalog::{BillingCycle, Catalog, PlanId};
+    use crate::domain::ids::OrgId;
+    use crate::domain::organization::ModelRestrictions;
+    use chrono::TimeDelta;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn days(n: i64) -> TimeDelta {
+        TimeDelta::days(n) + TimeDelta::hours(12)
+    }
+
+    fn state(trial_days_remaining: i64) -> OrgEntitlementState {
+        OrgEntitlementState {
+            org: Organization {
+                id: OrgId::generate(),
+                name: "Acme".into(),
+                plan: PlanId::new("teams"),
+                trial_end: now() + days(trial_days_remaining),
+                require_seats: true,
+                sponsorship_tier: None,
+                suppress_trial_messaging: false,
+                restrictions: ModelRestrictions::parse(&["gpt-4o".into()], &["anthropic".into()])
+                    .unwrap(),
+                created_at: now() - TimeDelta::days(30),
+            },
+            subscriptions: vec![],
+            used_seats: 2,
+        }
+    }
+
+    fn subscription(status: &str, seats: i64) -> Subscription {
+        Subscription {
+            stripe_subscription_id: "sub_1".into(),
+            status_raw: status.into(),
+            plan: PlanId::new("teams"),
+            billing_cycle: Some(BillingCycle::Monthly),
+            paid_seats: seats,
+            current_period_start: None,
+            current_period_end: None,
+            cancel_at_period_end: false,
+            ended_at: None,
+            next_payment: None,
+            created_at: now() - TimeDelta::days(40),
+        }
+    }
+
+    fn plan(id: &str) -> Plan {
+        let catalog = Catalog::from_toml(Catalog::DEFAULT_TOML).unwrap();
+        catalog.plan(&PlanId::new(id)).unwrap().clone()
+    }
+
+    fn proxy(role: Option<Role>) -> AccessRequest<'static> {
+        AccessRequest {
+            role,
+            feature: PROXY_FEATURE,
+            model: Some("gpt-4o"),
+            provider: Some("openai"),
+        }
+    }
+
+    const MEMBER: Option<Role> = Some(Role::Member);
+
+    #[test]
+    fn decision_table() {
+        let teams = plan("teams");
+        let with_sub = |trial: i64, status: &str, seats: i64| {
+            let mut s = state(trial);
+            s.subscriptions.push(subscription(status, seats));
+            s
+        };
+        let bypassed = {
+            let mut s = state(-100);
+            s.org.require_seats = false;
+            s
+        };
+        let sponsored = {
+            let mut s = state(-100);
+            s.org.sponsorship_tier = Some("open-source".into());
+            s
+        };
+        let ended = {
+            let mut s = with_sub(-100, "active", 5);
+            s.subscriptions[0].ended_at = Some(now() - TimeDelta::seconds(1));
+            s
+        };
+        // (case, state, role, allowed, reason, credits locked)
+        let table = [
+            (
+                "not a member",
+                state(20),
+                None,
+                false,
+                Reason::NotAMember,
+                false,
+            ),
+            (
+                "trial active",
+                state(20),
+                MEMBER,
+                true,
+                Reason::TrialActive,
+                false,
+            ),
+            (
+                "trial ending today",
+                state(0),
+                MEMBER,
+                true,
+                Reason::TrialActive,
+                false,
+            ),
+            (
+                "soft expired",
+                state(-3),
+                MEMBER,
+                true,
+                Reason::TrialGrace,
+                false,
+            ),
+            (
+                "hard expired",
+                state(-4),
+                MEMBER,
+                false,
+                Reason::TrialExpired,
+                true,
+            ),
+            ("bypass", bypassed, MEMBER, true, Reason::Bypass, false),
+            ("sponsored", sponsored, MEMBER, true, Reason::Bypass, false),
+            (
+                "active",
+                with_sub(-100, "active", 5),
+                MEMBER,
+                true,
+                Reason::SubscriptionActive,
+                false,
+            ),
+            (
+                "trialing",
+                with_sub(-100, "trialing", 5),
+                MEMBER,
+                true,
+                Reason::SubscriptionActive,
+                false,
+            ),
+            (
+                "past due",
+                with_sub(-100, "past_due", 5),
+                MEMBER,
+                true,
+                Reason::SubscriptionActive,
+                false,
+            ),
+            (
+                "unpaid",
+                with_sub(-100, "unpaid", 5),
+                MEMBER,
+                false,
+                Reason::SubscriptionInactive,
+                true,
+            ),
+            (
+                "canceled",
+                with_sub(-100, "canceled", 5),
+                MEMBER,
+                false,
+                Reason::SubscriptionInactive,
+                true,
+            ),
+            (
+                "incomplete",
+                with_sub(-100, "incomplete", 5),
+                MEMBER,
+                false,
+                Reason::SubscriptionInactive,
+                true,
+            ),
+            (
+                "incomplete expired",
+                with_sub(-100, "incomplete_expired", 5),
+                MEMBER,
+                false,
+                Reason::SubscriptionInactive,
+                true,
+            ),
+            (
+                "paused",
+                with_sub(-100, "paused", 5),
+                MEMBER,
+                false,
+                Reason::SubscriptionInactive,
+                true,
+            ),
+            (
+                "canceled within trial",
+                with_sub(10, "canceled", 5),
+                MEMBER,
+                true,
+                Reason::TrialActive,
+                false,
+            ),
+            (
+                "ended",
+                ended,
+                MEMBER,
+                false,
+                Reason::SubscriptionInactive,
+                true,
+            ),
+            (
+                "over seats",
+                with_sub(-100, "active", 1),
+                MEMBER,
+                false,
+                Reason::SeatsExceeded,
+                false,
+            ),
+            (
+                "exactly full",
+                with_sub(-100, "active", 2),
+                MEMBER,
+                true,
+                Reason::SubscriptionActive,
+                false,
+            ),
+        ];
+        for (case, state, role, allowed, reason, locked) in table {
+            let decision = state.decide(&teams, &proxy(role), now());
+            assert_eq!(decision.allowed, allowed, "{case}");
+            assert_eq!(decision.reason, reason, "{case}");
+            assert_eq!(decision.credits_locked(), locked, "{case}");
+        }
+    }
+
+    #[test]
+    fn enterprise_enforces_model_restrictions_and_teams_do_not() {
+        let enterprise = plan("enterprise");
+        let teams = plan("teams");
+        let s = state(20);
+        let denied_model = proxy(MEMBER);
+        let allowed_model = AccessRequest {
+            model: Some("claude-sonnet"),
+            provider: Some("anthropic"),
+            ..denied_model
+        };
+        let other_provider = AccessRequest {
+            provider: Some("openai"),
+            ..allowed_model
+        };
+        let unnamed_provider = AccessRequest {
+            provider: None,
+            ..allowed_model
+        };
+        let check = |plan: &Plan, request: &AccessRequest<'_>| {
+            let d = s.decide(plan, request, now());
+            (d.allowed, d.reason)
+        };
+        assert_eq!(
+            check(&enterprise, &denied_model),
+            (false, Reason::ModelDenied)
+        );
+        assert_eq!(
+            check(&enterprise, &other_provider),
+            (false, Reason::ProviderNotAllowed)
+        );
+        assert_eq!(
+            check(&enterprise, &unnamed_provider),
+            (false, Reason::ProviderNotAllowed)
+        );
+        assert_eq!(
+            check(&enterprise, &allowed_model),
+            (true, Reason::TrialActive)
+        );
+        assert_eq!(check(&teams, &denied_model), (true, Reason::TrialActive));
+    }
+
+    #[test]
+    fn access_denial_takes_precedence_over_model_restrictions() {
+        let decision = state(-10).decide(&plan("enterprise"), &proxy(MEMBER), now());
+        assert_eq!(decision.reason, Reason::TrialExpired);
+    }
+
+    #[test]
+    fn features_outside_the_plan_are_denied() {
+        let request = AccessRequest {
+            feature: "audit_log_export",
+            ..proxy(MEMBER)
+        };
+        let teams = state(20).decide(&plan("teams"), &request, now());
+        assert_eq!(
+            (teams.allowed, teams.reason),
+            (false, Reason::FeatureNotInPlan)
+        );
+        let enterprise = state(20).decide(&plan("enterprise"), &request, now());
+        assert!(enterprise.allowed);
+    }
+}

@@ -1,0 +1,197 @@
+//! Paid subscriptions as the billing provider reports them, and which of
+//! their states grant access.
+
+use chrono::{DateTime, Utc};
+
+use super::catalog::{BillingCycle, PlanId};
+use super::money::Money;
+
+/// Stripe's subscription statuses. The raw text is stored verbatim; this
+/// enum is what decisions match on, exhaustively, so a status added later
+/// must be placed deliberately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionStatus {
+    Incomplete,
+    IncompleteExpired,
+    Trialing,
+    Active,
+    PastDue,
+    Canceled,
+    Unpaid,
+    Paused,
+    /// A status this build does not know. It grants nothing until someone
+    /// decides what it means.
+    Unrecognized,
+}
+
+impl SubscriptionStatus {
+    pub fn parse(raw: &str) -> Self {
+        match raw {
+            "incomplete" => Self::Incomplete,
+            "incomplete_expired" => Self::IncompleteExpired,
+            "trialing" => Self::Trialing,
+            "active" => Self::Active,
+            "past_due" => Self::PastDue,
+            "canceled" => Self::Canceled,
+            "unpaid" => Self::Unpaid,
+            "paused" => Self::Paused,
+            _ => Self::Unrecognized,
+        }
+    }
+
+    /// Whether a subscription in this status counts as paid for access.
+    /// `past_due` still counts: Stripe is retrying the card and cutting a
+    /// paying team off during the retries would punish a bank hiccup.
+    pub fn grants_access(self) -> bool {
+        match self {
+            Self::Active | Self::Trialing | Self::PastDue => true,
+            Self::Incomplete
+            | Self::IncompleteExpired
+            | Self::Canceled
+            | Self::Unpaid
+            | Self::Paused
+            | Self::Unrecognized => false,
+        }
+    }
+}
+
+impl SubscriptionStatus {
+    /// Whether Stripe will never move a subscription out of this status.
+    pub fn is_terminal(self) -> bool {
+        match self {
+            Self::Canceled | Self::IncompleteExpired => true,
+            Self::Incomplete
+            | Self::Trialing
+            | Self::Active
+            | Self::PastDue
+            | Self::Unpaid
+            | Self::Paused
+            | Self::Unrecognized => false,
+        }
+    }
+}
+
+/// What we know locally about one subscription of an organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub stripe_subscription_id: String,
+    /// Exactly as Stripe reported it.
+    pub status_raw: String,
+    pub plan: PlanId,
+    pub billing_cycle: Option<BillingCycle>,
+    pub paid_seats: i64,
+    pub current_period_start: Option<DateTime<Utc>>,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub next_payment: Option<Money>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Subscription {
+    pub fn status(&self) -> SubscriptionStatus {
+        SubscriptionStatus::parse(&self.status_raw)
+    }
+
+    pub fn has_ended(&self, now: DateTime<Utc>) -> bool {
+        self.ended_at.is_some_and(|ended| ended <= now)
+    }
+
+    /// Whether the subscription is over for good: ended, or in a status
+    /// Stripe never leaves.
+    pub fn is_over(&self, now: DateTime<Utc>) -> bool {
+        self.has_ended(now) || self.status().is_terminal()
+    }
+
+    /// Whether this subscription grants access at `now`.
+    pub fn counts_at(&self, now: DateTime<Utc>) -> bool {
+        self.status().grants_access() && !self.has_ended(now)
+    }
+}
+
+/// Of an organization's subscriptions, the one that matters at `now`: the
+/// newest that counts, else the newest of all.
+pub fn current(subscriptions: &[Subscription], now: DateTime<Utc>) -> Option<&Subscription> {
+    subscriptions
+        .iter()
+        .filter(|s| s.counts_at(now))
+        .max_by_key(|s| s.created_at)
+        .or_else(|| subscriptions.iter().max_by_key(|s| s.created_at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SubscriptionStatus::*, *};
+    use chrono::TimeDelta;
+
+    pub(crate) fn subscription(status: &str, created_at: DateTime<Utc>) -> Subscription {
+        Subscription {
+            stripe_subscription_id: format!("sub_{status}"),
+            status_raw: status.to_owned(),
+            plan: PlanId::new("teams"),
+            billing_cycle: Some(BillingCycle::Monthly),
+            paid_seats: 3,
+            current_period_start: None,
+            current_period_end: None,
+            cancel_at_period_end: false,
+            ended_at: None,
+            next_payment: None,
+            created_at,
+        }
+    }
+
+    #[test]
+    fn statuses_that_count_for_access() {
+        let table = [
+            ("active", Active, true),
+            ("trialing", Trialing, true),
+            ("past_due", PastDue, true),
+            ("unpaid", Unpaid, false),
+            ("canceled", Canceled, false),
+            ("incomplete", Incomplete, false),
+            ("incomplete_expired", IncompleteExpired, false),
+            ("paused", Paused, false),
+            ("something_new", Unrecognized, false),
+        ];
+        for (raw, status, counts) in table {
+            assert_eq!(SubscriptionStatus::parse(raw), status);
+            assert_eq!(status.grants_access(), counts, "{raw}");
+        }
+    }
+
+    #[test]
+    fn an_ended_subscription_stops_counting_at_its_end() {
+        let now = Utc::now();
+        let mut sub = subscription("active", now);
+        sub.ended_at = Some(now + TimeDelta::seconds(1));
+        assert!(sub.counts_at(now));
+        sub.ended_at = Some(now);
+        assert!(!sub.counts_at(now));
+    }
+
+    #[test]
+    fn a_subscription_is_over_once_ended_or_terminal() {
+        let now = Utc::now();
+        assert!(!subscription("active", now).is_over(now));
+        assert!(!subscription("unpaid", now).is_over(now));
+        assert!(subscription("canceled", now).is_over(now));
+        assert!(subscription("incomplete_expired", now).is_over(now));
+        let mut ended = subscription("active", now);
+        ended.ended_at = Some(now - TimeDelta::seconds(1));
+        assert!(ended.is_over(now));
+    }
+
+    #[test]
+    fn current_prefers_a_counting_subscription_over_a_newer_dead_one() {
+        let now = Utc::now();
+        let active = subscription("active", now - TimeDelta::days(10));
+        let canceled = subscription("canceled", now);
+        let all = [active.clone(), canceled.clone()];
+        assert_eq!(current(&all, now), Some(&active));
+        assert_eq!(
+            current(std::slice::from_ref(&canceled), now),
+            Some(&canceled)
+        );
+        assert_eq!(current(&[], now), None);
+    }
+}

@@ -1,0 +1,56 @@
+//! The service's one error type. It carries no transport types; the gRPC
+//! adapter maps it to a `Status` in one place (`grpc::status`).
+
+use crate::domain::InvalidValue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field failed validation.
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The request is valid but the system is not in a state to perform it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// Anything the caller cannot fix; logged with its cause chain and
+    /// answered without detail.
+    #[error("internal error: {0:#}")]
+    Internal(anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(error.into())
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Internal(error.into())
+    }
+}
+
+/// Names the field a parsed value came from.
+pub trait FieldContext<T> {
+    fn field(self, name: &str) -> Result<T>;
+}
+
+impl<T> FieldContext<T> for std::result::Result<T, InvalidValue> {
+    fn field(self, name: &str) -> Result<T> {
+        self.map_err(|InvalidValue(reason)| Error::invalid(name, reason))
+    }
+}

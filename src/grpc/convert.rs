@@ -1,0 +1,135 @@
+//! Conversions between `billing.v1` messages and domain types that more than
+//! one service uses. Parsing functions name the request field they read.
+
+use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
+
+use super::proto;
+use crate::domain::catalog::BillingCycle;
+use crate::domain::ids::{OrgId, UserId};
+use crate::domain::money::Money;
+use crate::domain::role::Role;
+use crate::domain::seats::{SeatGate, SeatUsage};
+use crate::domain::trial::{TrialStage, TrialStatus};
+use crate::error::{Error, FieldContext, Result};
+use crate::service::OrganizationView;
+
+pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn optional_timestamp(at: Option<DateTime<Utc>>) -> Option<Timestamp> {
+    at.map(timestamp)
+}
+
+pub fn parse_timestamp(field: &str, raw: Option<&Timestamp>) -> Result<DateTime<Utc>> {
+    let raw = raw.ok_or_else(|| Error::invalid(field, "is required"))?;
+    u32::try_from(raw.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(raw.seconds, nanos))
+        .ok_or_else(|| Error::invalid(field, "is not a valid timestamp"))
+}
+
+pub fn org_id(raw: &str) -> Result<OrgId> {
+    OrgId::parse(raw).field("org_id")
+}
+
+pub fn user_id(raw: &str) -> Result<UserId> {
+    UserId::parse(raw).field("user_id")
+}
+
+pub fn role(role: Role) -> proto::Role {
+    match role {
+        Role::Owner => proto::Role::Owner,
+        Role::BillingManager => proto::Role::BillingManager,
+        Role::Member => proto::Role::Member,
+    }
+}
+
+pub fn parse_role(field: &str, raw: i32) -> Result<Role> {
+    match proto::Role::try_from(raw) {
+        Ok(proto::Role::Owner) => Ok(Role::Owner),
+        Ok(proto::Role::BillingManager) => Ok(Role::BillingManager),
+        Ok(proto::Role::Member) => Ok(Role::Member),
+        Ok(proto::Role::Unspecified) => Err(Error::invalid(field, "is required")),
+        Err(_) => Err(Error::invalid(field, format!("{raw} is not a role"))),
+    }
+}
+
+pub fn billing_cycle(cycle: BillingCycle) -> proto::BillingCycle {
+    match cycle {
+        BillingCycle::Monthly => proto::BillingCycle::Monthly,
+        BillingCycle::Yearly => proto::BillingCycle::Yearly,
+    }
+}
+
+pub fn money(money: &Money) -> proto::Money {
+    proto::Money {
+        amount_minor: money.amount_minor,
+        currency: money.currency.as_str().to_owned(),
+    }
+}
+
+pub fn trial(status: TrialStatus) -> proto::TrialStatus {
+    let stage = match status.stage {
+        TrialStage::Active => proto::TrialStage::Active,
+        TrialStage::EndingSoon => proto::TrialStage::EndingSoon,
+        TrialStage::EndingVerySoon => proto::TrialStage::EndingVerySoon,
+        TrialStage::ExpiresToday => proto::TrialStage::ExpiresToday,
+        TrialStage::SoftExpired => proto::TrialStage::SoftExpired,
+        TrialStage::HardExpired => proto::TrialStage::HardExpired,
+    };
+    proto::TrialStatus {
+        stage: stage.into(),
+        days_remaining: status.days_remaining,
+        trial_end: Some(timestamp(status.trial_end)),
+    }
+}
+
+pub fn seat_usage(usage: &SeatUsage) -> proto::SeatUsage {
+    let gate = match usage.gate {
+        SeatGate::TrialUnlimited => proto::SeatGate::TrialUnlimited,
+        SeatGate::SeatsNotRequired => proto::SeatGate::SeatsNotRequired,
+        SeatGate::NoSubscription => proto::SeatGate::NoSubscription,
+        SeatGate::SeatAvailable => proto::SeatGate::SeatAvailable,
+        SeatGate::SeatsFull => proto::SeatGate::SeatsFull,
+    };
+    proto::SeatUsage {
+        used_seats: usage.used,
+        paid_seats: usage.paid,
+        invite_allowed: usage.invite_allowed(),
+        gate: gate.into(),
+        explanation: usage.explanation(),
+    }
+}
+
+pub fn organization(view: OrganizationView) -> proto::Organization {
+    let org = view.org;
+    proto::Organization {
+        id: org.id.to_string(),
+        name: org.name,
+        plan: org.plan.as_str().to_owned(),
+        created_at: Some(timestamp(org.created_at)),
+        trial: Some(trial(view.trial)),
+        require_seats: org.require_seats,
+        sponsorship_tier: org.sponsorship_tier.unwrap_or_default(),
+        suppress_trial_messaging: org.suppress_trial_messaging,
+        model_restrictions: Some(proto::ModelRestrictions {
+            model_deny_list: org.restrictions.model_deny_list,
+            provider_allow_list: org.restrictions.provider_allow_list,
+            enforced: view.restrictions_enforced,
+        }),
+    }
+}
+
+/// Page sizes: 1..=500, with a default for 0.
+pub fn page_size(raw: i32, default: i64) -> Result<i64> {
+    match raw {
+        0 => Ok(default),
+        1..=500 => Ok(i64::from(raw)),
+        _ => Err(Error::invalid("page_size", "must be between 1 and 500")),
+    }
+}

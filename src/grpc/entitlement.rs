@@ -1,0 +1,125 @@
+//! `billing.v1.EntitlementService`: the gateway's questions.
+
+use tonic::{Request, Response, Status};
+
+use super::auth::actor;
+use super::convert::{self, org_id, user_id};
+use super::proto::{self, entitlement_service_server::EntitlementService};
+use crate::domain::entitlement::{Access, Reason};
+use crate::domain::organization::ModelRestrictions;
+use crate::error::{Error, Result};
+use crate::service::{EntitlementQuery, Service};
+
+#[derive(Debug, Clone)]
+pub struct EntitlementApi {
+    service: Service,
+}
+
+impl EntitlementApi {
+    pub fn new(service: Service) -> Self {
+        Self { service }
+    }
+}
+
+fn reason(reason: Reason) -> proto::EntitlementReason {
+    use proto::EntitlementReason as R;
+    match reason {
+        Reason::SubscriptionActive => R::SubscriptionActive,
+        Reason::TrialActive => R::TrialActive,
+        Reason::TrialGrace => R::TrialGrace,
+        Reason::Bypass => R::Bypass,
+        Reason::NotAMember => R::NotAMember,
+        Reason::TrialExpired => R::TrialExpired,
+        Reason::SubscriptionInactive => R::SubscriptionInactive,
+        Reason::SeatsExceeded => R::SeatsExceeded,
+        Reason::ModelDenied => R::ModelDenied,
+        Reason::ProviderNotAllowed => R::ProviderNotAllowed,
+        Reason::FeatureNotInPlan => R::FeatureNotInPlan,
+    }
+}
+
+fn access(access: Access) -> proto::AccessState {
+    use proto::AccessState as A;
+    match access {
+        Access::Bypass => A::Bypass,
+        Access::Subscribed => A::Subscribed,
+        Access::SeatsExceeded { .. } => A::SeatsExceeded,
+        Access::Trial => A::Trial,
+        Access::TrialGrace => A::TrialGrace,
+        Access::TrialExpired => A::TrialExpired,
+        Access::SubscriptionInactive => A::SubscriptionInactive,
+    }
+}
+
+/// Model and provider names: optional, bounded, printable.
+fn model_name(field: &str, raw: Option<&String>) -> Result<Option<String>> {
+    match raw.map(|s| s.trim()) {
+        None | Some("") => Ok(None),
+        Some(name)
+            if name.len() <= ModelRestrictions::MAX_ENTRY_LEN
+                && !name.chars().any(char::is_control) =>
+        {
+            Ok(Some(name.to_owned()))
+        }
+        Some(_) => Err(Error::invalid(
+            field,
+            format!(
+                "must be at most {} printable characters",
+                ModelRestrictions::MAX_ENTRY_LEN
+            ),
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl EntitlementService for EntitlementApi {
+    async fn check_entitlement(
+        &self,
+        request: Request<proto::CheckEntitlementRequest>,
+    ) -> Result<Response<proto::CheckEntitlementResponse>, Status> {
+        let actor = actor(&request)?;
+        let request = request.get_ref();
+        let query = EntitlementQuery {
+            org: org_id(&request.org_id)?,
+            user: user_id(&request.user_id)?,
+            feature: self.service.parse_feature(&request.feature)?,
+            model: model_name("model", request.model.as_ref())?,
+            provider: model_name("provider", request.provider.as_ref())?,
+        };
+        let (decision, org) = self.service.check_entitlement(&actor, &query).await?;
+        Ok(Response::new(proto::CheckEntitlementResponse {
+            allowed: decision.allowed,
+            reason: reason(decision.reason).into(),
+            trial: Some(convert::trial(decision.trial)),
+            credits_locked: decision.credits_locked(),
+            suppress_trial_messaging: org.suppress_trial_messaging,
+        }))
+    }
+
+    async fn get_entitlements(
+        &self,
+        request: Request<proto::GetEntitlementsRequest>,
+    ) -> Result<Response<proto::GetEntitlementsResponse>, Status> {
+        let actor = actor(&request)?;
+        let org = org_id(&request.get_ref().org_id)?;
+        let view = self.service.get_entitlements(&actor, org).await?;
+        Ok(Response::new(proto::GetEntitlementsResponse {
+            org_id: view.org.id.to_string(),
+            plan: view.plan.id.as_str().to_owned(),
+            features: view.plan.features.clone(),
+            limits: view
+                .plan
+                .limits
+                .iter()
+                .map(|l| proto::Limit {
+                    name: l.name.clone(),
+                    value: l.value,
+                })
+                .collect(),
+            access: access(view.access).into(),
+            trial: Some(convert::trial(view.trial)),
+            credits_locked: view.access.locks_credits(),
+            suppress_trial_messaging: view.org.suppress_trial_messaging,
+        }))
+    }
+}

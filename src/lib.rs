@@ -1,0 +1,23 @@
+//! A gRPC billing and entitlement service.
+//!
+//! A tour of the modules, from the middle out:
+//! - [`domain`]: the pure rules: plan catalog, money, trials, roles, seats,
+//!   subscription states and the entitlement decision. No I/O.
+//! - [`store`]: Postgres through sqlx, one file per table group.
+//! - [`service`]: use cases: load, decide with the domain, persist in one
+//!   transaction together with the audit entry.
+//! - [`grpc`]: the tonic adapters for `billing.v1`, authentication, the
+//!   proto conversions and the single error-to-status mapping.
+//! - [`config`], [`telemetry`], [`app`]: settings, tracing, and assembling
+//!   the server so both `main` and the tests can start it.
+//! - [`local_postgres`]: the run command's embedded database default.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod local_postgres;
+pub mod service;
+pub mod store;
+pub mod telemetry;

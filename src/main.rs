@@ -1,0 +1,115 @@
+//! Parses the configuration, starts telemetry, builds the app and serves
+//! until SIGINT or SIGTERM.
+
+use anyhow::Context;
+use billing_service::app::{App, AppSettings};
+use billing_service::config::{self, Config};
+use billing_service::domain::catalog::{Catalog, SignupPolicy};
+use billing_service::domain::trial::TrialLength;
+use billing_service::grpc::{CallerTokens, Scope};
+use billing_service::{local_postgres, service, telemetry};
+use clap::Parser;
+use sqlx::postgres::PgConnectOptions;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let _telemetry = telemetry::init(config.log_format, config.otlp_endpoint.as_deref())?;
+
+    let catalog_text = match &config.catalog {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the catalog {}", path.display()))?,
+        None => Catalog::DEFAULT_TOML.to_owned(),
+    };
+    let catalog =
+        Catalog::from_toml(&catalog_text)?.with_stripe_price_ids(config::stripe_price_id_from_env);
+
+    let (database, private_postgres) = match &config.database_url {
+        Some(url) => (
+            url.parse::<PgConnectOptions>().context("DATABASE_URL")?,
+            None,
+        ),
+        None => local_postgres::resolve(&config.local_postgres_dir).await?,
+    };
+
+    let (caller_tokens, generated) = match config.caller_tokens.clone() {
+        Some(tokens) => (tokens, false),
+        None => (CallerTokens::generate(), true),
+    };
+
+    let app = App::build(AppSettings {
+        grpc_addr: config.grpc_addr,
+        database,
+        database_max_connections: config.database_max_connections,
+        caller_tokens: caller_tokens.clone(),
+        catalog,
+        service: service::Settings {
+            trial_length: TrialLength::days(config.trial_days),
+            signup_policy: SignupPolicy {
+                monthly_enabled: config.monthly_signup,
+            },
+        },
+    })
+    .await?;
+
+    print_welcome(&app, &caller_tokens, generated);
+    let served = app.run_until_stopped(shutdown_signal()).await;
+    if let Some(private) = private_postgres {
+        private.stop();
+    }
+    served
+}
+
+/// What a newcomer needs to call the service. Generated tokens are printed
+/// to the terminal (not the log) because nobody else knows them.
+fn print_welcome(app: &App, tokens: &CallerTokens, generated: bool) {
+    let addr = app.grpc_addr();
+    println!("billing-service: gRPC on {addr} (reflection and grpc.health.v1 enabled)");
+    if generated {
+        println!("No BILLING_CALLER_TOKENS set; generated tokens for this run:");
+        for scope in Scope::ALL {
+            println!(
+                "  {:<8} {}",
+                scope.as_str(),
+                tokens.first(scope).unwrap_or_default()
+            );
+        }
+        println!(
+            "  (to reuse them: BILLING_CALLER_TOKENS='{}')",
+            tokens.to_env_value()
+        );
+    }
+    let port = addr.port();
+    println!("Try:");
+    println!(
+        "  npx @bufbuild/buf curl --protocol grpc --http2-prior-knowledge --list-methods http://127.0.0.1:{port}"
+    );
+    println!("  See README.md for creating an organization and checking an entitlement.");
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,169 @@
+//! Use cases. Each one loads what it needs, asks the domain to decide, and
+//! persists the outcome with its audit entry in one transaction, so nothing
+//! is ever half-written.
+//!
+//! Callers arrive as an [`Actor`] already authenticated by the adapter; the
+//! role checks against organization membership happen here.
+
+mod actor;
+mod audit_trail;
+mod billing;
+mod clock;
+mod entitlements;
+mod members;
+mod operators;
+mod organizations;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+pub use actor::Actor;
+pub use billing::SubscriptionView;
+pub use clock::{Clock, SystemClock};
+pub use entitlements::{EntitlementQuery, EntitlementsView};
+pub use members::MembersView;
+pub use operators::{OrganizationOverrides, Page};
+pub use organizations::{NewOrganization, OrganizationView};
+
+use crate::domain::catalog::{Catalog, Plan, SignupPolicy};
+use crate::domain::entitlement::OrgEntitlementState;
+use crate::domain::ids::OrgId;
+use crate::domain::organization::Organization;
+use crate::domain::role::{OrgAction, Role};
+use crate::domain::trial::TrialLength;
+use crate::error::{Error, Result};
+use crate::store::{self, Store};
+
+/// Deployment settings the use cases follow.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub trial_length: TrialLength,
+    pub signup_policy: SignupPolicy,
+}
+
+/// The use cases, cheap to clone and share between adapters.
+#[derive(Debug, Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    catalog: Catalog,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+}
+
+impl Service {
+    pub fn new(store: Store, catalog: Catalog, clock: Arc<dyn Clock>, settings: Settings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                catalog,
+                clock,
+                settings,
+            }),
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    pub fn signup_policy(&self) -> SignupPolicy {
+        self.inner.settings.signup_policy
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    /// The catalog entry of an organization's plan. A plan missing from the
+    /// catalog means the catalog lost a plan that is in use: an operator
+    /// error, not the caller's.
+    fn plan_of(&self, org: &Organization) -> Result<&Plan> {
+        self.catalog().plan(&org.plan).ok_or_else(|| {
+            Error::internal(anyhow::anyhow!(
+                "organization {} is on plan {:?}, which the catalog does not have",
+                org.id,
+                org.plan.as_str()
+            ))
+        })
+    }
+
+    /// Checks that `actor` may do `action` in the organization and returns
+    /// the acting user's role (operators have none).
+    async fn authorize(
+        &self,
+        conn: &mut PgConnection,
+        actor: &Actor,
+        org: OrgId,
+        action: OrgAction,
+    ) -> Result<Option<Role>> {
+        match actor {
+            Actor::Operator => Ok(None),
+            Actor::Gateway => Err(Error::PermissionDenied(format!(
+                "the gateway may not {}",
+                action.describe()
+            ))),
+            Actor::User(user) => match store::members::role_of(conn, org, user).await? {
+                None => Err(Error::PermissionDenied(format!(
+                    "user {user} is not a member of organization {org}"
+                ))),
+                Some(role) if role.permits(action) => Ok(Some(role)),
+                Some(role) => Err(Error::PermissionDenied(format!(
+                    "a {} may not {}",
+                    role.as_str().replace('_', " "),
+                    action.describe()
+                ))),
+            },
+        }
+    }
+
+    fn require_operator(actor: &Actor, what: &str) -> Result<()> {
+        match actor {
+            Actor::Operator => Ok(()),
+            Actor::User(_) | Actor::Gateway => Err(Error::PermissionDenied(format!(
+                "only operators may {what}"
+            ))),
+        }
+    }
+}
+
+fn org_not_found(id: OrgId) -> Error {
+    Error::NotFound(format!("organization {id} not found"))
+}
+
+async fn load_org(conn: &mut PgConnection, id: OrgId) -> Result<Organization> {
+    store::organizations::get(conn, id)
+        .await?
+        .ok_or_else(|| org_not_found(id))
+}
+
+/// Loads and locks the organization for the rest of the transaction.
+async fn lock_org(conn: &mut PgConnection, id: OrgId) -> Result<Organization> {
+    store::organizations::lock(conn, id)
+        .await?
+        .ok_or_else(|| org_not_found(id))
+}
+
+async fn load_state(
+    conn: &mut PgConnection,
+    org: Organization,
+    now: DateTime<Utc>,
+) -> Result<OrgEntitlementState> {
+    let subscriptions = store::subscriptions::list_for_org(conn, org.id).await?;
+    let used_seats = store::members::used_seats(conn, org.id, now).await?;
+    Ok(OrgEntitlementState {
+        org,
+        subscriptions,
+        used_seats,
+    })
+}

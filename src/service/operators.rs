@@ -1,0 +1,182 @@
+//! Operator overrides, listings, GDPR erasure and the audit trail.
+
+use chrono::{DateTime, Utc};
+
+use super::audit_trail::{AuditAction, record, snapshot};
+use super::{Actor, OrganizationView, Service, load_org, lock_org};
+use crate::domain::catalog::PlanId;
+use crate::domain::ids::{EmailAddress, OrgId, UserId};
+use crate::domain::organization::Organization;
+use crate::domain::role::OrgAction;
+use crate::error::{Error, Result};
+use crate::store::{self, audit::AuditEvent, erasure::ErasureReport};
+
+/// One page of a listing and the cursor of the next (none on the last page).
+#[derive(Debug, Clone)]
+pub struct Page<T, C> {
+    pub items: Vec<T>,
+    pub next: Option<C>,
+}
+
+/// Operator overrides; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct OrganizationOverrides {
+    pub require_seats: Option<bool>,
+    /// `Some(None)` clears the tier.
+    pub sponsorship_tier: Option<Option<String>>,
+    pub suppress_trial_messaging: Option<bool>,
+    pub plan: Option<PlanId>,
+}
+
+impl Service {
+    pub async fn list_organizations(
+        &self,
+        actor: &Actor,
+        after: Option<OrgId>,
+        page_size: i64,
+    ) -> Result<Page<OrganizationView, OrgId>> {
+        Self::require_operator(actor, "list organizations")?;
+        let mut conn = self.store().pool().acquire().await?;
+        // One extra row tells whether another page follows.
+        let mut orgs = store::organizations::list_page(&mut conn, after, page_size + 1).await?;
+        let more = orgs.len() as i64 > page_size;
+        orgs.truncate(page_size as usize);
+        let next = more.then(|| orgs.last().map(|o| o.id)).flatten();
+        let now = self.now();
+        let items = orgs
+            .into_iter()
+            .map(|org| self.view(org, now))
+            .collect::<Result<_>>()?;
+        Ok(Page { items, next })
+    }
+
+    /// Applies an operator's change to the organization's settings and audits
+    /// it, in one transaction.
+    async fn override_settings(
+        &self,
+        actor: &Actor,
+        id: OrgId,
+        action: AuditAction,
+        change: impl FnOnce(&mut Organization),
+    ) -> Result<OrganizationView> {
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let mut org = lock_org(&mut tx, id).await?;
+        let before = snapshot(&org)?;
+        change(&mut org);
+        store::organizations::update_settings(&mut tx, &org).await?;
+        record(
+            &mut tx,
+            id,
+            actor,
+            action,
+            Some(before),
+            Some(snapshot(&org)?),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        self.view(org, now)
+    }
+
+    /// Moves the trial end, earlier or later.
+    pub async fn set_trial_end(
+        &self,
+        actor: &Actor,
+        id: OrgId,
+        trial_end: DateTime<Utc>,
+    ) -> Result<OrganizationView> {
+        Self::require_operator(actor, "move a trial end")?;
+        self.override_settings(actor, id, AuditAction::TrialEndSet, |org| {
+            org.trial_end = trial_end;
+        })
+        .await
+    }
+
+    pub async fn set_overrides(
+        &self,
+        actor: &Actor,
+        id: OrgId,
+        overrides: OrganizationOverrides,
+    ) -> Result<OrganizationView> {
+        Self::require_operator(actor, "override organization settings")?;
+        self.override_settings(actor, id, AuditAction::OverridesSet, |org| {
+            if let Some(require_seats) = overrides.require_seats {
+                org.require_seats = require_seats;
+            }
+            if let Some(tier) = overrides.sponsorship_tier {
+                org.sponsorship_tier = tier;
+            }
+            if let Some(suppress) = overrides.suppress_trial_messaging {
+                org.suppress_trial_messaging = suppress;
+            }
+            if let Some(plan) = overrides.plan {
+                org.plan = plan;
+            }
+        })
+        .await
+    }
+
+    /// GDPR erasure: removes the user's memberships and invitations and
+    /// anonymizes the records that must stay.
+    pub async fn delete_user_data(
+        &self,
+        actor: &Actor,
+        user: UserId,
+        emails: Vec<EmailAddress>,
+    ) -> Result<ErasureReport> {
+        Self::require_operator(actor, "erase user data")?;
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let report = store::erasure::erase_user(&mut tx, &user, &emails).await?;
+        // The trail of each former organization says that a member was
+        // erased, without saying who.
+        for org in &report.former_orgs {
+            record(
+                &mut tx,
+                *org,
+                actor,
+                AuditAction::UserErased,
+                None,
+                None,
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// Newest first.
+    pub async fn list_audit_events(
+        &self,
+        actor: &Actor,
+        org_id: OrgId,
+        before_id: Option<i64>,
+        page_size: i64,
+    ) -> Result<Page<AuditEvent, i64>> {
+        let mut conn = self.store().pool().acquire().await?;
+        // The trail outlives the organization, so operators may read the
+        // trail of a deleted one; members need a live organization.
+        if *actor != Actor::Operator {
+            load_org(&mut conn, org_id).await?;
+        }
+        self.authorize(&mut conn, actor, org_id, OrgAction::ViewAuditTrail)
+            .await?;
+        let mut events =
+            store::audit::list_page(&mut conn, org_id, before_id, page_size + 1).await?;
+        let more = events.len() as i64 > page_size;
+        events.truncate(page_size as usize);
+        let next = more.then(|| events.last().map(|e| e.id)).flatten();
+        if events.is_empty() && before_id.is_none() && *actor == Actor::Operator {
+            // Distinguish "no such organization ever" from an empty trail.
+            return Err(Error::NotFound(format!(
+                "organization {org_id} has no audit trail"
+            )));
+        }
+        Ok(Page {
+            items: events,
+            next,
+        })
+    }
+}

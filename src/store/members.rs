@@ -1,0 +1,406 @@
+//! Memberships, invitations and removal records.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{corrupt, on_unique_violation};
+use crate::domain::ids::{EmailAddress, InvitationId, OrgId, UserId};
+use crate::domain::membership::{Invitation, Membership, RemovalRecord};
+use crate::domain::role::Role;
+use crate::error::Result;
+
+fn parse_role(raw: &str) -> Result<Role> {
+    Role::parse(raw).map_err(|e| corrupt("role", e))
+}
+
+struct MembershipRow {
+    org_id: Uuid,
+    user_id: String,
+    role: String,
+    joined_at: DateTime<Utc>,
+}
+
+impl TryFrom<MembershipRow> for Membership {
+    type Error = crate::error::Error;
+
+    fn try_from(row: MembershipRow) -> Result<Self> {
+        Ok(Self {
+            org_id: row.org_id.into(),
+            user_id: UserId::parse(&row.user_id).map_err(|e| corrupt("user id", e))?,
+            role: parse_role(&row.role)?,
+            joined_at: row.joined_at,
+        })
+    }
+}
+
+pub async fn role_of(conn: &mut PgConnection, org: OrgId, user: &UserId) -> Result<Option<Role>> {
+    let role = sqlx::query_scalar!(
+        "select role from memberships where org_id = $1 and user_id = $2",
+        org.as_uuid(),
+        user.as_str(),
+    )
+    .fetch_optional(conn)
+    .await?;
+    role.as_deref().map(parse_role).transpose()
+}
+
+pub async fn get_member(
+    conn: &mut PgConnection,
+    org: OrgId,
+    user: &UserId,
+) -> Result<Option<Membership>> {
+    let row = sqlx::query_as!(
+        MembershipRow,
+        "select org_id, user_id, role, joined_at from memberships where org_id = $1 and user_id = $2",
+        org.as_uuid(),
+        user.as_str(),
+    )
+    .fetch_optional(conn)
+    .await?;
+    row.map(TryInto::try_into).transpose()
+}
+
+pub async fn list_members(conn: &mut PgConnection, org: OrgId) -> Result<Vec<Membership>> {
+    let rows = sqlx::query_as!(
+        MembershipRow,
+        r#"
+        select org_id, user_id, role, joined_at from memberships
+        where org_id = $1
+        order by joined_at, user_id
+        "#,
+        org.as_uuid(),
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+pub async fn insert_member(conn: &mut PgConnection, member: &Membership) -> Result<()> {
+    sqlx::query!(
+        "insert into memberships (org_id, user_id, role, joined_at) values ($1, $2, $3, $4)",
+        member.org_id.as_uuid(),
+        member.user_id.as_str(),
+        member.role.as_str(),
+        member.joined_at,
+    )
+    .execute(conn)
+    .await
+    .map_err(on_unique_violation("memberships_pkey", || {
+        format!("{} is already a member", member.user_id)
+    }))?;
+    Ok(())
+}
+
+pub async fn update_role(
+    conn: &mut PgConnection,
+    org: OrgId,
+    user: &UserId,
+    role: Role,
+) -> Result<()> {
+    sqlx::query!(
+        "update memberships set role = $3 where org_id = $1 and user_id = $2",
+        org.as_uuid(),
+        user.as_str(),
+        role.as_str(),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_member(conn: &mut PgConnection, org: OrgId, user: &UserId) -> Result<()> {
+    sqlx::query!(
+        "delete from memberships where org_id = $1 and user_id = $2",
+        org.as_uuid(),
+        user.as_str(),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_all_members(conn: &mut PgConnection, org: OrgId) -> Result<()> {
+    sqlx::query!("delete from memberships where org_id = $1", org.as_uuid())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn count_owners(conn: &mut PgConnection, org: OrgId) -> Result<i64> {
+    let count = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from memberships where org_id = $1 and role = 'owner'"#,
+        org.as_uuid(),
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(count)
+}
+
+/// Members plus pending, unexpired invitations, not counting billing managers.
+pub async fn used_seats(conn: &mut PgConnection, org: OrgId, now: DateTime<Utc>) -> Result<i64> {
+    let used = sqlx::query_scalar!(
+        r#"
+        select
+            (select count(*) from memberships
+             where org_id = $1 and role <> 'billing_manager')
+          + (select count(*) from invitations
+             where org_id = $1 and role <> 'billing_manager'
+               and accepted_at is null and revoked_at is null and expires_at > $2)
+            as "used!"
+        "#,
+        org.as_uuid(),
+        now,
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(used)
+}
+
+struct InvitationRow {
+    id: Uuid,
+    org_id: Uuid,
+    email: String,
+    role: String,
+    invited_by: String,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    accepted_at: Option<DateTime<Utc>>,
+    accepted_by: Option<String>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<InvitationRow> for Invitation {
+    type Error = crate::error::Error;
+
+    fn try_from(row: InvitationRow) -> Result<Self> {
+        Ok(Self {
+            id: row.id.into(),
+            org_id: row.org_id.into(),
+            email: EmailAddress::parse(&row.email).map_err(|e| corrupt("email", e))?,
+            role: parse_role(&row.role)?,
+            invited_by: row.invited_by,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            accepted_at: row.accepted_at,
+            accepted_by: row
+                .accepted_by
+                .as_deref()
+                .map(UserId::parse)
+                .transpose()
+                .map_err(|e| corrupt("user id", e))?,
+            revoked_at: row.revoked_at,
+        })
+    }
+}
+
+pub async fn insert_invitation(conn: &mut PgConnection, invitation: &Invitation) -> Result<()> {
+    sqlx::query!(
+        r#"
+        insert into invitations (id, org_id, email, role, invited_by, created_at, expires_at)
+        values ($1, $2, $3, $4, $5, $6, $7)
+        "#,
+        invitation.id.as_uuid(),
+        invitation.org_id.as_uuid(),
+        invitation.email.as_str(),
+        invitation.role.as_str(),
+        invitation.invited_by,
+        invitation.created_at,
+        invitation.expires_at,
+    )
+    .execute(conn)
+    .await
+    .map_err(on_unique_violation(
+        "invitations_one_open_per_email",
+        || format!("{} already has a pending invitation", invitation.email),
+    ))?;
+    Ok(())
+}
+
+/// Closes (revokes) expired invitations to `email`, so a new one can be sent.
+pub async fn close_expired_invitations(
+    conn: &mut PgConnection,
+    org: OrgId,
+    email: &EmailAddress,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query!(
+        r#"
+        update invitations set revoked_at = expires_at
+        where org_id = $1 and email = $2
+          and accepted_at is null and revoked_at is null and expires_at <= $3
+        "#,
+        org.as_uuid(),
+        email.as_str(),
+        now,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Reads an invitation and locks it until the transaction ends.
+pub async fn lock_invitation(
+    conn: &mut PgConnection,
+    id: InvitationId,
+) -> Result<Option<Invitation>> {
+    let row = sqlx::query_as!(
+        InvitationRow,
+        r#"
+        select id, org_id, email, role, invited_by, created_at, expires_at,
+               accepted_at, accepted_by, revoked_at
+        from invitations where id = $1
+        for update
+        "#,
+        id.as_uuid(),
+    )
+    .fetch_optional(conn)
+    .await?;
+    row.map(TryInto::try_into).transpose()
+}
+
+pub async fn list_invitations(
+    conn: &mut PgConnection,
+    org: OrgId,
+    include_closed: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<Invitation>> {
+    let rows = sqlx::query_as!(
+        InvitationRow,
+        r#"
+        select id, org_id, email, role, invited_by, created_at, expires_at,
+               accepted_at, accepted_by, revoked_at
+        from invitations
+        where org_id = $1
+          and ($2 or (accepted_at is null and revoked_at is null and expires_at > $3))
+        order by created_at, id
+        "#,
+        org.as_uuid(),
+        include_closed,
+        now,
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+pub async fn mark_accepted(
+    conn: &mut PgConnection,
+    id: InvitationId,
+    user: &UserId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query!(
+        "update invitations set accepted_at = $2, accepted_by = $3 where id = $1",
+        id.as_uuid(),
+        now,
+        user.as_str(),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn mark_revoked(
+    conn: &mut PgConnection,
+    id: InvitationId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query!(
+        "update invitations set revoked_at = $2 where id = $1",
+        id.as_uuid(),
+        now,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Revokes every open invitation of an organization (on deletion).
+pub async fn revoke_all_invitations(
+    conn: &mut PgConnection,
+    org: OrgId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query!(
+        r#"
+        update invitations set revoked_at = $2
+        where org_id = $1 and accepted_at is null and revoked_at is null
+        "#,
+        org.as_uuid(),
+        now,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+struct RemovalRow {
+    org_id: Uuid,
+    user_id: String,
+    removed_at: DateTime<Utc>,
+    removed_by: String,
+    previous_role: String,
+}
+
+impl TryFrom<RemovalRow> for RemovalRecord {
+    type Error = crate::error::Error;
+
+    fn try_from(row: RemovalRow) -> Result<Self> {
+        Ok(Self {
+            org_id: row.org_id.into(),
+            user_id: row.user_id,
+            removed_at: row.removed_at,
+            removed_by: row.removed_by,
+            previous_role: parse_role(&row.previous_role)?,
+        })
+    }
+}
+
+/// Records a removal; removing the same user again replaces the record.
+pub async fn upsert_removal(conn: &mut PgConnection, record: &RemovalRecord) -> Result<()> {
+    sqlx::query!(
+        r#"
+        insert into removal_records (org_id, user_id, removed_at, removed_by, previous_role)
+        values ($1, $2, $3, $4, $5)
+        on conflict (org_id, user_id) do update
+        set removed_at = excluded.removed_at, removed_by = excluded.removed_by,
+            previous_role = excluded.previous_role
+        "#,
+        record.org_id.as_uuid(),
+        record.user_id,
+        record.removed_at,
+        record.removed_by,
+        record.previous_role.as_str(),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes the user's removal record; true when there was one.
+pub async fn clear_removal(conn: &mut PgConnection, org: OrgId, user: &UserId) -> Result<bool> {
+    let done = sqlx::query!(
+        "delete from removal_records where org_id = $1 and user_id = $2",
+        org.as_uuid(),
+        user.as_str(),
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn list_removals(conn: &mut PgConnection, org: OrgId) -> Result<Vec<RemovalRecord>> {
+    let rows = sqlx::query_as!(
+        RemovalRow,
+        r#"
+        select org_id, user_id, removed_at, removed_by, previous_role
+        from removal_records where org_id = $1
+        order by removed_at, user_id
+        "#,
+        org.as_uuid(),
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}

@@ -1,0 +1,70 @@
+//! Postgres persistence through sqlx. Queries are checked at compile time
+//! against the schema in `migrations/` (offline data in `.sqlx/`).
+//!
+//! Functions take a `&mut PgConnection` so a use case can run several of them
+//! in one transaction; rows are converted into domain types here.
+
+pub mod audit;
+pub mod erasure;
+pub mod members;
+pub mod organizations;
+pub mod subscriptions;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::error::{Error, Result};
+
+/// The migrations, embedded in the binary and applied at start-up.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub async fn connect(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
+/// Turns a violation of the named unique constraint into `AlreadyExists`,
+/// leaving every other database error internal.
+pub(crate) fn on_unique_violation(
+    constraint: &'static str,
+    message: impl FnOnce() -> String,
+) -> impl FnOnce(sqlx::Error) -> Error {
+    move |error| match &error {
+        sqlx::Error::Database(db) if db.constraint() == Some(constraint) => {
+            Error::AlreadyExists(message())
+        }
+        _ => Error::from(error),
+    }
+}
+
+/// A stored value that does not parse: the schema's checks should make this
+/// impossible, so it is internal.
+pub(crate) fn corrupt(what: &str, error: impl std::fmt::Display) -> Error {
+    Error::internal(anyhow::anyhow!("stored {what} does not parse: {error}"))
+}
