@@ -1,0 +1,172 @@
+//! Each authentication and authorization failure answers its own code.
+
+use billing_service::grpc::proto;
+use tonic::Code;
+
+use crate::helpers::{As, expect_code, request, spawn_app};
+
+#[tokio::test]
+async fn each_auth_failure_has_its_code() {
+    let app = spawn_app().await;
+    let org = app.create_org("alice").await;
+    let get_org = |who| {
+        request(
+            who,
+            proto::GetOrganizationRequest {
+                org_id: org.id.clone(),
+            },
+        )
+    };
+    let check = |who| {
+        request(
+            who,
+            proto::CheckEntitlementRequest {
+                org_id: org.id.clone(),
+                user_id: "alice".into(),
+                feature: "proxy".into(),
+                ..Default::default()
+            },
+        )
+    };
+
+    // No token, an unknown token, or a token that is not a bearer token.
+    expect_code(
+        app.org_admin().get_organization(get_org(As::NoToken)).await,
+        Code::Unauthenticated,
+    );
+    expect_code(
+        app.org_admin()
+            .get_organization(get_org(As::Token("not-a-real-token-at-all")))
+            .await,
+        Code::Unauthenticated,
+    );
+    let mut basic = get_org(As::NoToken);
+    basic.metadata_mut().insert(
+        "authorization",
+        "Basic YWxpY2U6cHc=".parse().expect("ascii"),
+    );
+    expect_code(
+        app.org_admin().get_organization(basic).await,
+        Code::Unauthenticated,
+    );
+
+    // A bff call that does not say which end user it acts for.
+    let status = expect_code(
+        app.org_admin()
+            .get_organization(get_org(As::BffAlone))
+            .await,
+        Code::Unauthenticated,
+    );
+    assert!(status.message().contains("x-acting-user-id"));
+    // ...or names one that cannot be a user id.
+    expect_code(
+        app.org_admin()
+            .get_organization(get_org(As::User("bad id")))
+            .await,
+        Code::InvalidArgument,
+    );
+
+    // Wrong scope for the service.
+    expect_code(
+        app.org_admin().get_organization(get_org(As::Gateway)).await,
+        Code::PermissionDenied,
+    );
+    expect_code(
+        app.entitlements()
+            .check_entitlement(check(As::User("alice")))
+            .await,
+        Code::PermissionDenied,
+    );
+    expect_code(
+        app.billing()
+            .list_plans(request(As::Gateway, proto::ListPlansRequest {}))
+            .await,
+        Code::PermissionDenied,
+    );
+
+    // Right scope, wrong role or organization.
+    expect_code(
+        app.org_admin()
+            .get_organization(get_org(As::User("mallory")))
+            .await,
+        Code::PermissionDenied,
+    );
+
+    // And the right callers get through.
+    app.org_admin()
+        .get_organization(get_org(As::User("alice")))
+        .await
+        .expect("bff as owner");
+    app.org_admin()
+        .get_organization(get_org(As::Ops))
+        .await
+        .expect("ops");
+    app.entitlements()
+        .check_entitlement(check(As::Gateway))
+        .await
+        .expect("gateway");
+    app.entitlements()
+        .check_entitlement(check(As::Ops))
+        .await
+        .expect("ops");
+    app.billing()
+        .list_plans(request(As::BffAlone, proto::ListPlansRequest {}))
+        .await
+        .expect("catalog needs no user");
+}
+
+#[tokio::test]
+async fn health_and_reflection_answer_without_a_token() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+    let app = spawn_app().await;
+    let mut health = HealthClient::new(app.channel.clone());
+    for service in [
+        "",
+        "billing.v1.EntitlementService",
+        "billing.v1.OrgAdminService",
+        "billing.v1.BillingService",
+    ] {
+        let reply = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health")
+            .into_inner();
+        assert_eq!(reply.status(), ServingStatus::Serving, "{service:?}");
+    }
+
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(app.channel.clone());
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::iter([ask]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let reply = replies.message().await.expect("stream").expect("one reply");
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reflection reply {reply:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    for expected in [
+        "billing.v1.BillingService",
+        "billing.v1.EntitlementService",
+        "billing.v1.OrgAdminService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+}

@@ -1,0 +1,336 @@
+//! Starts the real service on a fresh PostgreSQL database and talks to it
+//! over real gRPC, as each caller would.
+
+use billing_service::app::{App, AppSettings};
+use billing_service::domain::catalog::{BillingCycle, Catalog, PlanId, SignupPolicy};
+use billing_service::domain::ids::OrgId;
+use billing_service::domain::money::{Currency, Money};
+use billing_service::domain::subscription::Subscription;
+use billing_service::domain::trial::TrialLength;
+use billing_service::grpc::CallerTokens;
+use billing_service::grpc::proto::billing_service_client::BillingServiceClient;
+use billing_service::grpc::proto::entitlement_service_client::EntitlementServiceClient;
+use billing_service::grpc::proto::org_admin_service_client::OrgAdminServiceClient;
+use billing_service::grpc::proto::{self, Role};
+use billing_service::service;
+use billing_service::store;
+use chrono::{DateTime, TimeDelta, Utc};
+use prost_types::Timestamp;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+pub const GATEWAY_TOKEN: &str = "gateway-test-token-0001";
+pub const BFF_TOKEN: &str = "bff-test-token-00000001";
+pub const OPS_TOKEN: &str = "ops-test-token-00000001";
+
+/// Who makes a call.
+#[derive(Debug, Clone, Copy)]
+pub enum As<'a> {
+    /// The BFF acting for this end user.
+    User(&'a str),
+    Ops,
+    Gateway,
+    /// The BFF without an acting user.
+    BffAlone,
+    /// Any bearer token.
+    Token(&'a str),
+    NoToken,
+}
+
+/// Options for starting the app.
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    pub catalog: Catalog,
+    pub monthly_signup: bool,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        Self {
+            catalog: Catalog::from_toml(Catalog::DEFAULT_TOML).expect("default catalog"),
+            monthly_signup: true,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub channel: Channel,
+    /// A pool on the app's database, for putting state in place through the
+    /// store layer.
+    pub pool: PgPool,
+}
+
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestOptions::default()).await
+}
+
+/// Creates a fresh database, starts the app on port 0 and connects to it.
+pub async fn spawn_app_with(options: TestOptions) -> TestApp {
+    let admin: PgConnectOptions = admin_url().parse().expect("TEST_DATABASE_URL");
+    let db_name = format!("billing_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect_with(&admin)
+        .await
+        .expect("PostgreSQL must be running (see README)");
+    sqlx::query(&format!("create database {db_name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let database = admin.database(&db_name);
+
+    let app = App::build(AppSettings {
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        database: database.clone(),
+        database_max_connections: 5,
+        caller_tokens: CallerTokens::parse(&format!(
+            "gateway:{GATEWAY_TOKEN},bff:{BFF_TOKEN},ops:{OPS_TOKEN}"
+        ))
+        .expect("tokens"),
+        catalog: options.catalog,
+        service: service::Settings {
+            trial_length: TrialLength::days(30),
+            signup_policy: SignupPolicy {
+                monthly_enabled: options.monthly_signup,
+            },
+        },
+    })
+    .await
+    .expect("app builds");
+    let addr = app.grpc_addr();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let pool = PgPool::connect_with(database).await.expect("pool");
+    TestApp { channel, pool }
+}
+
+pub fn request<T>(who: As<'_>, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    let token = match who {
+        As::User(_) | As::BffAlone => Some(BFF_TOKEN),
+        As::Ops => Some(OPS_TOKEN),
+        As::Gateway => Some(GATEWAY_TOKEN),
+        As::Token(token) => Some(token),
+        As::NoToken => None,
+    };
+    let metadata = request.metadata_mut();
+    if let Some(token) = token {
+        metadata.insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
+    }
+    if let As::User(user) = who {
+        metadata.insert("x-acting-user-id", user.parse().expect("ascii"));
+    }
+    request
+}
+
+/// Asserts that a call failed with `code` and returns the status.
+#[track_caller]
+pub fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(reply) => panic!("expected {code:?}, got a reply: {reply:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "status: {status:?}");
+            status
+        }
+    }
+}
+
+/// A trial end placed so that whole days remaining is exactly `days` for
+/// the rest of the test (half a day of slack either way).
+pub fn trial_end_in_days(days: i64) -> Timestamp {
+    timestamp(Utc::now() + TimeDelta::days(days) + TimeDelta::hours(12))
+}
+
+pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+impl TestApp {
+    pub fn org_admin(&self) -> OrgAdminServiceClient<Channel> {
+        OrgAdminServiceClient::new(self.channel.clone())
+    }
+
+    pub fn entitlements(&self) -> EntitlementServiceClient<Channel> {
+        EntitlementServiceClient::new(self.channel.clone())
+    }
+
+    pub fn billing(&self) -> BillingServiceClient<Channel> {
+        BillingServiceClient::new(self.channel.clone())
+    }
+
+    /// Creates an organization owned by `owner` on `plan` (catalog default when `None`).
+    pub async fn create_org_on(&self, owner: &str, plan: Option<&str>) -> proto::Organization {
+        self.org_admin()
+            .create_organization(request(
+                As::User(owner),
+                proto::CreateOrganizationRequest {
+                    name: format!("{owner}'s team"),
+                    plan: plan.map(str::to_owned),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("create organization")
+            .into_inner()
+    }
+
+    pub async fn create_org(&self, owner: &str) -> proto::Organization {
+        self.create_org_on(owner, None).await
+    }
+
+    pub async fn invite(
+        &self,
+        who: As<'_>,
+        org: &str,
+        email: &str,
+        role: Role,
+    ) -> Result<proto::Invitation, Status> {
+        self.org_admin()
+            .invite_member(request(
+                who,
+                proto::InviteMemberRequest {
+                    org_id: org.to_owned(),
+                    email: email.to_owned(),
+                    role: role.into(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn accept(&self, invitation: &str, user: &str) -> Result<proto::Member, Status> {
+        self.org_admin()
+            .accept_invitation(request(
+                As::User(user),
+                proto::AcceptInvitationRequest {
+                    invitation_id: invitation.to_owned(),
+                    user_id: user.to_owned(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Invites `user` (as an operator) and has them accept.
+    pub async fn add_member(&self, org: &str, user: &str, role: Role) -> proto::Member {
+        let invitation = self
+            .invite(As::Ops, org, &format!("{user}@example.com"), role)
+            .await
+            .expect("invite");
+        self.accept(&invitation.id, user).await.expect("accept")
+    }
+
+    pub async fn set_trial_end(&self, org: &str, trial_end: Timestamp) -> proto::Organization {
+        self.org_admin()
+            .set_trial_end(request(
+                As::Ops,
+                proto::SetTrialEndRequest {
+                    org_id: org.to_owned(),
+                    trial_end: Some(trial_end),
+                },
+            ))
+            .await
+            .expect("set trial end")
+            .into_inner()
+    }
+
+    pub async fn check_model(
+        &self,
+        org: &str,
+        user: &str,
+        model: Option<&str>,
+        provider: Option<&str>,
+    ) -> proto::CheckEntitlementResponse {
+        self.entitlements()
+            .check_entitlement(request(
+                As::Gateway,
+                proto::CheckEntitlementRequest {
+                    org_id: org.to_owned(),
+                    user_id: user.to_owned(),
+                    feature: "proxy".to_owned(),
+                    model: model.map(str::to_owned),
+                    provider: provider.map(str::to_owned),
+                },
+            ))
+            .await
+            .expect("check entitlement")
+            .into_inner()
+    }
+
+    pub async fn check(&self, org: &str, user: &str) -> proto::CheckEntitlementResponse {
+        self.check_model(org, user, None, None).await
+    }
+
+    pub async fn seat_usage(&self, org: &str) -> proto::SeatUsage {
+        self.org_admin()
+            .get_seat_usage(request(
+                As::Ops,
+                proto::GetSeatUsageRequest {
+                    org_id: org.to_owned(),
+                },
+            ))
+            .await
+            .expect("seat usage")
+            .into_inner()
+    }
+
+    pub async fn audit_actions(&self, org: &str) -> Vec<proto::AuditEvent> {
+        self.org_admin()
+            .list_audit_events(request(
+                As::Ops,
+                proto::ListAuditEventsRequest {
+                    org_id: org.to_owned(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("audit events")
+            .into_inner()
+            .events
+    }
+
+    /// Puts a subscription in place through the store layer, as the Stripe
+    /// webhook will once it exists.
+    pub async fn put_subscription(&self, org: &str, status: &str, paid_seats: i64) {
+        let org = OrgId::parse(org).expect("org id");
+        let subscription = Subscription {
+            stripe_subscription_id: format!("sub_{}", uuid::Uuid::new_v4().simple()),
+            status_raw: status.to_owned(),
+            plan: PlanId::new("teams"),
+            billing_cycle: Some(BillingCycle::Monthly),
+            paid_seats,
+            current_period_start: Some(Utc::now() - TimeDelta::days(3)),
+            current_period_end: Some(Utc::now() + TimeDelta::days(27)),
+            cancel_at_period_end: false,
+            ended_at: None,
+            next_payment: Some(Money::new(
+                1800 * paid_seats,
+                Currency::parse("usd").expect("usd"),
+            )),
+            created_at: Utc::now(),
+        };
+        self.upsert_subscription(org, &subscription).await;
+    }
+
+    pub async fn upsert_subscription(&self, org: OrgId, subscription: &Subscription) {
+        let mut conn = self.pool.acquire().await.expect("connection");
+        store::subscriptions::upsert(&mut conn, org, subscription)
+            .await
+            .expect("upsert subscription");
+    }
+}

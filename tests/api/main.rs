@@ -1,0 +1,14 @@
+//! Black-box tests of the billing service: a real PostgreSQL database per
+//! test and real gRPC calls. One binary keeps link time down.
+
+mod audit;
+mod auth;
+mod catalog;
+mod entitlement;
+mod gdpr;
+mod helpers;
+mod members;
+mod organizations;
+mod permissions;
+mod seats;
+mod trial;
