@@ -63,28 +63,31 @@ async fn main() -> anyhow::Result<()> {
 /// What a newcomer needs to call the service. Generated tokens are printed
 /// to the terminal (not the log) because nobody else knows them.
 fn print_welcome(app: &App, tokens: &CallerTokens, generated: bool) {
-    let addr = app.grpc_addr();
-    println!("billing-service: gRPC on {addr} (reflection and grpc.health.v1 enabled)");
+    let port = app.grpc_addr().port();
+    println!(
+        "billing-service: gRPC on {} (reflection and grpc.health.v1 enabled)",
+        app.grpc_addr()
+    );
     if generated {
-        println!("No BILLING_CALLER_TOKENS set; generated tokens for this run:");
-        for scope in Scope::ALL {
-            println!(
-                "  {:<8} {}",
-                scope.as_str(),
-                tokens.first(scope).unwrap_or_default()
-            );
+        println!(
+            "No BILLING_CALLER_TOKENS set; tokens generated for this run (paste into a shell):"
+        );
+        for (scope, var) in [
+            (Scope::Gateway, "GATEWAY_TOKEN"),
+            (Scope::Bff, "BFF_TOKEN"),
+            (Scope::Ops, "OPS_TOKEN"),
+        ] {
+            println!("  export {var}={}", tokens.first(scope).unwrap_or_default());
         }
         println!(
-            "  (to reuse them: BILLING_CALLER_TOKENS='{}')",
+            "To keep them across restarts: BILLING_CALLER_TOKENS='{}'",
             tokens.to_env_value()
         );
     }
-    let port = addr.port();
-    println!("Try:");
     println!(
-        "  npx @bufbuild/buf curl --protocol grpc --http2-prior-knowledge --list-methods http://127.0.0.1:{port}"
+        "List the API: npx @bufbuild/buf curl --protocol grpc --http2-prior-knowledge --list-methods http://127.0.0.1:{port}"
     );
-    println!("  See README.md for creating an organization and checking an entitlement.");
+    println!("More examples: README.md");
 }
 
 async fn shutdown_signal() {

@@ -57,6 +57,8 @@ impl Default for TestOptions {
 
 pub struct TestApp {
     pub channel: Channel,
+    admin: PgConnectOptions,
+    db_name: String,
     /// A pool on the app's database, for putting state in place through the
     /// store layer.
     pub pool: PgPool,
@@ -82,7 +84,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         .execute(&mut conn)
         .await
         .expect("create test database");
-    let database = admin.database(&db_name);
+    let database = admin.clone().database(&db_name);
 
     let app = App::build(AppSettings {
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
@@ -110,7 +112,39 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         .await
         .expect("connect");
     let pool = PgPool::connect_with(database).await.expect("pool");
-    TestApp { channel, pool }
+    TestApp {
+        channel,
+        admin,
+        db_name,
+        pool,
+    }
+}
+
+impl Drop for TestApp {
+    /// Drops the test's database (forcing out the app's own connections),
+    /// so repeated runs on one machine do not pile databases up. Drop cannot
+    /// await, so this runs on a thread with a runtime of its own.
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let db_name = std::mem::take(&mut self.db_name);
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let mut conn = PgConnection::connect_with(&admin).await?;
+                sqlx::query(&format!("drop database if exists {db_name} with (force)"))
+                    .execute(&mut conn)
+                    .await
+                    .map(drop)
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("could not drop the test database: {error}");
+        }
+    }
 }
 
 pub fn request<T>(who: As<'_>, message: T) -> Request<T> {
