@@ -150,6 +150,16 @@ fn start_private(pg_ctl: &str, data_dir: &Path) -> anyhow::Result<PrivatePostgre
         let mut chown = Command::new("chown");
         chown.args(["-R", "postgres:postgres", &dir]);
         run(chown, "chown of the private PostgreSQL folder")?;
+        let reachable = command(true, "test")
+            .args(["-w", &dir])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !reachable {
+            bail!(
+                "the postgres user cannot reach {dir} (a parent folder is private); \
+                 set --local-postgres-dir to a folder it can reach, or set DATABASE_URL"
+            );
+        }
     }
     if !data_dir.join("PG_VERSION").exists() {
         let initdb = Path::new(pg_ctl).with_file_name("initdb");

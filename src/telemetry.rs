@@ -29,9 +29,11 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber. `RUST_LOG` filters (default `info`).
+/// Installs the global subscriber. `RUST_LOG` filters (default `info`,
+/// without PostgreSQL's notices such as "relation already exists, skipping").
 pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<TelemetryGuard> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
     // Logs go to stderr so stdout stays for what the run command prints
     // for people; colours only when a person is watching.
     let fmt = tracing_subscriber::fmt::layer()
