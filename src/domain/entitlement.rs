@@ -187,9 +187,9 @@ impl OrgEntitlementState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::catalog::{BillingCycle, Catalog, PlanId};
-    use crate::domain::ids::OrgId;
+    use crate::domain::catalog::{Catalog, PlanId};
     use crate::domain::organization::ModelRestrictions;
+    use crate::domain::test_fixtures::{self, organization};
     use chrono::TimeDelta;
 
     fn now() -> DateTime<Utc> {
@@ -201,38 +201,18 @@ mod tests {
     }
 
     fn state(trial_days_remaining: i64) -> OrgEntitlementState {
+        let mut org = organization(now() + days(trial_days_remaining));
+        org.restrictions =
+            ModelRestrictions::parse(&["gpt-4o".into()], &["anthropic".into()]).unwrap();
         OrgEntitlementState {
-            org: Organization {
-                id: OrgId::generate(),
-                name: "Acme".into(),
-                plan: PlanId::new("teams"),
-                trial_end: now() + days(trial_days_remaining),
-                require_seats: true,
-                sponsorship_tier: None,
-                suppress_trial_messaging: false,
-                restrictions: ModelRestrictions::parse(&["gpt-4o".into()], &["anthropic".into()])
-                    .unwrap(),
-                created_at: now() - TimeDelta::days(30),
-            },
+            org,
             subscriptions: vec![],
             used_seats: 2,
         }
     }
 
     fn subscription(status: &str, seats: i64) -> Subscription {
-        Subscription {
-            stripe_subscription_id: "sub_1".into(),
-            status_raw: status.into(),
-            plan: PlanId::new("teams"),
-            billing_cycle: Some(BillingCycle::Monthly),
-            paid_seats: seats,
-            current_period_start: None,
-            current_period_end: None,
-            cancel_at_period_end: false,
-            ended_at: None,
-            next_payment: None,
-            created_at: now() - TimeDelta::days(40),
-        }
+        test_fixtures::subscription(status, seats, now() - TimeDelta::days(40))
     }
 
     fn plan(id: &str) -> Plan {

@@ -14,6 +14,8 @@ pub mod organization;
 pub mod role;
 pub mod seats;
 pub mod subscription;
+#[cfg(test)]
+mod test_fixtures;
 pub mod trial;
 
 /// A value that failed validation, with a reason fit to show the caller.

@@ -106,39 +106,15 @@ impl SeatUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::catalog::{BillingCycle, PlanId};
-    use crate::domain::ids::OrgId;
-    use crate::domain::organization::ModelRestrictions;
+    use crate::domain::test_fixtures::{organization, subscription};
     use chrono::TimeDelta;
 
     fn org(trial_end: DateTime<Utc>) -> Organization {
-        Organization {
-            id: OrgId::generate(),
-            name: "Acme".into(),
-            plan: PlanId::new("teams"),
-            trial_end,
-            require_seats: true,
-            sponsorship_tier: None,
-            suppress_trial_messaging: false,
-            restrictions: ModelRestrictions::default(),
-            created_at: trial_end - TimeDelta::days(30),
-        }
+        organization(trial_end)
     }
 
     fn paid(seats: i64) -> Subscription {
-        Subscription {
-            stripe_subscription_id: "sub_1".into(),
-            status_raw: "active".into(),
-            plan: PlanId::new("teams"),
-            billing_cycle: Some(BillingCycle::Monthly),
-            paid_seats: seats,
-            current_period_start: None,
-            current_period_end: None,
-            cancel_at_period_end: false,
-            ended_at: None,
-            next_payment: None,
-            created_at: Utc::now(),
-        }
+        subscription("active", seats, Utc::now())
     }
 
     #[test]

@@ -124,20 +124,8 @@ mod tests {
     use super::{SubscriptionStatus::*, *};
     use chrono::TimeDelta;
 
-    pub(crate) fn subscription(status: &str, created_at: DateTime<Utc>) -> Subscription {
-        Subscription {
-            stripe_subscription_id: format!("sub_{status}"),
-            status_raw: status.to_owned(),
-            plan: PlanId::new("teams"),
-            billing_cycle: Some(BillingCycle::Monthly),
-            paid_seats: 3,
-            current_period_start: None,
-            current_period_end: None,
-            cancel_at_period_end: false,
-            ended_at: None,
-            next_payment: None,
-            created_at,
-        }
+    fn subscription(status: &str, created_at: DateTime<Utc>) -> Subscription {
+        crate::domain::test_fixtures::subscription(status, 3, created_at)
     }
 
     #[test]

@@ -11,26 +11,11 @@ async fn every_mutation_is_on_the_audit_trail_with_actor_and_before_after() {
         .await
         .expect("invite");
     app.accept(&invitation.id, "bob").await.expect("accept");
-    app.org_admin()
-        .update_member_role(request(
-            As::User("alice"),
-            proto::UpdateMemberRoleRequest {
-                org_id: org.id.clone(),
-                user_id: "bob".into(),
-                role: Role::BillingManager.into(),
-            },
-        ))
+    app.update_role(As::User("alice"), &org.id, "bob", Role::BillingManager)
         .await
         .expect("role");
     app.set_trial_end(&org.id, trial_end_in_days(3)).await;
-    app.org_admin()
-        .remove_member(request(
-            As::User("alice"),
-            proto::RemoveMemberRequest {
-                org_id: org.id.clone(),
-                user_id: "bob".into(),
-            },
-        ))
+    app.remove_member(As::User("alice"), &org.id, "bob")
         .await
         .expect("remove");
 

@@ -112,17 +112,7 @@ async fn the_saas_example_catalog_models_flat_prices_and_project_limits() {
     // Organizations run on the example's plans too.
     let org = app.create_org_on("alice", Some("free")).await;
     assert_eq!(org.plan, "free");
-    let entitlements = app
-        .entitlements()
-        .get_entitlements(request(
-            As::Gateway,
-            proto::GetEntitlementsRequest {
-                org_id: org.id.clone(),
-            },
-        ))
-        .await
-        .expect("entitlements")
-        .into_inner();
+    let entitlements = app.entitlements_of(&org.id).await;
     assert_eq!(
         entitlements
             .limits

@@ -74,24 +74,13 @@ async fn entitlements_follow_the_subscription_from_trial_to_paid_to_past_due_to_
     let app = spawn_app().await;
     let org = app.create_org("alice").await;
     app.set_trial_end(&org.id, trial_end_in_days(-10)).await;
-    let access = |app: &crate::helpers::TestApp| {
-        let org = org.id.clone();
-        let mut client = app.entitlements();
-        async move {
-            client
-                .get_entitlements(request(
-                    As::Gateway,
-                    proto::GetEntitlementsRequest { org_id: org },
-                ))
-                .await
-                .expect("entitlements")
-                .into_inner()
-        }
-    };
-    assert_eq!(access(&app).await.access(), AccessState::TrialExpired);
+    assert_eq!(
+        app.entitlements_of(&org.id).await.access(),
+        AccessState::TrialExpired
+    );
 
     app.put_subscription(&org.id, "active", 2).await;
-    let paid = access(&app).await;
+    let paid = app.entitlements_of(&org.id).await;
     assert_eq!(paid.access(), AccessState::Subscribed);
     assert!(!paid.credits_locked);
     assert_eq!(
@@ -115,7 +104,7 @@ async fn entitlements_follow_the_subscription_from_trial_to_paid_to_past_due_to_
             allowed,
             "{status}"
         );
-        let view = access(&app).await;
+        let view = app.entitlements_of(&org.id).await;
         assert_eq!(view.access(), state, "{status}");
         assert_eq!(view.credits_locked, !allowed, "{status}");
     }
@@ -142,17 +131,7 @@ async fn entitlements_follow_the_subscription_from_trial_to_paid_to_past_due_to_
 async fn get_entitlements_reports_plan_features_and_limits() {
     let app = spawn_app().await;
     let org = app.create_org_on("alice", Some("enterprise")).await;
-    let view = app
-        .entitlements()
-        .get_entitlements(request(
-            As::Gateway,
-            proto::GetEntitlementsRequest {
-                org_id: org.id.clone(),
-            },
-        ))
-        .await
-        .expect("entitlements")
-        .into_inner();
+    let view = app.entitlements_of(&org.id).await;
     assert_eq!(view.plan, "enterprise");
     assert!(view.features.contains(&"proxy".to_owned()));
     assert_eq!(view.access(), AccessState::Trial);

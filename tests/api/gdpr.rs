@@ -20,14 +20,7 @@ async fn erasing_a_user_removes_their_memberships_and_invitations_and_anonymizes
     )
     .await
     .expect("bob invites");
-    app.org_admin()
-        .remove_member(request(
-            As::User("alice"),
-            proto::RemoveMemberRequest {
-                org_id: org.id.clone(),
-                user_id: "bob_1".into(),
-            },
-        ))
+    app.remove_member(As::User("alice"), &org.id, "bob_1")
         .await
         .expect("remove bob");
     // A pending invitation to bob's address in a third organization.

@@ -269,6 +269,58 @@ impl TestApp {
         self.accept(&invitation.id, user).await.expect("accept")
     }
 
+    pub async fn remove_member(
+        &self,
+        who: As<'_>,
+        org: &str,
+        user: &str,
+    ) -> Result<proto::RemovalRecord, Status> {
+        self.org_admin()
+            .remove_member(request(
+                who,
+                proto::RemoveMemberRequest {
+                    org_id: org.to_owned(),
+                    user_id: user.to_owned(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn update_role(
+        &self,
+        who: As<'_>,
+        org: &str,
+        user: &str,
+        role: Role,
+    ) -> Result<proto::Member, Status> {
+        self.org_admin()
+            .update_member_role(request(
+                who,
+                proto::UpdateMemberRoleRequest {
+                    org_id: org.to_owned(),
+                    user_id: user.to_owned(),
+                    role: role.into(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// GetEntitlements as the gateway.
+    pub async fn entitlements_of(&self, org: &str) -> proto::GetEntitlementsResponse {
+        self.entitlements()
+            .get_entitlements(request(
+                As::Gateway,
+                proto::GetEntitlementsRequest {
+                    org_id: org.to_owned(),
+                },
+            ))
+            .await
+            .expect("get entitlements")
+            .into_inner()
+    }
+
     pub async fn set_trial_end(&self, org: &str, trial_end: Timestamp) -> proto::Organization {
         self.org_admin()
             .set_trial_end(request(

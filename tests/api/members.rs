@@ -107,17 +107,9 @@ async fn removing_a_member_writes_a_removal_record_that_a_new_invitation_clears(
     app.add_member(&org.id, "bob", Role::Owner).await;
 
     let record = app
-        .org_admin()
-        .remove_member(request(
-            As::User("alice"),
-            proto::RemoveMemberRequest {
-                org_id: org.id.clone(),
-                user_id: "bob".into(),
-            },
-        ))
+        .remove_member(As::User("alice"), &org.id, "bob")
         .await
-        .expect("remove")
-        .into_inner();
+        .expect("remove");
     assert_eq!(record.user_id, "bob");
     assert_eq!(record.removed_by, "user:alice");
     assert_eq!(record.previous_role(), Role::Owner);
@@ -138,47 +130,24 @@ async fn removing_a_member_writes_a_removal_record_that_a_new_invitation_clears(
 async fn the_last_owner_can_neither_leave_nor_be_demoted() {
     let app = spawn_app().await;
     let org = app.create_org("alice").await;
-    let remove = |user: &str| {
-        request(
-            As::User("alice"),
-            proto::RemoveMemberRequest {
-                org_id: org.id.clone(),
-                user_id: user.into(),
-            },
-        )
-    };
     expect_code(
-        app.org_admin().remove_member(remove("alice")).await,
+        app.remove_member(As::User("alice"), &org.id, "alice").await,
         Code::FailedPrecondition,
     );
     expect_code(
-        app.org_admin()
-            .update_member_role(request(
-                As::User("alice"),
-                proto::UpdateMemberRoleRequest {
-                    org_id: org.id.clone(),
-                    user_id: "alice".into(),
-                    role: Role::Member.into(),
-                },
-            ))
+        app.update_role(As::User("alice"), &org.id, "alice", Role::Member)
             .await,
         Code::FailedPrecondition,
     );
     expect_code(
-        app.org_admin().remove_member(remove("nobody")).await,
+        app.remove_member(As::User("alice"), &org.id, "nobody")
+            .await,
         Code::NotFound,
     );
 
     // A member may leave by themselves.
     app.add_member(&org.id, "bob", Role::Member).await;
-    app.org_admin()
-        .remove_member(request(
-            As::User("bob"),
-            proto::RemoveMemberRequest {
-                org_id: org.id.clone(),
-                user_id: "bob".into(),
-            },
-        ))
+    app.remove_member(As::User("bob"), &org.id, "bob")
         .await
         .expect("bob leaves");
 }

@@ -180,18 +180,8 @@ async fn member_billing_manager_and_owner_permissions() {
 async fn members_cannot_remove_others_but_owners_can() {
     let app = spawn_app().await;
     let org = org_with_every_role(&app).await;
-    let remove = |actor: &'static str, user: &str| {
-        request(
-            As::User(actor),
-            proto::RemoveMemberRequest {
-                org_id: org.id.clone(),
-                user_id: user.into(),
-            },
-        )
-    };
     let denied = expect_code(
-        app.org_admin()
-            .remove_member(remove("member", "other"))
+        app.remove_member(As::User("member"), &org.id, "other")
             .await,
         Code::PermissionDenied,
     );
@@ -201,13 +191,11 @@ async fn members_cannot_remove_others_but_owners_can() {
         denied.message()
     );
     expect_code(
-        app.org_admin()
-            .remove_member(remove("manager", "other"))
+        app.remove_member(As::User("manager"), &org.id, "other")
             .await,
         Code::PermissionDenied,
     );
-    app.org_admin()
-        .remove_member(remove("owner", "other"))
+    app.remove_member(As::User("owner"), &org.id, "other")
         .await
         .expect("owner removes");
 }

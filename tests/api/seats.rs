@@ -78,15 +78,7 @@ async fn after_the_trial_an_invitation_beyond_paid_seats_is_refused_naming_both_
     // Promoting a billing manager into a seat is gated the same way.
     app.add_member(&org.id, "frank", Role::BillingManager).await;
     let promote = app
-        .org_admin()
-        .update_member_role(crate::helpers::request(
-            As::User("alice"),
-            billing_service::grpc::proto::UpdateMemberRoleRequest {
-                org_id: org.id.clone(),
-                user_id: "frank".into(),
-                role: Role::Member.into(),
-            },
-        ))
+        .update_role(As::User("alice"), &org.id, "frank", Role::Member)
         .await;
     expect_code(promote, Code::FailedPrecondition);
 }
