@@ -11,4 +11,5 @@ mod members;
 mod organizations;
 mod permissions;
 mod seats;
+mod stripe_fixtures;
 mod trial;
