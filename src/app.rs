@@ -1,8 +1,9 @@
-//! Assembles the service from settings: database, migrations, the use cases
-//! and the gRPC server. `build` binds the port (port 0 works, for tests) and
-//! `run_until_stopped` serves until the shutdown future completes.
+//! Assembles the service from settings: database, migrations, the use cases,
+//! the gRPC server and the Stripe webhook listener. `build` binds both ports
+//! (port 0 works, for tests) and `run_until_stopped` serves until the
+//! shutdown future completes.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,11 +26,14 @@ use crate::grpc::{
 };
 use crate::service::{self, Service, SystemClock};
 use crate::store::Store;
+use crate::stripe::{WebhookSecrets, webhook_router};
 
 /// Everything `App::build` needs, already resolved.
 #[derive(Debug, Clone)]
 pub struct AppSettings {
     pub grpc_addr: SocketAddr,
+    pub webhook_addr: SocketAddr,
+    pub webhook_secrets: WebhookSecrets,
     pub database: PgConnectOptions,
     pub database_max_connections: u32,
     pub caller_tokens: CallerTokens,
@@ -51,12 +55,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct App {
     listener: TcpListener,
     grpc_addr: SocketAddr,
+    webhook_listener: TcpListener,
+    webhook_addr: SocketAddr,
+    webhook: axum::Router,
     service: Service,
     authenticator: Authenticator,
 }
 
 impl App {
-    /// Connects to the database, applies migrations and binds the port.
+    /// Connects to the database, applies migrations and binds the ports.
     pub async fn build(settings: AppSettings) -> anyhow::Result<Self> {
         let store = Store::connect(settings.database, settings.database_max_connections)
             .await
@@ -66,6 +73,11 @@ impl App {
             .await
             .with_context(|| format!("binding {}", settings.grpc_addr))?;
         let grpc_addr = listener.local_addr()?;
+        let webhook_listener = TcpListener::bind(settings.webhook_addr)
+            .await
+            .with_context(|| format!("binding {}", settings.webhook_addr))?;
+        let webhook_addr = webhook_listener.local_addr()?;
+        let webhook = webhook_router(store.clone(), settings.webhook_secrets);
         let service = Service::new(
             store,
             settings.catalog,
@@ -75,6 +87,9 @@ impl App {
         Ok(Self {
             listener,
             grpc_addr,
+            webhook_listener,
+            webhook_addr,
+            webhook,
             service,
             authenticator: Authenticator::new(&settings.caller_tokens),
         })
@@ -84,8 +99,33 @@ impl App {
         self.grpc_addr
     }
 
-    /// Serves until `shutdown` completes, then finishes in-flight calls.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub fn webhook_addr(&self) -> SocketAddr {
+        self.webhook_addr
+    }
+
+    /// Serves gRPC and webhooks until `shutdown` completes, then finishes
+    /// in-flight calls on both.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let wait_for_stop = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        };
+
+        tracing::info!(addr = %self.webhook_addr, "serving Stripe webhooks");
+        let webhooks = axum::serve(self.webhook_listener, self.webhook)
+            .with_graceful_shutdown(wait_for_stop())
+            .into_future();
+
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in SERVICE_NAMES {
             health
@@ -112,7 +152,7 @@ impl App {
         let service = self.service;
 
         tracing::info!(addr = %self.grpc_addr, "serving gRPC");
-        Server::builder()
+        let grpc = Server::builder()
             // Cancel calls that hang, so a stuck query cannot pin a connection forever.
             .timeout(REQUEST_TIMEOUT)
             // One span per call, with method and status, for logs and traces.
@@ -135,15 +175,17 @@ impl App {
                 gate(&[Scope::Bff, Scope::Ops]),
             ))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async {
-                shutdown.await;
+                wait_for_stop().await;
                 tracing::info!("shutting down: finishing in-flight calls");
                 for name in SERVICE_NAMES {
                     health
                         .set_service_status(name, ServingStatus::NotServing)
                         .await;
                 }
-            })
-            .await
-            .context("serving gRPC")
+            });
+        let (grpc, webhooks) = tokio::join!(grpc, webhooks);
+        grpc.context("serving gRPC")?;
+        webhooks.context("serving webhooks")?;
+        Ok(())
     }
 }

@@ -9,6 +9,7 @@ use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::domain::catalog::{BillingCycle, PlanId};
 use crate::grpc::CallerTokens;
+use crate::stripe::WebhookSecrets;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -22,6 +23,15 @@ pub struct Config {
     /// Address the gRPC server listens on.
     #[arg(long, env = "BILLING_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
+
+    /// Address of the Stripe webhook listener (`POST /stripe/webhook`).
+    #[arg(long, env = "BILLING_WEBHOOK_ADDR", default_value = "0.0.0.0:8080")]
+    pub webhook_addr: SocketAddr,
+
+    /// Stripe webhook signing secrets (`whsec_...`), comma-separated; an
+    /// event signed with any of them is accepted, so a secret can be rotated.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true, value_parser = WebhookSecrets::parse)]
+    pub stripe_webhook_secret: Option<WebhookSecrets>,
 
     /// PostgreSQL URL. When unset, a local PostgreSQL is used: the one on
     /// 127.0.0.1:5432 if it answers, else a private one started from the
@@ -100,6 +110,7 @@ mod tests {
     fn defaults_listen_on_50051_with_monthly_signup() {
         let config = Config::parse_from(["billing-service"]);
         assert_eq!(config.grpc_addr.port(), 50051);
+        assert_eq!(config.webhook_addr.port(), 8080);
         assert!(config.monthly_signup);
         assert_eq!(config.trial_days, 30);
     }

@@ -6,6 +6,7 @@
 //! - [`store`]: Postgres through sqlx, one file per table group.
 //! - [`service`]: use cases: load, decide with the domain, persist in one
 //!   transaction together with the audit entry.
+//! - [`stripe`]: the only code that talks to Stripe: the webhook ingress.
 //! - [`grpc`]: the tonic adapters for `billing.v1`, authentication, the
 //!   proto conversions and the single error-to-status mapping.
 //! - [`config`], [`telemetry`], [`app`]: settings, tracing, and assembling
@@ -20,4 +21,5 @@ pub mod grpc;
 pub mod local_postgres;
 pub mod service;
 pub mod store;
+pub mod stripe;
 pub mod telemetry;

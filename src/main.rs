@@ -7,6 +7,7 @@ use billing_service::config::{self, Config};
 use billing_service::domain::catalog::{Catalog, SignupPolicy};
 use billing_service::domain::trial::TrialLength;
 use billing_service::grpc::{CallerTokens, Scope};
+use billing_service::stripe::WebhookSecrets;
 use billing_service::{local_postgres, service, telemetry};
 use clap::Parser;
 use sqlx::postgres::PgConnectOptions;
@@ -39,6 +40,11 @@ async fn main() -> anyhow::Result<()> {
 
     let app = App::build(AppSettings {
         grpc_addr: config.grpc_addr,
+        webhook_addr: config.webhook_addr,
+        webhook_secrets: config
+            .stripe_webhook_secret
+            .clone()
+            .unwrap_or_else(WebhookSecrets::none),
         database,
         database_max_connections: config.database_max_connections,
         caller_tokens: caller_tokens.clone(),
@@ -65,8 +71,9 @@ async fn main() -> anyhow::Result<()> {
 fn print_welcome(app: &App, tokens: &CallerTokens, generated: bool) {
     let port = app.grpc_addr().port();
     println!(
-        "billing-service: gRPC on {} (reflection and grpc.health.v1 enabled)",
-        app.grpc_addr()
+        "billing-service: gRPC on {} (reflection and grpc.health.v1 enabled), Stripe webhooks on http://{}/stripe/webhook",
+        app.grpc_addr(),
+        app.webhook_addr()
     );
     if generated {
         println!(

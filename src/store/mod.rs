@@ -8,6 +8,7 @@ pub mod audit;
 pub mod erasure;
 pub mod members;
 pub mod organizations;
+pub mod stripe_events;
 pub mod subscriptions;
 
 use std::time::Duration;

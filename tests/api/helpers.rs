@@ -14,6 +14,7 @@ use billing_service::grpc::proto::org_admin_service_client::OrgAdminServiceClien
 use billing_service::grpc::proto::{self, Role};
 use billing_service::service;
 use billing_service::store;
+use billing_service::stripe::WebhookSecrets;
 use chrono::{DateTime, TimeDelta, Utc};
 use prost_types::Timestamp;
 use sqlx::postgres::PgConnectOptions;
@@ -24,6 +25,9 @@ use tonic::{Code, Request, Status};
 pub const GATEWAY_TOKEN: &str = "gateway-test-token-0001";
 pub const BFF_TOKEN: &str = "bff-test-token-00000001";
 pub const OPS_TOKEN: &str = "ops-test-token-00000001";
+/// The webhook secret Stripe signs with now, and the one being rotated out.
+pub const WEBHOOK_SECRET: &str = "whsec_test_current";
+pub const PREVIOUS_WEBHOOK_SECRET: &str = "whsec_test_previous";
 
 /// Who makes a call.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +61,8 @@ impl Default for TestOptions {
 
 pub struct TestApp {
     pub channel: Channel,
+    /// `http://127.0.0.1:<port>/stripe/webhook`
+    pub webhook_url: String,
     admin: PgConnectOptions,
     db_name: String,
     /// A pool on the app's database, for putting state in place through the
@@ -88,6 +94,11 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
 
     let app = App::build(AppSettings {
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        webhook_addr: "127.0.0.1:0".parse().expect("addr"),
+        webhook_secrets: WebhookSecrets::parse(&format!(
+            "{WEBHOOK_SECRET},{PREVIOUS_WEBHOOK_SECRET}"
+        ))
+        .expect("secrets"),
         database: database.clone(),
         database_max_connections: 5,
         caller_tokens: CallerTokens::parse(&format!(
@@ -105,6 +116,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     .await
     .expect("app builds");
     let addr = app.grpc_addr();
+    let webhook_url = format!("http://{}/stripe/webhook", app.webhook_addr());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
@@ -114,6 +126,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     let pool = PgPool::connect_with(database).await.expect("pool");
     TestApp {
         channel,
+        webhook_url,
         admin,
         db_name,
         pool,
@@ -418,5 +431,47 @@ impl TestApp {
         store::subscriptions::upsert(&mut conn, org, subscription)
             .await
             .expect("upsert subscription");
+    }
+}
+
+/// A `Stripe-Signature` header for `payload`, signed `age_seconds` ago.
+pub fn stripe_signature(payload: &str, secret: &str, age_seconds: i64) -> String {
+    let signed_at = Utc::now().timestamp() - age_seconds;
+    stripe_webhook::Webhook::generate_test_header(payload, secret, Some(signed_at))
+}
+
+impl TestApp {
+    /// The name of this test's database.
+    pub fn database_name(&self) -> &str {
+        &self.db_name
+    }
+
+    /// Posts a webhook body with the given signature header (if any) and
+    /// returns the HTTP status.
+    pub async fn post_webhook(&self, body: String, signature: Option<String>) -> u16 {
+        let mut post = reqwest::Client::new().post(&self.webhook_url).body(body);
+        if let Some(signature) = signature {
+            post = post.header("Stripe-Signature", signature);
+        }
+        post.send()
+            .await
+            .expect("webhook delivery")
+            .status()
+            .as_u16()
+    }
+
+    /// Delivers `payload` signed with the current secret, as Stripe would.
+    pub async fn deliver(&self, payload: &str) -> u16 {
+        let signature = stripe_signature(payload, WEBHOOK_SECRET, 0);
+        self.post_webhook(payload.to_owned(), Some(signature)).await
+    }
+
+    /// How many times the event is stored in the inbox.
+    pub async fn stored_events(&self, event_id: &str) -> i64 {
+        sqlx::query_scalar("select count(*) from stripe_events where id = $1")
+            .bind(event_id)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count events")
     }
 }

@@ -13,3 +13,4 @@ mod permissions;
 mod seats;
 mod stripe_fixtures;
 mod trial;
+mod webhook_ingress;

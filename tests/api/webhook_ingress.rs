@@ -1,0 +1,154 @@
+//! The webhook ingress verifies, stores and acknowledges; nothing else.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    PREVIOUS_WEBHOOK_SECRET, TestApp, WEBHOOK_SECRET, spawn_app, stripe_signature,
+};
+
+/// A `customer.subscription.updated` event built from Stripe's example
+/// objects, with its own id.
+fn subscription_event(event_id: &str, event_type: &str) -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/stripe-fixtures/objects.json"
+    );
+    let fixtures: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixtures")).expect("json");
+    let mut event = fixtures["event"].clone();
+    event["id"] = json!(event_id);
+    event["type"] = json!(event_type);
+    event["created"] = json!(chrono::Utc::now().timestamp());
+    event["data"] = json!({ "object": fixtures["subscription"].clone() });
+    event.to_string()
+}
+
+#[tokio::test]
+async fn the_same_event_delivered_five_times_is_stored_once() {
+    let app = spawn_app().await;
+    let payload = subscription_event("evt_dup_1", "customer.subscription.updated");
+    for delivery in 1..=5 {
+        assert_eq!(app.deliver(&payload).await, 200, "delivery {delivery}");
+    }
+    assert_eq!(app.stored_events("evt_dup_1").await, 1);
+}
+
+#[tokio::test]
+async fn a_stale_signature_is_rejected_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    let payload = subscription_event("evt_stale", "customer.subscription.updated");
+    let six_minutes_old = stripe_signature(&payload, WEBHOOK_SECRET, 360);
+    assert_eq!(
+        app.post_webhook(payload.clone(), Some(six_minutes_old))
+            .await,
+        400
+    );
+    let four_minutes_old = stripe_signature(&payload, WEBHOOK_SECRET, 240);
+    assert_eq!(app.stored_events("evt_stale").await, 0);
+    assert_eq!(
+        app.post_webhook(payload, Some(four_minutes_old)).await,
+        200,
+        "within tolerance"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_secret_or_a_missing_signature_is_rejected() {
+    let app = spawn_app().await;
+    let payload = subscription_event("evt_wrong", "customer.subscription.updated");
+    let forged = stripe_signature(&payload, "whsec_attacker", 0);
+    assert_eq!(app.post_webhook(payload.clone(), Some(forged)).await, 400);
+    assert_eq!(app.post_webhook(payload.clone(), None).await, 400);
+    assert_eq!(
+        app.post_webhook(payload, Some("t=1,v1=zz".into())).await,
+        400
+    );
+    assert_eq!(app.stored_events("evt_wrong").await, 0);
+}
+
+#[tokio::test]
+async fn an_event_signed_with_the_rotated_out_secret_is_still_accepted() {
+    let app = spawn_app().await;
+    let payload = subscription_event("evt_rotated", "customer.subscription.updated");
+    let signature = stripe_signature(&payload, PREVIOUS_WEBHOOK_SECRET, 0);
+    assert_eq!(app.post_webhook(payload, Some(signature)).await, 200);
+    assert_eq!(app.stored_events("evt_rotated").await, 1);
+}
+
+#[tokio::test]
+async fn a_body_over_one_mebibyte_is_refused_with_413() {
+    let app = spawn_app().await;
+    let payload = format!("{{\"padding\": \"{}\"}}", "x".repeat(1024 * 1024));
+    let signature = stripe_signature(&payload, WEBHOOK_SECRET, 0);
+    assert_eq!(app.post_webhook(payload, Some(signature)).await, 413);
+}
+
+#[tokio::test]
+async fn a_correctly_signed_malformed_body_is_rejected_with_400() {
+    let app = spawn_app().await;
+    for payload in ["{not json", "{\"id\": \"evt_x\"}", "[]"] {
+        let signature = stripe_signature(payload, WEBHOOK_SECRET, 0);
+        assert_eq!(
+            app.post_webhook(payload.to_owned(), Some(signature)).await,
+            400,
+            "{payload}"
+        );
+    }
+    let stored: i64 = sqlx::query_scalar("select count(*) from stripe_events")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test]
+async fn an_event_type_we_do_not_handle_is_still_stored() {
+    let app = spawn_app().await;
+    let payload = subscription_event("evt_other", "customer.subscription.paused");
+    assert_eq!(app.deliver(&payload).await, 200);
+    let mut unknown: Value = serde_json::from_str(&payload).expect("json");
+    unknown["id"] = json!("evt_unknown_type");
+    unknown["type"] = json!("radar.early_fraud_warning.created");
+    unknown["data"] =
+        json!({ "object": { "id": "issfr_1", "object": "radar.early_fraud_warning" } });
+    assert_eq!(app.deliver(&unknown.to_string()).await, 200);
+    assert_eq!(app.stored_events("evt_unknown_type").await, 1);
+}
+
+/// Makes the app's database refuse connections (and drops the open ones),
+/// or lets them in again.
+async fn set_database_reachable(app: &TestApp, reachable: bool) {
+    let db = app.database_name();
+    let admin = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let admin = sqlx::PgPool::connect(&admin).await.expect("admin");
+    sqlx::query(&format!(
+        "alter database {db} allow_connections {reachable}"
+    ))
+    .execute(&admin)
+    .await
+    .expect("alter database");
+    if !reachable {
+        sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1")
+            .bind(db)
+            .execute(&admin)
+            .await
+            .expect("terminate");
+    }
+}
+
+#[tokio::test]
+async fn while_the_database_is_down_an_event_is_not_acknowledged_and_is_stored_once_it_returns() {
+    let app = spawn_app().await;
+    let payload = subscription_event("evt_db_down", "customer.subscription.updated");
+    set_database_reachable(&app, false).await;
+    let status = app.deliver(&payload).await;
+    assert!(
+        (500..600).contains(&status),
+        "answered {status} while the database was down"
+    );
+
+    set_database_reachable(&app, true).await;
+    assert_eq!(app.deliver(&payload).await, 200, "Stripe's retry");
+    assert_eq!(app.stored_events("evt_db_down").await, 1);
+}
