@@ -24,9 +24,11 @@ RUN apt-get update \
 COPY --from=build /usr/local/bin/billing-service /usr/local/bin/billing-service
 COPY catalogs /etc/billing/catalogs
 USER 10001:10001
-# gRPC (BillingService, EntitlementService, OrgAdminService, health, reflection).
-EXPOSE 50051
+# gRPC (BillingService, EntitlementService, OrgAdminService, health, reflection)
+# and the Stripe webhook listener (POST /stripe/webhook).
+EXPOSE 50051 8080
 ENV BILLING_GRPC_ADDR=0.0.0.0:50051 \
+    BILLING_WEBHOOK_ADDR=0.0.0.0:8080 \
     BILLING_LOG_FORMAT=json
-# Set DATABASE_URL and BILLING_CALLER_TOKENS when running the container.
+# Set DATABASE_URL, BILLING_CALLER_TOKENS and STRIPE_WEBHOOK_SECRET when running the container.
 ENTRYPOINT ["/usr/local/bin/billing-service"]
