@@ -1,18 +1,36 @@
-//! Stripe's own published example objects (`../shared/stripe-fixtures`)
-//! parse with the typed client. When a client upgrade and the pinned API
-//! version drift apart, this fails first.
+//! Stripe's own published example objects (`tests/fixtures/stripe`) parse
+//! with the typed client. When a client upgrade and the pinned API version
+//! drift apart, this fails first.
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-fn fixtures() -> serde_json::Map<String, Value> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/stripe-fixtures/objects.json"
-    );
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{path}: {e} (shared/ must sit beside the repository)"));
+const VENDORED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/stripe/objects.json"
+);
+const SHARED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/stripe-fixtures/objects.json"
+);
+
+/// Stripe's example objects by name ("subscription", "event", ...).
+pub fn fixtures() -> serde_json::Map<String, Value> {
+    let text = std::fs::read_to_string(VENDORED).unwrap_or_else(|e| panic!("{VENDORED}: {e}"));
     serde_json::from_str(&text).expect("objects.json is a JSON object")
+}
+
+#[test]
+fn the_vendored_copy_matches_the_shared_fixtures() {
+    // The shared copy sits beside the repository in CI; a lone clone has
+    // only the vendored one, which the other tests use either way.
+    if let Ok(shared) = std::fs::read(SHARED) {
+        let vendored = std::fs::read(VENDORED).expect("vendored fixtures");
+        assert!(
+            shared == vendored,
+            "tests/fixtures/stripe/objects.json differs from {SHARED}"
+        );
+    }
 }
 
 fn parses_as<T: DeserializeOwned>(name: &str, object: &Value) -> Result<(), String> {

@@ -9,12 +9,7 @@ use crate::helpers::{
 /// A `customer.subscription.updated` event built from Stripe's example
 /// objects, with its own id.
 fn subscription_event(event_id: &str, event_type: &str) -> String {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/stripe-fixtures/objects.json"
-    );
-    let fixtures: Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("fixtures")).expect("json");
+    let fixtures = crate::stripe_fixtures::fixtures();
     let mut event = fixtures["event"].clone();
     event["id"] = json!(event_id);
     event["type"] = json!(event_type);
