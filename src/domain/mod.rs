@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod entitlement;
 pub mod ids;
+pub mod line_items;
 pub mod membership;
 pub mod money;
 pub mod organization;
