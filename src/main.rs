@@ -7,7 +7,7 @@ use billing_service::config::{self, Config};
 use billing_service::domain::catalog::{Catalog, SignupPolicy};
 use billing_service::domain::trial::TrialLength;
 use billing_service::grpc::{CallerTokens, Scope};
-use billing_service::stripe::WebhookSecrets;
+use billing_service::stripe::{WEBHOOK_PATH, WebhookSecrets};
 use billing_service::{local_postgres, service, telemetry};
 use clap::Parser;
 use sqlx::postgres::PgConnectOptions;
@@ -71,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
 fn print_welcome(app: &App, tokens: &CallerTokens, generated: bool) {
     let port = app.grpc_addr().port();
     println!(
-        "billing-service: gRPC on {} (reflection and grpc.health.v1 enabled), Stripe webhooks on http://{}/stripe/webhook",
+        "billing-service: gRPC on {} (reflection and grpc.health.v1 enabled), Stripe webhooks on http://{}{WEBHOOK_PATH}",
         app.grpc_addr(),
         app.webhook_addr()
     );

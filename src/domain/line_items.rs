@@ -47,22 +47,19 @@ pub fn seat_terms(
         .iter()
         .filter_map(|item| seat_price(&item.price_id).map(|known| (item, known)))
         .collect();
-    // With several candidates, the largest (then the lowest price id) wins,
-    // so the answer never depends on the order Stripe lists items in.
-    let pick = |candidates: &mut dyn Iterator<Item = &(&LineItem, KnownSeatPrice)>| {
-        candidates
-            .max_by(|(a, _), (b, _)| {
-                (a.quantity * a.unit_amount_minor, &b.price_id)
-                    .cmp(&(b.quantity * b.unit_amount_minor, &a.price_id))
-            })
-            .map(|(item, known)| (item.interval.unwrap_or(known.cycle), known.plan.clone()))
-    };
-    let deciding = pick(
-        &mut seat_items
-            .iter()
-            .filter(|(item, _)| item.unit_amount_minor > 0),
-    )
-    .or_else(|| pick(&mut seat_items.iter()));
+    // The deciding item: a paid one before a free one, then the largest,
+    // then the lowest price id, so the answer never depends on the order
+    // Stripe lists items in.
+    let deciding = seat_items
+        .iter()
+        .max_by_key(|(item, _)| {
+            (
+                item.unit_amount_minor > 0,
+                item.quantity * item.unit_amount_minor,
+                std::cmp::Reverse(&item.price_id),
+            )
+        })
+        .map(|(item, known)| (item.interval.unwrap_or(known.cycle), known.plan.clone()));
     SeatTerms {
         cycle: deciding.as_ref().map(|(cycle, _)| *cycle),
         plan: deciding.map(|(_, plan)| plan),

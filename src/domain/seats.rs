@@ -109,10 +109,6 @@ mod tests {
     use crate::domain::test_fixtures::{organization, subscription};
     use chrono::TimeDelta;
 
-    fn org(trial_end: DateTime<Utc>) -> Organization {
-        organization(trial_end)
-    }
-
     fn paid(seats: i64) -> Subscription {
         subscription("active", seats, Utc::now())
     }
@@ -121,7 +117,8 @@ mod tests {
     fn invitations_are_unlimited_during_the_trial_even_when_paid() {
         let now = Utc::now();
         let sub = paid(1);
-        let usage = SeatUsage::evaluate(&org(now + TimeDelta::days(5)), Some(&sub), 40, now);
+        let usage =
+            SeatUsage::evaluate(&organization(now + TimeDelta::days(5)), Some(&sub), 40, now);
         assert_eq!(usage.gate, SeatGate::TrialUnlimited);
         assert!(usage.invite_allowed());
     }
@@ -129,7 +126,7 @@ mod tests {
     #[test]
     fn after_the_trial_paid_seats_gate_invitations() {
         let now = Utc::now();
-        let ended = org(now - TimeDelta::days(1));
+        let ended = organization(now - TimeDelta::days(1));
         let sub = paid(3);
         let usage = SeatUsage::evaluate(&ended, Some(&sub), 2, now);
         assert_eq!(usage.gate, SeatGate::SeatAvailable);
@@ -149,7 +146,7 @@ mod tests {
     #[test]
     fn without_required_seats_or_a_subscription_nothing_is_gated() {
         let now = Utc::now();
-        let mut ended = org(now - TimeDelta::days(1));
+        let mut ended = organization(now - TimeDelta::days(1));
         assert_eq!(
             SeatUsage::evaluate(&ended, None, 9, now).gate,
             SeatGate::NoSubscription

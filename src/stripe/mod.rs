@@ -3,4 +3,4 @@
 
 pub mod webhook;
 
-pub use webhook::{WebhookSecrets, webhook_router};
+pub use webhook::{WEBHOOK_PATH, WebhookSecrets, webhook_router};

@@ -87,7 +87,8 @@ pub fn webhook_router(store: Store, secrets: WebhookSecrets) -> Router {
         .with_state(Arc::new(Ingress { store, secrets }))
 }
 
-/// Which secret verified the payload, or why none did.
+/// The event's envelope when one of the secrets verifies the signature, or
+/// why none did (a stale timestamp is reported before a mismatch).
 fn verify(
     secrets: &WebhookSecrets,
     payload: &str,

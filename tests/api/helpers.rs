@@ -14,7 +14,7 @@ use billing_service::grpc::proto::org_admin_service_client::OrgAdminServiceClien
 use billing_service::grpc::proto::{self, Role};
 use billing_service::service;
 use billing_service::store;
-use billing_service::stripe::WebhookSecrets;
+use billing_service::stripe::{WEBHOOK_PATH, WebhookSecrets};
 use chrono::{DateTime, TimeDelta, Utc};
 use prost_types::Timestamp;
 use sqlx::postgres::PgConnectOptions;
@@ -116,7 +116,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     .await
     .expect("app builds");
     let addr = app.grpc_addr();
-    let webhook_url = format!("http://{}/stripe/webhook", app.webhook_addr());
+    let webhook_url = format!("http://{}{WEBHOOK_PATH}", app.webhook_addr());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
@@ -441,6 +441,11 @@ pub fn stripe_signature(payload: &str, secret: &str, age_seconds: i64) -> String
 }
 
 impl TestApp {
+    /// How to reach the PostgreSQL server's maintenance database.
+    pub fn admin_options(&self) -> &PgConnectOptions {
+        &self.admin
+    }
+
     /// The name of this test's database.
     pub fn database_name(&self) -> &str {
         &self.db_name

@@ -114,9 +114,9 @@ async fn an_event_type_we_do_not_handle_is_still_stored() {
 /// or lets them in again.
 async fn set_database_reachable(app: &TestApp, reachable: bool) {
     let db = app.database_name();
-    let admin = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let admin = sqlx::PgPool::connect(&admin).await.expect("admin");
+    let admin = sqlx::PgPool::connect_with(app.admin_options().clone())
+        .await
+        .expect("admin");
     sqlx::query(&format!(
         "alter database {db} allow_connections {reachable}"
     ))
