@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic::{Request, Status};
@@ -26,7 +27,9 @@ use crate::grpc::{
 };
 use crate::service::{self, Service, SystemClock};
 use crate::store::Store;
-use crate::stripe::{WebhookSecrets, webhook_router};
+use crate::stripe::{
+    InboxSettings, StripeApi, StripeSettings, WebhookSecrets, run_inbox_worker, webhook_router,
+};
 
 /// Everything `App::build` needs, already resolved.
 #[derive(Debug, Clone)]
@@ -39,6 +42,10 @@ pub struct AppSettings {
     pub caller_tokens: CallerTokens,
     pub catalog: Catalog,
     pub service: service::Settings,
+    /// `None` runs without Stripe: the Stripe-backed RPCs answer
+    /// FAILED_PRECONDITION "Stripe is not configured".
+    pub stripe: Option<StripeSettings>,
+    pub inbox: InboxSettings,
 }
 
 /// Names of the served services, for health reporting.
@@ -58,6 +65,9 @@ pub struct App {
     webhook_listener: TcpListener,
     webhook_addr: SocketAddr,
     webhook: axum::Router,
+    /// Wakes the inbox worker when the ingress stores an event.
+    stored_events: Arc<Notify>,
+    inbox: InboxSettings,
     service: Service,
     authenticator: Authenticator,
 }
@@ -77,12 +87,24 @@ impl App {
             .await
             .with_context(|| format!("binding {}", settings.webhook_addr))?;
         let webhook_addr = webhook_listener.local_addr()?;
-        let webhook = webhook_router(store.clone(), settings.webhook_secrets);
+        let stored_events = Arc::new(Notify::new());
+        let webhook = webhook_router(
+            store.clone(),
+            settings.webhook_secrets,
+            stored_events.clone(),
+        );
+        let stripe = settings
+            .stripe
+            .as_ref()
+            .map(StripeApi::new)
+            .transpose()
+            .context("configuring the Stripe client")?;
         let service = Service::new(
             store,
             settings.catalog,
             Arc::new(SystemClock),
             settings.service,
+            stripe,
         );
         Ok(Self {
             listener,
@@ -90,6 +112,8 @@ impl App {
             webhook_listener,
             webhook_addr,
             webhook,
+            stored_events,
+            inbox: settings.inbox,
             service,
             authenticator: Authenticator::new(&settings.caller_tokens),
         })
@@ -114,6 +138,17 @@ impl App {
             shutdown.await;
             let _ = stop.send(true);
         });
+        // Without Stripe there is nothing to re-read events from; they wait
+        // in the inbox until a key is configured.
+        let worker = self.service.stripe_configured().then(|| {
+            tokio::spawn(run_inbox_worker(
+                self.service.clone(),
+                self.inbox,
+                self.stored_events.clone(),
+                stopped.clone(),
+            ))
+        });
+
         let wait_for_stop = move || {
             let mut stopped = stopped.clone();
             async move {
@@ -184,6 +219,9 @@ impl App {
                 }
             });
         let (grpc, webhooks) = tokio::join!(grpc, webhooks);
+        if let Some(worker) = worker {
+            worker.await.context("the inbox worker panicked")?;
+        }
         grpc.context("serving gRPC")?;
         webhooks.context("serving webhooks")?;
         Ok(())

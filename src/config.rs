@@ -33,6 +33,26 @@ pub struct Config {
     #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true, value_parser = WebhookSecrets::parse)]
     pub stripe_webhook_secret: Option<WebhookSecrets>,
 
+    /// Stripe secret key (`sk_test_...` or `sk_live_...`). Without it the
+    /// Stripe-backed RPCs answer FAILED_PRECONDITION and the rest works.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<String>,
+
+    /// Base URL of the Stripe API (tests point it at a local server).
+    #[arg(long, env = "STRIPE_API_BASE", default_value = crate::stripe::DEFAULT_API_BASE)]
+    pub stripe_api_base: String,
+
+    /// Attempts at applying a webhook event before it is parked for an
+    /// operator (`ListParkedStripeEvents`, `RetryStripeEvent`).
+    #[arg(long, env = "BILLING_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub webhook_max_attempts: u32,
+
+    /// Wait after a webhook event's first failed attempt, in milliseconds;
+    /// it doubles with each further attempt, up to an hour.
+    #[arg(long, env = "BILLING_WEBHOOK_RETRY_DELAY_MS", default_value_t = 5000)]
+    pub webhook_retry_delay_ms: u64,
+
     /// PostgreSQL URL. When unset, a local PostgreSQL is used: the one on
     /// 127.0.0.1:5432 if it answers, else a private one started from the
     /// machine's PostgreSQL binaries in --local-postgres-dir.
@@ -113,5 +133,7 @@ mod tests {
         assert_eq!(config.webhook_addr.port(), 8080);
         assert!(config.monthly_signup);
         assert_eq!(config.trial_days, 30);
+        assert_eq!(config.stripe_api_base, "https://api.stripe.com/");
+        assert_eq!(config.stripe_secret_key, None);
     }
 }

@@ -1,13 +1,16 @@
 //! Parses the configuration, starts telemetry, builds the app and serves
 //! until SIGINT or SIGTERM.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use billing_service::app::{App, AppSettings};
 use billing_service::config::{self, Config};
 use billing_service::domain::catalog::{Catalog, SignupPolicy};
 use billing_service::domain::trial::TrialLength;
 use billing_service::grpc::{CallerTokens, Scope};
-use billing_service::stripe::{WEBHOOK_PATH, WebhookSecrets};
+use billing_service::service::RetryPolicy;
+use billing_service::stripe::{InboxSettings, StripeSettings, WEBHOOK_PATH, WebhookSecrets};
 use billing_service::{local_postgres, service, telemetry};
 use clap::Parser;
 use sqlx::postgres::PgConnectOptions;
@@ -54,6 +57,22 @@ async fn main() -> anyhow::Result<()> {
             signup_policy: SignupPolicy {
                 monthly_enabled: config.monthly_signup,
             },
+        },
+        stripe: config
+            .stripe_secret_key
+            .clone()
+            .filter(|key| !key.is_empty())
+            .map(|secret_key| StripeSettings {
+                secret_key,
+                api_base: config.stripe_api_base.clone(),
+            }),
+        inbox: InboxSettings {
+            retry: RetryPolicy {
+                max_attempts: config.webhook_max_attempts,
+                first_delay: Duration::from_millis(config.webhook_retry_delay_ms),
+                ..InboxSettings::default().retry
+            },
+            ..InboxSettings::default()
         },
     })
     .await?;

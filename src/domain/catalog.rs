@@ -8,6 +8,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use super::InvalidValue;
+use super::line_items::KnownSeatPrice;
 use super::money::{Currency, Money};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -22,6 +23,15 @@ impl BillingCycle {
         match self {
             Self::Monthly => "monthly",
             Self::Yearly => "yearly",
+        }
+    }
+
+    /// The per-month share of an amount billed once per cycle, rounded to
+    /// the nearest minor unit ($540 a year is $45 a month).
+    pub fn per_month(self, amount_minor: i64) -> i64 {
+        match self {
+            Self::Monthly => amount_minor,
+            Self::Yearly => (amount_minor + 6).div_euclid(12),
         }
     }
 
@@ -110,6 +120,9 @@ pub struct Plan {
     /// Whether the plan enforces an organization's model deny list and
     /// provider allow list (Enterprise does; Teams only stores them).
     pub enforces_model_restrictions: bool,
+    /// Stripe prices of seats given at $0 (for example to a partner). They
+    /// count as seats of this plan but never decide its cycle.
+    pub free_seat_stripe_price_ids: Vec<String>,
 }
 
 impl Plan {
@@ -196,6 +209,29 @@ impl Catalog {
             })
     }
 
+    /// The plan and cycle of a Stripe seat price (paid or free); `None` for
+    /// any other price, such as an add-on's.
+    pub fn seat_price(&self, stripe_price_id: &str) -> Option<KnownSeatPrice> {
+        self.plans.iter().find_map(|plan| {
+            let paid = plan
+                .prices
+                .iter()
+                .find(|price| price.stripe_price_id.as_deref() == Some(stripe_price_id))
+                .map(|price| price.cycle);
+            let free = || {
+                plan.free_seat_stripe_price_ids
+                    .iter()
+                    .any(|id| id == stripe_price_id)
+                    // A free seat's own interval wins; this is only a default.
+                    .then_some(BillingCycle::Monthly)
+            };
+            paid.or_else(free).map(|cycle| KnownSeatPrice {
+                plan: plan.id.clone(),
+                cycle,
+            })
+        })
+    }
+
     /// Whether any plan names this feature.
     pub fn knows_feature(&self, feature: &str) -> bool {
         self.plans.iter().any(|p| p.includes_feature(feature))
@@ -223,6 +259,8 @@ struct PlanFile {
     limits: BTreeMap<String, LimitFile>,
     #[serde(default)]
     enforces_model_restrictions: bool,
+    #[serde(default)]
+    free_seat_stripe_price_ids: Vec<String>,
     prices: Vec<PriceFile>,
 }
 
@@ -304,6 +342,7 @@ impl CatalogFile {
                 features: plan.features,
                 limits,
                 enforces_model_restrictions: plan.enforces_model_restrictions,
+                free_seat_stripe_price_ids: plan.free_seat_stripe_price_ids,
             });
         }
         if !ids.contains(&self.default_plan) {

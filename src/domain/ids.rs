@@ -174,6 +174,38 @@ impl IdempotencyKey {
     }
 }
 
+/// Where Stripe sends the customer back to (Checkout, the billing portal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectUrl(String);
+
+impl RedirectUrl {
+    pub const MAX_LEN: usize = 2048;
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        if raw.is_empty() {
+            return Err(InvalidValue::new("is required"));
+        }
+        let rest = raw
+            .strip_prefix("https://")
+            .or_else(|| raw.strip_prefix("http://"))
+            .ok_or_else(|| InvalidValue::new("must be an http or https URL"))?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(InvalidValue::new("must name a host"));
+        }
+        if raw.len() > Self::MAX_LEN || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(InvalidValue::new(format!(
+                "must be at most {} characters without spaces",
+                Self::MAX_LEN
+            )));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

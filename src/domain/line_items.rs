@@ -14,6 +14,9 @@ use super::catalog::{BillingCycle, PlanId};
 /// One line of a subscription as the billing provider reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineItem {
+    /// The provider's id of the item, when it is a subscription's item
+    /// (schedule phases have none).
+    pub item_id: Option<String>,
     pub price_id: String,
     pub unit_amount_minor: i64,
     pub quantity: i64,
@@ -36,6 +39,9 @@ pub struct SeatTerms {
     pub cycle: Option<BillingCycle>,
     pub paid_seats: i64,
     pub next_payment_minor: i64,
+    /// The item the plan and cycle were read from: the one a seat change or
+    /// a cycle change acts on.
+    pub seat_item: Option<LineItem>,
 }
 
 /// Reads `items`; `seat_price` tells which price ids are seat prices.
@@ -59,10 +65,17 @@ pub fn seat_terms(
                 std::cmp::Reverse(&item.price_id),
             )
         })
-        .map(|(item, known)| (item.interval.unwrap_or(known.cycle), known.plan.clone()));
+        .map(|(item, known)| {
+            (
+                item.interval.unwrap_or(known.cycle),
+                known.plan.clone(),
+                (*item).clone(),
+            )
+        });
     SeatTerms {
-        cycle: deciding.as_ref().map(|(cycle, _)| *cycle),
-        plan: deciding.map(|(_, plan)| plan),
+        cycle: deciding.as_ref().map(|(cycle, _, _)| *cycle),
+        plan: deciding.as_ref().map(|(_, plan, _)| plan.clone()),
+        seat_item: deciding.map(|(_, _, item)| item),
         paid_seats: seat_items.iter().map(|(item, _)| item.quantity).sum(),
         next_payment_minor: items
             .iter()
@@ -77,6 +90,7 @@ mod tests {
 
     fn item(price_id: &str, amount: i64, quantity: i64, interval: BillingCycle) -> LineItem {
         LineItem {
+            item_id: None,
             price_id: price_id.into(),
             unit_amount_minor: amount,
             quantity,
@@ -127,6 +141,7 @@ mod tests {
             cycle: Some(BillingCycle::Monthly),
             paid_seats: 5,
             next_payment_minor: 3 * 1800 + 500,
+            seat_item: Some(items[2].clone()),
         };
         let all = orderings(&items);
         assert_eq!(all.len(), 6);
@@ -193,7 +208,8 @@ mod tests {
                 plan: None,
                 cycle: None,
                 paid_seats: 0,
-                next_payment_minor: 500
+                next_payment_minor: 500,
+                seat_item: None,
             }
         );
     }

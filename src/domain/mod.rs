@@ -15,6 +15,7 @@ pub mod organization;
 pub mod role;
 pub mod seats;
 pub mod subscription;
+pub mod subscription_sync;
 #[cfg(test)]
 mod test_fixtures;
 pub mod trial;

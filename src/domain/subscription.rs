@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::catalog::{BillingCycle, PlanId};
 use super::money::Money;
+use super::subscription_sync::{PendingCycleChange, PendingSeatDecrease};
 
 /// Stripe's subscription statuses. The raw text is stored verbatim; this
 /// enum is what decisions match on, exhaustively, so a status added later
@@ -86,6 +87,12 @@ pub struct Subscription {
     pub ended_at: Option<DateTime<Utc>>,
     pub next_payment: Option<Money>,
     pub created_at: DateTime<Utc>,
+    /// Seats that drop at the next renewal.
+    pub pending_seat_decrease: Option<PendingSeatDecrease>,
+    /// A billing-cycle change waiting for the renewal.
+    pub pending_cycle_change: Option<PendingCycleChange>,
+    /// The subscription schedule that drives it, while one is active.
+    pub schedule_id: Option<String>,
 }
 
 impl Subscription {

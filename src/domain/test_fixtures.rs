@@ -37,5 +37,8 @@ pub fn subscription(status: &str, paid_seats: i64, created_at: DateTime<Utc>) ->
         ended_at: None,
         next_payment: None,
         created_at,
+        pending_seat_decrease: None,
+        pending_cycle_change: None,
+        schedule_id: None,
     }
 }

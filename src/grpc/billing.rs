@@ -1,12 +1,16 @@
-//! `billing.v1.BillingService`: the plan catalog and subscription overview.
+//! `billing.v1.BillingService`: the plan catalog, the subscription overview
+//! and the Stripe-backed billing changes.
 
 use tonic::{Request, Response, Status};
 
 use super::auth::{actor, caller};
 use super::convert::{self, org_id};
 use super::proto::{self, billing_service_server::BillingService};
-use crate::domain::catalog::{Plan, PricingModel, SignupPolicy};
-use crate::service::{Service, SubscriptionView};
+use crate::domain::catalog::{BillingCycle, Plan, PricingModel, SignupPolicy};
+use crate::domain::ids::{OrgId, RedirectUrl};
+use crate::domain::money::Money;
+use crate::error::{Error, FieldContext};
+use crate::service::{Actor, CheckoutOrder, Service, SubscriptionView};
 
 #[derive(Debug, Clone)]
 pub struct BillingApi {
@@ -51,7 +55,7 @@ fn plan(plan: &Plan, policy: SignupPolicy) -> proto::Plan {
     }
 }
 
-fn subscription(view: SubscriptionView) -> proto::Subscription {
+fn subscription_reply(view: SubscriptionView) -> proto::Subscription {
     let mut reply = proto::Subscription {
         org_id: view.org.id.to_string(),
         plan: view.org.plan.as_str().to_owned(),
@@ -74,8 +78,45 @@ fn subscription(view: SubscriptionView) -> proto::Subscription {
         reply.cancel_at_period_end = sub.cancel_at_period_end;
         reply.ended_at = convert::optional_timestamp(sub.ended_at);
         reply.next_payment = sub.next_payment.as_ref().map(convert::money);
+        reply.next_payment_monthly = sub
+            .next_payment
+            .as_ref()
+            .zip(sub.billing_cycle)
+            .map(|(amount, cycle)| per_month(amount, cycle));
+        reply.renews_at = convert::optional_timestamp(
+            sub.current_period_end
+                .filter(|_| !sub.cancel_at_period_end && sub.ended_at.is_none()),
+        );
+        reply.pending_cycle_change =
+            sub.pending_cycle_change
+                .as_ref()
+                .map(|change| proto::PendingCycleChange {
+                    billing_cycle: convert::billing_cycle(change.cycle).into(),
+                    effective_at: Some(convert::timestamp(change.effective_at)),
+                    next_payment: Some(convert::money(&change.next_payment)),
+                    next_payment_monthly: Some(per_month(&change.next_payment, change.cycle)),
+                });
+        reply.pending_seat_decrease =
+            sub.pending_seat_decrease
+                .as_ref()
+                .map(|decrease| proto::PendingSeatDecrease {
+                    from_seats: sub.paid_seats,
+                    to_seats: decrease.seats,
+                    effective_at: Some(convert::timestamp(decrease.effective_at)),
+                });
     }
     reply
+}
+
+fn per_month(amount: &Money, cycle: BillingCycle) -> proto::Money {
+    convert::money(&Money::new(
+        cycle.per_month(amount.amount_minor),
+        amount.currency.clone(),
+    ))
+}
+
+fn redirect_url(field: &str, raw: &str) -> Result<RedirectUrl, Status> {
+    Ok(RedirectUrl::parse(raw).field(field)?)
 }
 
 #[tonic::async_trait]
@@ -104,6 +145,168 @@ impl BillingService for BillingApi {
         let actor = actor(&request)?;
         let org = org_id(&request.get_ref().org_id)?;
         let view = self.service.get_subscription(&actor, org).await?;
-        Ok(Response::new(subscription(view)))
+        Ok(Response::new(subscription_reply(view)))
+    }
+
+    async fn create_checkout_session(
+        &self,
+        request: Request<proto::CreateCheckoutSessionRequest>,
+    ) -> Result<Response<proto::CreateCheckoutSessionResponse>, Status> {
+        let actor = actor(&request)?;
+        let req = request.get_ref();
+        let org = org_id(&req.org_id)?;
+        let order = CheckoutOrder {
+            plan: self.service.catalog().parse_plan_id(&req.plan).field("plan")?,
+            cycle: convert::parse_billing_cycle("billing_cycle", req.billing_cycle)?,
+            seats: req.seats,
+            success_url: redirect_url("success_url", &req.success_url)?,
+            cancel_url: redirect_url("cancel_url", &req.cancel_url)?,
+        };
+        let url = self
+            .service
+            .create_checkout_session(&actor, org, order)
+            .await?;
+        Ok(Response::new(proto::CreateCheckoutSessionResponse { url }))
+    }
+
+    async fn update_seat_count(
+        &self,
+        request: Request<proto::UpdateSeatCountRequest>,
+    ) -> Result<Response<proto::UpdateSeatCountResponse>, Status> {
+        let actor = actor(&request)?;
+        let org = org_id(&request.get_ref().org_id)?;
+        let change = self
+            .service
+            .update_seat_count(&actor, org, request.get_ref().seats)
+            .await?;
+        let view = self.service.get_subscription(&actor, org).await?;
+        Ok(Response::new(proto::UpdateSeatCountResponse {
+            subscription: Some(subscription_reply(view)),
+            requires_authentication: change.requires_authentication,
+            authentication_url: change.authentication_url.unwrap_or_default(),
+        }))
+    }
+
+    async fn change_billing_cycle(
+        &self,
+        request: Request<proto::ChangeBillingCycleRequest>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        let actor = actor(&request)?;
+        let org = org_id(&request.get_ref().org_id)?;
+        let cycle = convert::parse_billing_cycle("billing_cycle", request.get_ref().billing_cycle)?;
+        self.service.change_billing_cycle(&actor, org, cycle).await?;
+        self.overview(&actor, org).await
+    }
+
+    async fn cancel_billing_cycle_change(
+        &self,
+        request: Request<proto::CancelBillingCycleChangeRequest>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        let actor = actor(&request)?;
+        let org = org_id(&request.get_ref().org_id)?;
+        self.service.cancel_billing_cycle_change(&actor, org).await?;
+        self.overview(&actor, org).await
+    }
+
+    async fn cancel_subscription(
+        &self,
+        request: Request<proto::CancelSubscriptionRequest>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        let actor = actor(&request)?;
+        let org = org_id(&request.get_ref().org_id)?;
+        self.service.cancel_subscription(&actor, org).await?;
+        self.overview(&actor, org).await
+    }
+
+    async fn resume_subscription(
+        &self,
+        request: Request<proto::ResumeSubscriptionRequest>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        let actor = actor(&request)?;
+        let org = org_id(&request.get_ref().org_id)?;
+        self.service.resume_subscription(&actor, org).await?;
+        self.overview(&actor, org).await
+    }
+
+    async fn get_resubscribe_defaults(
+        &self,
+        request: Request<proto::GetResubscribeDefaultsRequest>,
+    ) -> Result<Response<proto::ResubscribeDefaults>, Status> {
+        let actor = actor(&request)?;
+        let org = org_id(&request.get_ref().org_id)?;
+        let defaults = self.service.resubscribe_defaults(&actor, org).await?;
+        Ok(Response::new(proto::ResubscribeDefaults {
+            plan: defaults.plan.as_str().to_owned(),
+            billing_cycle: convert::billing_cycle(defaults.cycle).into(),
+            seats: defaults.seats,
+        }))
+    }
+
+    async fn create_billing_portal_session(
+        &self,
+        request: Request<proto::CreateBillingPortalSessionRequest>,
+    ) -> Result<Response<proto::CreateBillingPortalSessionResponse>, Status> {
+        let actor = actor(&request)?;
+        let org = org_id(&request.get_ref().org_id)?;
+        let return_url = redirect_url("return_url", &request.get_ref().return_url)?;
+        let url = self
+            .service
+            .create_billing_portal_session(&actor, org, return_url)
+            .await?;
+        Ok(Response::new(proto::CreateBillingPortalSessionResponse {
+            url,
+        }))
+    }
+
+    async fn list_parked_stripe_events(
+        &self,
+        request: Request<proto::ListParkedStripeEventsRequest>,
+    ) -> Result<Response<proto::ListParkedStripeEventsResponse>, Status> {
+        let actor = actor(&request)?;
+        let limit = match request.get_ref().limit {
+            0 => 50,
+            n @ 1..=500 => i64::from(n),
+            _ => return Err(Error::invalid("limit", "must be between 1 and 500").into()),
+        };
+        let events = self
+            .service
+            .list_parked_stripe_events(&actor, limit)
+            .await?
+            .into_iter()
+            .map(|event| proto::ParkedStripeEvent {
+                event_id: event.id,
+                event_type: event.event_type,
+                attempts: event.attempts,
+                last_error: event.last_error.unwrap_or_default(),
+                received_at: Some(convert::timestamp(event.received_at)),
+                parked_at: convert::optional_timestamp(event.parked_at),
+            })
+            .collect();
+        Ok(Response::new(proto::ListParkedStripeEventsResponse {
+            events,
+        }))
+    }
+
+    async fn retry_stripe_event(
+        &self,
+        request: Request<proto::RetryStripeEventRequest>,
+    ) -> Result<Response<proto::RetryStripeEventResponse>, Status> {
+        let actor = actor(&request)?;
+        self.service
+            .retry_stripe_event(&actor, &request.get_ref().event_id)
+            .await?;
+        Ok(Response::new(proto::RetryStripeEventResponse {}))
+    }
+}
+
+impl BillingApi {
+    /// The overview after a change, read back as `GetSubscription` shows it.
+    async fn overview(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        let view = self.service.get_subscription(actor, org).await?;
+        Ok(Response::new(subscription_reply(view)))
     }
 }

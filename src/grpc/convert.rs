@@ -66,6 +66,15 @@ pub fn billing_cycle(cycle: BillingCycle) -> proto::BillingCycle {
     }
 }
 
+pub fn parse_billing_cycle(field: &str, raw: i32) -> Result<BillingCycle> {
+    match proto::BillingCycle::try_from(raw) {
+        Ok(proto::BillingCycle::Monthly) => Ok(BillingCycle::Monthly),
+        Ok(proto::BillingCycle::Yearly) => Ok(BillingCycle::Yearly),
+        Ok(proto::BillingCycle::Unspecified) => Err(Error::invalid(field, "is required")),
+        Err(_) => Err(Error::invalid(field, format!("{raw} is not a billing cycle"))),
+    }
+}
+
 pub fn money(money: &Money) -> proto::Money {
     proto::Money {
         amount_minor: money.amount_minor,

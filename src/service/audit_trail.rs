@@ -23,6 +23,11 @@ pub(crate) enum AuditAction {
     TrialEndSet,
     OverridesSet,
     UserErased,
+    SeatCountChanged,
+    BillingCycleChangeScheduled,
+    BillingCycleChangeCanceled,
+    SubscriptionCancelRequested,
+    SubscriptionResumed,
 }
 
 impl AuditAction {
@@ -39,6 +44,11 @@ impl AuditAction {
             Self::TrialEndSet => "organization.trial_end_set",
             Self::OverridesSet => "organization.overrides_set",
             Self::UserErased => "user.erased",
+            Self::SeatCountChanged => "subscription.seats_changed",
+            Self::BillingCycleChangeScheduled => "subscription.cycle_change_scheduled",
+            Self::BillingCycleChangeCanceled => "subscription.cycle_change_canceled",
+            Self::SubscriptionCancelRequested => "subscription.cancel_requested",
+            Self::SubscriptionResumed => "subscription.resumed",
         }
     }
 }

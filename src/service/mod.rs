@@ -13,6 +13,8 @@ mod entitlements;
 mod members;
 mod operators;
 mod organizations;
+mod stripe_sync;
+mod subscriptions;
 
 use std::sync::Arc;
 
@@ -26,6 +28,8 @@ pub use entitlements::{EntitlementQuery, EntitlementsView};
 pub use members::MembersView;
 pub use operators::{OrganizationOverrides, Page};
 pub use organizations::{NewOrganization, OrganizationView};
+pub use stripe_sync::{RetryPolicy, WorkerStep};
+pub use subscriptions::{CheckoutOrder, ResubscribeDefaults, SeatChange};
 
 use crate::domain::catalog::{Catalog, Plan, SignupPolicy};
 use crate::domain::entitlement::OrgEntitlementState;
@@ -35,6 +39,7 @@ use crate::domain::role::{OrgAction, Role};
 use crate::domain::trial::TrialLength;
 use crate::error::{Error, Result};
 use crate::store::{self, Store};
+use crate::stripe::StripeApi;
 
 /// Deployment settings the use cases follow.
 #[derive(Debug, Clone)]
@@ -55,22 +60,36 @@ struct Inner {
     catalog: Catalog,
     clock: Arc<dyn Clock>,
     settings: Settings,
+    /// `None` when no Stripe key is configured: the Stripe-backed use cases
+    /// then answer FAILED_PRECONDITION and everything else works.
+    stripe: Option<StripeApi>,
 }
 
 impl Service {
-    pub fn new(store: Store, catalog: Catalog, clock: Arc<dyn Clock>, settings: Settings) -> Self {
+    pub fn new(
+        store: Store,
+        catalog: Catalog,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        stripe: Option<StripeApi>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 catalog,
                 clock,
                 settings,
+                stripe,
             }),
         }
     }
 
     pub fn catalog(&self) -> &Catalog {
         &self.inner.catalog
+    }
+
+    pub fn stripe_configured(&self) -> bool {
+        self.inner.stripe.is_some()
     }
 
     pub fn signup_policy(&self) -> SignupPolicy {

@@ -9,6 +9,7 @@ use crate::domain::ids::{EmailAddress, OrgId, UserId};
 use crate::domain::organization::Organization;
 use crate::domain::role::OrgAction;
 use crate::error::{Error, Result};
+use crate::store::stripe_events::ParkedEvent;
 use crate::store::{self, audit::AuditEvent, erasure::ErasureReport};
 
 /// One page of a listing and the cursor of the next (none on the last page).
@@ -178,5 +179,33 @@ impl Service {
             items: events,
             next,
         })
+    }
+}
+
+impl Service {
+    /// Webhook events that failed every attempt, oldest first.
+    pub async fn list_parked_stripe_events(
+        &self,
+        actor: &Actor,
+        limit: i64,
+    ) -> Result<Vec<ParkedEvent>> {
+        Self::require_operator(actor, "list parked Stripe events")?;
+        let mut conn = self.store().pool().acquire().await?;
+        store::stripe_events::list_parked(&mut conn, limit).await
+    }
+
+    /// Puts a parked event back in the inbox with a fresh set of attempts.
+    pub async fn retry_stripe_event(&self, actor: &Actor, event_id: &str) -> Result<()> {
+        Self::require_operator(actor, "retry Stripe events")?;
+        if event_id.is_empty() || event_id.len() > 255 {
+            return Err(Error::invalid("event_id", "must be a Stripe event id"));
+        }
+        let mut conn = self.store().pool().acquire().await?;
+        if store::stripe_events::retry_parked(&mut conn, event_id, self.now()).await? {
+            tracing::info!(%event_id, "parked Stripe event put back in the inbox");
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("no parked Stripe event {event_id}")))
+        }
     }
 }

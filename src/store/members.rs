@@ -404,3 +404,15 @@ pub async fn list_removals(conn: &mut PgConnection, org: OrgId) -> Result<Vec<Re
     .await?;
     rows.into_iter().map(TryInto::try_into).collect()
 }
+
+/// Whether the user was removed from the organization (and not re-admitted).
+pub async fn has_removal(conn: &mut PgConnection, org: OrgId, user: &UserId) -> Result<bool> {
+    let found = sqlx::query_scalar!(
+        r#"select exists (select 1 from removal_records where org_id = $1 and user_id = $2) as "found!""#,
+        org.as_uuid(),
+        user.as_str(),
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(found)
+}

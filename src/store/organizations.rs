@@ -182,3 +182,58 @@ pub async fn mark_deleted(conn: &mut PgConnection, id: OrgId, now: DateTime<Utc>
     .await?;
     Ok(())
 }
+
+/// The organization's Stripe customer, once one was created.
+pub async fn stripe_customer(conn: &mut PgConnection, id: OrgId) -> Result<Option<String>> {
+    let customer = sqlx::query_scalar!(
+        "select stripe_customer_id from organizations where id = $1",
+        id.as_uuid(),
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(customer.flatten())
+}
+
+/// Records the organization's Stripe customer unless one is recorded
+/// already, and returns the one that is.
+pub async fn remember_stripe_customer(
+    conn: &mut PgConnection,
+    id: OrgId,
+    customer: &str,
+) -> Result<String> {
+    let recorded = sqlx::query_scalar!(
+        r#"
+        update organizations set stripe_customer_id = coalesce(stripe_customer_id, $2)
+        where id = $1
+        returning stripe_customer_id as "stripe_customer_id!"
+        "#,
+        id.as_uuid(),
+        customer,
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(recorded)
+}
+
+/// The organization whose Stripe customer this is.
+pub async fn by_stripe_customer(conn: &mut PgConnection, customer: &str) -> Result<Option<OrgId>> {
+    let org = sqlx::query_scalar!(
+        "select id from organizations where stripe_customer_id = $1",
+        customer,
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(org.map(Into::into))
+}
+
+/// Moves the organization to the plan its paid subscription is on.
+pub async fn set_plan(conn: &mut PgConnection, id: OrgId, plan: &PlanId) -> Result<()> {
+    sqlx::query!(
+        "update organizations set plan = $2 where id = $1 and deleted_at is null",
+        id.as_uuid(),
+        plan.as_str(),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}

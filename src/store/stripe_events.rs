@@ -32,3 +32,144 @@ pub async fn insert_if_new(conn: &mut PgConnection, event: &ReceivedEvent<'_>) -
     .rows_affected();
     Ok(inserted == 1)
 }
+
+/// A stored event a worker has claimed.
+#[derive(Debug, Clone)]
+pub struct ClaimedEvent {
+    pub id: String,
+    pub event_type: String,
+    pub raw_body: String,
+    /// Attempts made before this one.
+    pub attempts: i32,
+}
+
+/// Claims the next due pending event, locking its row until the transaction
+/// ends. `SKIP LOCKED` lets several workers (and replicas) claim side by
+/// side without waiting on each other or taking the same event.
+pub async fn claim_due(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<Option<ClaimedEvent>> {
+    let event = sqlx::query_as!(
+        ClaimedEvent,
+        r#"
+        select id, event_type, raw_body, attempts from stripe_events
+        where state = 'pending' and next_attempt_at <= $1
+        order by next_attempt_at, stripe_created_at, id
+        limit 1
+        for update skip locked
+        "#,
+        now,
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(event)
+}
+
+/// How applying an event ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// A type this service does not act on, or an object that is not ours.
+    NoEffect,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::NoEffect => "no_effect",
+        }
+    }
+}
+
+pub async fn finish(
+    conn: &mut PgConnection,
+    id: &str,
+    outcome: Outcome,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query!(
+        r#"
+        update stripe_events
+        set state = $2, attempts = attempts + 1, finished_at = $3, last_error = null
+        where id = $1
+        "#,
+        id,
+        outcome.as_str(),
+        now,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a failed attempt: retried at `retry_at`, or parked when `None`.
+pub async fn record_failure(
+    conn: &mut PgConnection,
+    id: &str,
+    error: &str,
+    retry_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query!(
+        r#"
+        update stripe_events
+        set attempts = attempts + 1, last_error = $2,
+            state = case when $3::timestamptz is null then 'parked' else 'pending' end,
+            next_attempt_at = coalesce($3, next_attempt_at),
+            finished_at = case when $3::timestamptz is null then $4::timestamptz else null end
+        where id = $1
+        "#,
+        id,
+        error,
+        retry_at,
+        now,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A parked event, for operators.
+#[derive(Debug, Clone)]
+pub struct ParkedEvent {
+    pub id: String,
+    pub event_type: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub parked_at: Option<DateTime<Utc>>,
+}
+
+/// Parked events, oldest first.
+pub async fn list_parked(conn: &mut PgConnection, limit: i64) -> Result<Vec<ParkedEvent>> {
+    let events = sqlx::query_as!(
+        ParkedEvent,
+        r#"
+        select id, event_type, attempts, last_error, received_at, finished_at as parked_at
+        from stripe_events where state = 'parked'
+        order by received_at, id
+        limit $1
+        "#,
+        limit,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(events)
+}
+
+/// Puts a parked event back in line with a fresh set of attempts; false when
+/// no parked event has this id.
+pub async fn retry_parked(conn: &mut PgConnection, id: &str, now: DateTime<Utc>) -> Result<bool> {
+    let updated = sqlx::query!(
+        r#"
+        update stripe_events
+        set state = 'pending', attempts = 0, next_attempt_at = $2, finished_at = null
+        where id = $1 and state = 'parked'
+        "#,
+        id,
+        now,
+    )
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
+}

@@ -9,6 +9,7 @@ use crate::domain::catalog::{BillingCycle, PlanId};
 use crate::domain::ids::OrgId;
 use crate::domain::money::{Currency, Money};
 use crate::domain::subscription::Subscription;
+use crate::domain::subscription_sync::{PendingCycleChange, PendingSeatDecrease};
 use crate::error::Result;
 
 struct SubscriptionRow {
@@ -24,17 +25,49 @@ struct SubscriptionRow {
     next_payment_minor: Option<i64>,
     currency: Option<String>,
     created_at: DateTime<Utc>,
+    pending_seats: Option<i64>,
+    pending_seats_from: Option<DateTime<Utc>>,
+    pending_cycle: Option<String>,
+    pending_cycle_from: Option<DateTime<Utc>>,
+    pending_cycle_payment_minor: Option<i64>,
+    schedule_id: Option<String>,
 }
 
 impl TryFrom<SubscriptionRow> for Subscription {
     type Error = crate::error::Error;
 
     fn try_from(row: SubscriptionRow) -> Result<Self> {
-        let next_payment = match (row.next_payment_minor, row.currency) {
-            (Some(amount), Some(currency)) => Some(Money::new(
-                amount,
-                Currency::parse(&currency).map_err(|e| corrupt("currency", e))?,
-            )),
+        let currency = row
+            .currency
+            .as_deref()
+            .map(Currency::parse)
+            .transpose()
+            .map_err(|e| corrupt("currency", e))?;
+        let next_payment = match (row.next_payment_minor, &currency) {
+            (Some(amount), Some(currency)) => Some(Money::new(amount, currency.clone())),
+            _ => None,
+        };
+        let pending_seat_decrease = match (row.pending_seats, row.pending_seats_from) {
+            (Some(seats), Some(effective_at)) => Some(PendingSeatDecrease {
+                seats,
+                effective_at,
+            }),
+            _ => None,
+        };
+        let pending_cycle_change = match (
+            row.pending_cycle.as_deref(),
+            row.pending_cycle_from,
+            row.pending_cycle_payment_minor,
+            currency,
+        ) {
+            (Some(cycle), Some(effective_at), Some(amount), Some(currency)) => {
+                Some(PendingCycleChange {
+                    cycle: BillingCycle::parse(cycle)
+                        .map_err(|e| corrupt("pending billing cycle", e))?,
+                    effective_at,
+                    next_payment: Money::new(amount, currency),
+                })
+            }
             _ => None,
         };
         Ok(Self {
@@ -54,6 +87,9 @@ impl TryFrom<SubscriptionRow> for Subscription {
             ended_at: row.ended_at,
             next_payment,
             created_at: row.created_at,
+            pending_seat_decrease,
+            pending_cycle_change,
+            schedule_id: row.schedule_id,
         })
     }
 }
@@ -64,7 +100,8 @@ pub async fn list_for_org(conn: &mut PgConnection, org: OrgId) -> Result<Vec<Sub
         r#"
         select stripe_subscription_id, status, plan, billing_cycle, paid_seats,
                current_period_start, current_period_end, cancel_at_period_end, ended_at,
-               next_payment_minor, currency, created_at
+               next_payment_minor, currency, created_at, pending_seats, pending_seats_from,
+               pending_cycle, pending_cycle_from, pending_cycle_payment_minor, schedule_id
         from subscriptions where org_id = $1
         order by created_at, stripe_subscription_id
         "#,
@@ -73,6 +110,17 @@ pub async fn list_for_org(conn: &mut PgConnection, org: OrgId) -> Result<Vec<Sub
     .fetch_all(conn)
     .await?;
     rows.into_iter().map(TryInto::try_into).collect()
+}
+
+/// The organization a subscription we already know belongs to.
+pub async fn org_of(conn: &mut PgConnection, stripe_subscription_id: &str) -> Result<Option<OrgId>> {
+    let org = sqlx::query_scalar!(
+        "select org_id from subscriptions where stripe_subscription_id = $1",
+        stripe_subscription_id,
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(org.map(Into::into))
 }
 
 /// Creates or replaces the local copy of a subscription.
@@ -86,8 +134,10 @@ pub async fn upsert(conn: &mut PgConnection, org: OrgId, sub: &Subscription) -> 
         insert into subscriptions
             (id, org_id, stripe_subscription_id, status, plan, billing_cycle, paid_seats,
              current_period_start, current_period_end, cancel_at_period_end, ended_at,
-             next_payment_minor, currency, created_at)
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             next_payment_minor, currency, created_at, pending_seats, pending_seats_from,
+             pending_cycle, pending_cycle_from, pending_cycle_payment_minor, schedule_id)
+        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                $15, $16, $17, $18, $19, $20)
         on conflict (stripe_subscription_id) do update
         set status = excluded.status, plan = excluded.plan,
             billing_cycle = excluded.billing_cycle, paid_seats = excluded.paid_seats,
@@ -96,7 +146,14 @@ pub async fn upsert(conn: &mut PgConnection, org: OrgId, sub: &Subscription) -> 
             cancel_at_period_end = excluded.cancel_at_period_end,
             ended_at = excluded.ended_at,
             next_payment_minor = excluded.next_payment_minor,
-            currency = excluded.currency, updated_at = now()
+            currency = excluded.currency,
+            pending_seats = excluded.pending_seats,
+            pending_seats_from = excluded.pending_seats_from,
+            pending_cycle = excluded.pending_cycle,
+            pending_cycle_from = excluded.pending_cycle_from,
+            pending_cycle_payment_minor = excluded.pending_cycle_payment_minor,
+            schedule_id = excluded.schedule_id,
+            updated_at = now()
         "#,
         Uuid::now_v7(),
         org.as_uuid(),
@@ -112,6 +169,14 @@ pub async fn upsert(conn: &mut PgConnection, org: OrgId, sub: &Subscription) -> 
         next_payment_minor,
         currency,
         sub.created_at,
+        sub.pending_seat_decrease.as_ref().map(|p| p.seats),
+        sub.pending_seat_decrease.as_ref().map(|p| p.effective_at),
+        sub.pending_cycle_change.as_ref().map(|p| p.cycle.as_str()),
+        sub.pending_cycle_change.as_ref().map(|p| p.effective_at),
+        sub.pending_cycle_change
+            .as_ref()
+            .map(|p| p.next_payment.amount_minor),
+        sub.schedule_id,
     )
     .execute(conn)
     .await?;

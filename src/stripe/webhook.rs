@@ -25,6 +25,7 @@ use axum::routing::post;
 use chrono::DateTime;
 use serde::Deserialize;
 use stripe_webhook::{Webhook, WebhookError};
+use tokio::sync::Notify;
 
 use crate::store::Store;
 use crate::store::stripe_events::{self, ReceivedEvent};
@@ -68,6 +69,8 @@ impl WebhookSecrets {
 struct Ingress {
     store: Store,
     secrets: WebhookSecrets,
+    /// Wakes the inbox worker when a new event is stored.
+    stored: Arc<Notify>,
 }
 
 /// The fields the inbox needs, read from the JSON when the typed client
@@ -80,11 +83,15 @@ struct EventEnvelope {
     created: i64,
 }
 
-pub fn webhook_router(store: Store, secrets: WebhookSecrets) -> Router {
+pub fn webhook_router(store: Store, secrets: WebhookSecrets, stored: Arc<Notify>) -> Router {
     Router::new()
         .route(WEBHOOK_PATH, post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Arc::new(Ingress { store, secrets }))
+        .with_state(Arc::new(Ingress {
+            store,
+            secrets,
+            stored,
+        }))
 }
 
 /// The event's envelope when one of the secrets verifies the signature, or
@@ -179,6 +186,7 @@ async fn receive(
     match stored.await {
         Ok(true) => {
             tracing::info!(event_id = %envelope.id, event_type = %envelope.event_type, "webhook stored");
+            ingress.stored.notify_one();
             (StatusCode::OK, "stored")
         }
         Ok(false) => {

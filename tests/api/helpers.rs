@@ -14,13 +14,18 @@ use billing_service::grpc::proto::org_admin_service_client::OrgAdminServiceClien
 use billing_service::grpc::proto::{self, Role};
 use billing_service::service;
 use billing_service::store;
-use billing_service::stripe::{WEBHOOK_PATH, WebhookSecrets};
+use billing_service::service::RetryPolicy;
+use billing_service::stripe::{InboxSettings, StripeSettings, WEBHOOK_PATH, WebhookSecrets};
+use std::time::Duration;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use prost_types::Timestamp;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
+
+use crate::stripe_server::{FakeStripe, deliver};
 
 pub const GATEWAY_TOKEN: &str = "gateway-test-token-0001";
 pub const BFF_TOKEN: &str = "bff-test-token-00000001";
@@ -48,6 +53,8 @@ pub enum As<'a> {
 pub struct TestOptions {
     pub catalog: Catalog,
     pub monthly_signup: bool,
+    /// The Stripe API the app calls; `None` runs without Stripe.
+    pub stripe_api_base: Option<String>,
 }
 
 impl Default for TestOptions {
@@ -55,8 +62,36 @@ impl Default for TestOptions {
         Self {
             catalog: Catalog::from_toml(Catalog::DEFAULT_TOML).expect("default catalog"),
             monthly_signup: true,
+            stripe_api_base: None,
         }
     }
+}
+
+/// The default catalog with the test Stripe server's price ids, and its
+/// free seat price on Teams.
+pub fn catalog_with_stripe_prices() -> Catalog {
+    let toml = Catalog::DEFAULT_TOML.replacen(
+        "enforces_model_restrictions = false",
+        "enforces_model_restrictions = false\nfree_seat_stripe_price_ids = [\"price_teams_free_seat\"]",
+        1,
+    );
+    Catalog::from_toml(&toml)
+        .expect("catalog")
+        .with_stripe_price_ids(|plan, cycle| {
+            Some(format!("price_{}_{}", plan.as_str(), cycle.as_str()))
+        })
+}
+
+/// The app wired to a fresh test Stripe server.
+pub async fn spawn_app_with_stripe() -> (TestApp, FakeStripe) {
+    let stripe = FakeStripe::start().await;
+    let app = spawn_app_with(TestOptions {
+        catalog: catalog_with_stripe_prices(),
+        stripe_api_base: Some(stripe.base_url.clone()),
+        ..TestOptions::default()
+    })
+    .await;
+    (app, stripe)
 }
 
 pub struct TestApp {
@@ -111,6 +146,19 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
             signup_policy: SignupPolicy {
                 monthly_enabled: options.monthly_signup,
             },
+        },
+        stripe: options.stripe_api_base.map(|api_base| StripeSettings {
+            secret_key: "sk_test_billing_service".into(),
+            api_base,
+        }),
+        // Quick retries, so a test sees an event parked in moments.
+        inbox: InboxSettings {
+            retry: RetryPolicy {
+                max_attempts: 3,
+                first_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(200),
+            },
+            poll_interval: Duration::from_millis(50),
         },
     })
     .await
@@ -422,6 +470,9 @@ impl TestApp {
                 Currency::parse("usd").expect("usd"),
             )),
             created_at: Utc::now(),
+            pending_seat_decrease: None,
+            pending_cycle_change: None,
+            schedule_id: None,
         };
         self.upsert_subscription(org, &subscription).await;
     }
@@ -480,3 +531,99 @@ impl TestApp {
             .expect("count events")
     }
 }
+
+/// Billing through the test Stripe server.
+impl TestApp {
+    pub async fn checkout(
+        &self,
+        org: &str,
+        user: &str,
+        plan: &str,
+        cycle: proto::BillingCycle,
+        seats: i64,
+    ) -> Result<String, Status> {
+        self.billing()
+            .create_checkout_session(request(
+                As::User(user),
+                proto::CreateCheckoutSessionRequest {
+                    org_id: org.to_owned(),
+                    plan: plan.to_owned(),
+                    billing_cycle: cycle.into(),
+                    seats,
+                    success_url: "https://app.example.com/billing/done".into(),
+                    cancel_url: "https://app.example.com/billing".into(),
+                },
+            ))
+            .await
+            .map(|reply| reply.into_inner().url)
+    }
+
+    /// Checks out and pays: the subscription exists at Stripe and its
+    /// events have been delivered and applied. Returns its id.
+    pub async fn subscribe(
+        &self,
+        stripe: &FakeStripe,
+        org: &str,
+        user: &str,
+        plan: &str,
+        cycle: proto::BillingCycle,
+        seats: i64,
+    ) -> String {
+        let url = self
+            .checkout(org, user, plan, cycle, seats)
+            .await
+            .expect("checkout session");
+        let subscription = stripe.complete_checkout(&url);
+        self.deliver_all(stripe).await;
+        subscription
+    }
+
+    /// Delivers every queued Stripe event in order and waits until the
+    /// inbox worker has applied them.
+    pub async fn deliver_all(&self, stripe: &FakeStripe) {
+        for event in stripe.take_events() {
+            assert_eq!(deliver(&self.webhook_url, &event).await, 200, "{event}");
+        }
+        self.wait_for_inbox().await;
+    }
+
+    /// Waits until no stored event is waiting to be applied.
+    pub async fn wait_for_inbox(&self) {
+        for _ in 0..400 {
+            let pending: i64 = sqlx::query_scalar(
+                "select count(*) from stripe_events where state = 'pending'",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .expect("count pending");
+            if pending == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the inbox worker did not apply the stored events");
+    }
+
+    /// How stored events ended, by state.
+    pub async fn event_state(&self, event_id: &str) -> String {
+        sqlx::query_scalar("select state from stripe_events where id = $1")
+            .bind(event_id)
+            .fetch_one(&self.pool)
+            .await
+            .expect("event state")
+    }
+
+    pub async fn subscription_of(&self, org: &str, who: As<'_>) -> proto::Subscription {
+        self.billing()
+            .get_subscription(request(
+                who,
+                proto::GetSubscriptionRequest {
+                    org_id: org.to_owned(),
+                },
+            ))
+            .await
+            .expect("subscription")
+            .into_inner()
+    }
+}
+

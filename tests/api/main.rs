@@ -12,5 +12,6 @@ mod organizations;
 mod permissions;
 mod seats;
 mod stripe_fixtures;
+mod stripe_server;
 mod trial;
 mod webhook_ingress;

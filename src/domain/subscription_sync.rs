@@ -1,0 +1,304 @@
+//! Turning the billing provider's view of a subscription into ours.
+//!
+//! The Stripe adapter reads a subscription (with its schedule) into a
+//! [`ProviderSubscription`]; [`reconcile`] decides what it means locally,
+//! given what we stored before. Two rules need the previous state:
+//! - seat increases apply at once, but a decrease keeps the paid seats until
+//!   the next period starts (Stripe already shows the lower quantity, since
+//!   decreases are made without proration);
+//! - everything else is taken from the provider as it is now, so applying
+//!   the latest state twice, or after an older one, gives the same result.
+
+use chrono::{DateTime, Utc};
+
+use super::catalog::{BillingCycle, PlanId};
+use super::line_items::{KnownSeatPrice, LineItem, seat_terms};
+use super::money::{Currency, Money};
+use super::subscription::Subscription;
+
+/// The metadata key that names the organization on our Stripe objects.
+pub const ORG_ID_KEY: &str = "org_id";
+/// The metadata key that names the user who started the checkout.
+pub const PURCHASER_KEY: &str = "purchaser_user_id";
+/// The metadata key that names the plan bought at checkout.
+pub const PLAN_KEY: &str = "plan";
+/// The metadata key that says what a subscription is for (`seats`).
+pub const TYPE_KEY: &str = "type";
+/// `TYPE_KEY`'s value on seat subscriptions.
+pub const SEATS_TYPE: &str = "seats";
+/// The metadata key that marks a subscription schedule as created by this
+/// service for a billing-cycle change.
+pub const CYCLE_CHANGE_KEY: &str = "billing_service_cycle_change";
+
+/// A subscription as the provider reports it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderSubscription {
+    pub id: String,
+    pub customer_id: String,
+    /// Exactly as the provider reports it.
+    pub status_raw: String,
+    pub currency: Currency,
+    pub items: Vec<LineItem>,
+    pub current_period_start: Option<DateTime<Utc>>,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    /// The organization named in the metadata, unparsed.
+    pub org_id: Option<String>,
+    /// The user who bought it, from the metadata, unparsed.
+    pub purchaser: Option<String>,
+    /// The discounts on the subscription as a whole, carried into both
+    /// phases of a billing-cycle change.
+    pub discount_ids: Vec<String>,
+    pub schedule: Option<ProviderSchedule>,
+}
+
+/// A subscription schedule attached to a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderSchedule {
+    pub id: String,
+    /// Whether this service created it (its metadata says so).
+    pub ours: bool,
+    /// Whether it still drives the subscription (not released, canceled or
+    /// completed).
+    pub active: bool,
+    pub phases: Vec<SchedulePhase>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulePhase {
+    pub start: DateTime<Utc>,
+    pub end: Option<DateTime<Utc>>,
+    pub items: Vec<LineItem>,
+}
+
+/// Seats that drop when the next period starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSeatDecrease {
+    pub seats: i64,
+    pub effective_at: DateTime<Utc>,
+}
+
+/// A billing-cycle change waiting for the renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCycleChange {
+    pub cycle: BillingCycle,
+    pub effective_at: DateTime<Utc>,
+    /// What each period of the new cycle will cost, summed over its items.
+    pub next_payment: Money,
+}
+
+impl ProviderSchedule {
+    /// Whether this is exactly the schedule a billing-cycle change creates:
+    /// ours, still active, with its two phases. Only such a schedule may be
+    /// released by `CancelBillingCycleChange`.
+    pub fn is_our_cycle_change(&self) -> bool {
+        self.ours && self.active && self.phases.len() == 2
+    }
+}
+
+/// What the schedule, if any, will change about the cycle: the first phase
+/// after the current one whose paid seat price is on another cycle.
+pub fn pending_cycle_change(
+    schedule: Option<&ProviderSchedule>,
+    current_cycle: Option<BillingCycle>,
+    currency: &Currency,
+    now: DateTime<Utc>,
+    seat_price: &impl Fn(&str) -> Option<KnownSeatPrice>,
+) -> Option<PendingCycleChange> {
+    let schedule = schedule.filter(|s| s.active)?;
+    schedule
+        .phases
+        .iter()
+        .filter(|phase| phase.start > now)
+        .find_map(|phase| {
+            let terms = seat_terms(&phase.items, seat_price);
+            let cycle = terms.cycle?;
+            (Some(cycle) != current_cycle).then(|| PendingCycleChange {
+                cycle,
+                effective_at: phase.start,
+                next_payment: Money::new(terms.next_payment_minor, currency.clone()),
+            })
+        })
+}
+
+/// The local subscription that `live` amounts to, given what was stored
+/// before (`previous`) and the plan to fall back on when no item is a known
+/// seat price.
+pub fn reconcile(
+    previous: Option<&Subscription>,
+    live: &ProviderSubscription,
+    fallback_plan: &PlanId,
+    now: DateTime<Utc>,
+    seat_price: &impl Fn(&str) -> Option<KnownSeatPrice>,
+) -> Subscription {
+    let terms = seat_terms(&live.items, seat_price);
+    let same_period = previous.is_some_and(|p| {
+        p.current_period_start.is_some() && p.current_period_start == live.current_period_start
+    });
+    // The seats paid for in this period: a decrease made during the period
+    // shows in Stripe at once, but what was paid stays until it ends.
+    let kept_seats = previous
+        .filter(|_| same_period)
+        .map(|p| p.paid_seats)
+        .filter(|&kept| kept > terms.paid_seats);
+    let (paid_seats, pending_seat_decrease) = match (kept_seats, live.current_period_end) {
+        (Some(kept), Some(period_end)) => (
+            kept,
+            Some(PendingSeatDecrease {
+                seats: terms.paid_seats,
+                effective_at: period_end,
+            }),
+        ),
+        (Some(_), None) | (None, _) => (terms.paid_seats, None),
+    };
+    let pending_cycle_change = pending_cycle_change(
+        live.schedule.as_ref(),
+        terms.cycle,
+        &live.currency,
+        now,
+        seat_price,
+    );
+    Subscription {
+        stripe_subscription_id: live.id.clone(),
+        status_raw: live.status_raw.clone(),
+        plan: terms
+            .plan
+            .or_else(|| previous.map(|p| p.plan.clone()))
+            .unwrap_or_else(|| fallback_plan.clone()),
+        billing_cycle: terms.cycle.or(previous.and_then(|p| p.billing_cycle)),
+        paid_seats,
+        current_period_start: live.current_period_start,
+        current_period_end: live.current_period_end,
+        cancel_at_period_end: live.cancel_at_period_end,
+        ended_at: live.ended_at,
+        next_payment: Some(Money::new(terms.next_payment_minor, live.currency.clone())),
+        created_at: live.created_at,
+        pending_seat_decrease,
+        pending_cycle_change,
+        schedule_id: live
+            .schedule
+            .as_ref()
+            .filter(|s| s.active)
+            .map(|s| s.id.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+
+    fn seat_price(price_id: &str) -> Option<KnownSeatPrice> {
+        let (plan, cycle) = match price_id {
+            "price_teams_monthly" => ("teams", BillingCycle::Monthly),
+            "price_teams_yearly" => ("teams", BillingCycle::Yearly),
+            _ => return None,
+        };
+        Some(KnownSeatPrice {
+            plan: PlanId::new(plan),
+            cycle,
+        })
+    }
+
+    fn item(price: &str, amount: i64, quantity: i64, cycle: BillingCycle) -> LineItem {
+        LineItem {
+            item_id: None,
+            price_id: price.into(),
+            unit_amount_minor: amount,
+            quantity,
+            interval: Some(cycle),
+        }
+    }
+
+    fn live(seats: i64, period_start: DateTime<Utc>) -> ProviderSubscription {
+        ProviderSubscription {
+            id: "sub_1".into(),
+            customer_id: "cus_1".into(),
+            status_raw: "active".into(),
+            currency: Currency::parse("usd").unwrap(),
+            items: vec![item(
+                "price_teams_monthly",
+                1800,
+                seats,
+                BillingCycle::Monthly,
+            )],
+            current_period_start: Some(period_start),
+            current_period_end: Some(period_start + TimeDelta::days(30)),
+            cancel_at_period_end: false,
+            ended_at: None,
+            created_at: period_start,
+            org_id: None,
+            purchaser: None,
+            discount_ids: vec![],
+            schedule: None,
+        }
+    }
+
+    fn sync(previous: Option<&Subscription>, live: &ProviderSubscription) -> Subscription {
+        let now = live.current_period_start.unwrap() + TimeDelta::days(1);
+        reconcile(previous, live, &PlanId::new("teams"), now, &seat_price)
+    }
+
+    #[test]
+    fn an_increase_applies_at_once_and_a_decrease_waits_for_the_next_period() {
+        let start = Utc::now();
+        let three = sync(None, &live(3, start));
+        assert_eq!(three.paid_seats, 3);
+        assert_eq!(three.next_payment.as_ref().unwrap().amount_minor, 5400);
+
+        let five = sync(Some(&three), &live(5, start));
+        assert_eq!((five.paid_seats, five.pending_seat_decrease.clone()), (5, None));
+
+        let decreased = sync(Some(&five), &live(3, start));
+        assert_eq!(decreased.paid_seats, 5);
+        assert_eq!(
+            decreased.pending_seat_decrease,
+            Some(PendingSeatDecrease {
+                seats: 3,
+                effective_at: start + TimeDelta::days(30)
+            })
+        );
+        // The same state applied again changes nothing.
+        assert_eq!(sync(Some(&decreased), &live(3, start)), decreased);
+
+        let renewed = sync(Some(&decreased), &live(3, start + TimeDelta::days(30)));
+        assert_eq!((renewed.paid_seats, renewed.pending_seat_decrease), (3, None));
+    }
+
+    #[test]
+    fn a_schedule_phase_on_the_other_cycle_is_a_pending_change() {
+        let start = Utc::now();
+        let mut sub = live(3, start);
+        let renewal = start + TimeDelta::days(30);
+        sub.schedule = Some(ProviderSchedule {
+            id: "sub_sched_1".into(),
+            ours: true,
+            active: true,
+            phases: vec![
+                SchedulePhase {
+                    start,
+                    end: Some(renewal),
+                    items: sub.items.clone(),
+                },
+                SchedulePhase {
+                    start: renewal,
+                    end: None,
+                    items: vec![item("price_teams_yearly", 18000, 3, BillingCycle::Yearly)],
+                },
+            ],
+        });
+        let synced = sync(None, &sub);
+        let change = synced.pending_cycle_change.clone().unwrap();
+        assert_eq!(change.cycle, BillingCycle::Yearly);
+        assert_eq!(change.effective_at, renewal);
+        assert_eq!(change.next_payment.amount_minor, 54000);
+        assert_eq!(synced.schedule_id.as_deref(), Some("sub_sched_1"));
+
+        sub.schedule.as_mut().unwrap().active = false;
+        let released = sync(Some(&synced), &sub);
+        assert_eq!((released.pending_cycle_change, released.schedule_id), (None, None));
+    }
+}
