@@ -11,6 +11,9 @@ alter table subscriptions
     add column pending_cycle_from timestamptz,
     add column pending_cycle_payment_minor bigint,
     add column schedule_id text,
+    -- Counts the changes stored; part of the idempotency keys of our Stripe
+    -- writes, so a repeated request on a changed subscription is a new call.
+    add column version bigint not null default 0,
     add constraint pending_seats_complete
         check ((pending_seats is null) = (pending_seats_from is null)),
     add constraint pending_cycle_complete

@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 
@@ -23,7 +22,7 @@ use crate::domain::line_items::{LineItem, seat_terms};
 use crate::domain::role::OrgAction;
 use crate::domain::subscription::Subscription;
 use crate::domain::subscription_sync::{
-    ORG_ID_KEY, PLAN_KEY, PURCHASER_KEY, SEATS_TYPE, TYPE_KEY,
+    ORG_ID_KEY, PLAN_KEY, PURCHASER_KEY, SEATS_TYPE, TYPE_KEY, pending_cycle_change,
 };
 use crate::error::{Error, Result};
 use crate::store;
@@ -216,7 +215,11 @@ impl Service {
         if !(1..=MAX_SEATS).contains(&seats) {
             return Err(Error::invalid("seats", format!("must be from 1 to {MAX_SEATS}")));
         }
-        let (mut tx, current) = self.begin_billing_change(actor, org_id).await?;
+        let BillingChange {
+            mut tx,
+            current,
+            version,
+        } = self.begin_billing_change(actor, org_id).await?;
         let used = store::members::used_seats(&mut tx, org_id, self.now()).await?;
         if seats < used {
             return Err(Error::FailedPrecondition(format!(
@@ -258,10 +261,9 @@ impl Service {
             "seats",
             &[
                 &live.id,
+                &version,
                 &item_id,
-                &paid_item.quantity.to_string(),
                 &paid_quantity.to_string(),
-                &period_key(live.current_period_start),
             ],
         );
         let outcome = stripe
@@ -310,16 +312,36 @@ impl Service {
         org_id: OrgId,
         cycle: BillingCycle,
     ) -> Result<Subscription> {
-        let (mut tx, current) = self.begin_billing_change(actor, org_id).await?;
+        let BillingChange {
+            mut tx,
+            current,
+            version,
+        } = self.begin_billing_change(actor, org_id).await?;
         let stripe = self.stripe()?;
         let live = stripe.subscription(&current.stripe_subscription_id).await?;
+        let catalog = self.catalog();
+        let already_pending = live
+            .schedule
+            .as_ref()
+            .filter(|s| s.is_our_cycle_change())
+            .and_then(|s| {
+                pending_cycle_change(Some(s), None, &live.currency, self.now(), &|price| {
+                    catalog.seat_price(price)
+                })
+            })
+            .is_some_and(|pending| pending.cycle == cycle);
+        if already_pending {
+            // A retry of the request that made this change.
+            let subscription = self.store_live(&mut tx, org_id, &live).await?;
+            tx.commit().await?;
+            return Ok(subscription);
+        }
         if live.schedule.as_ref().is_some_and(|s| s.active) {
             return Err(Error::FailedPrecondition(
                 "a subscription schedule is already active; cancel the pending change first"
                     .into(),
             ));
         }
-        let catalog = self.catalog();
         let terms = seat_terms(&live.items, |price| catalog.seat_price(price));
         let (Some(plan_id), Some(from), Some(seat_item)) =
             (terms.plan, terms.cycle, terms.seat_item)
@@ -365,7 +387,7 @@ impl Service {
         let key = |step: &str| {
             derived_key(
                 "cycle-change",
-                &[&live.id, &period_key(Some(period_end)), cycle.as_str(), step],
+                &[&live.id, &version, cycle.as_str(), step],
             )
         };
         let schedule_id = stripe.create_schedule_from(&live.id, key("create")).await?;
@@ -416,7 +438,11 @@ impl Service {
         actor: &Actor,
         org_id: OrgId,
     ) -> Result<Subscription> {
-        let (mut tx, current) = self.begin_billing_change(actor, org_id).await?;
+        let BillingChange {
+            mut tx,
+            current,
+            version,
+        } = self.begin_billing_change(actor, org_id).await?;
         let stripe = self.stripe()?;
         let live = stripe.subscription(&current.stripe_subscription_id).await?;
         let schedule = live
@@ -427,7 +453,10 @@ impl Service {
                 Error::FailedPrecondition("no billing-cycle change is pending".into())
             })?;
         stripe
-            .release_schedule(&schedule.id, derived_key("release", &[&schedule.id]))
+            .release_schedule(
+                &schedule.id,
+                derived_key("release", &[&schedule.id, &version]),
+            )
             .await?;
         let subscription = self.sync_subscription(&mut tx, org_id, &live.id).await?;
         record(
@@ -462,7 +491,11 @@ impl Service {
         org_id: OrgId,
         cancel: bool,
     ) -> Result<Subscription> {
-        let (mut tx, current) = self.begin_billing_change(actor, org_id).await?;
+        let BillingChange {
+            mut tx,
+            current,
+            version,
+        } = self.begin_billing_change(actor, org_id).await?;
         let stripe = self.stripe()?;
         let live = stripe.subscription(&current.stripe_subscription_id).await?;
         if live.cancel_at_period_end == cancel {
@@ -473,7 +506,7 @@ impl Service {
         let key = |step: &str| {
             derived_key(
                 if cancel { "cancel" } else { "resume" },
-                &[&live.id, &period_key(live.current_period_end), step],
+                &[&live.id, &version, step],
             )
         };
         let mut updated = stripe
@@ -557,7 +590,7 @@ impl Service {
         &self,
         actor: &Actor,
         org_id: OrgId,
-    ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, Subscription)> {
+    ) -> Result<BillingChange> {
         let now = self.now();
         let mut tx = self.store().begin().await?;
         lock_org(&mut tx, org_id).await?;
@@ -572,8 +605,23 @@ impl Service {
             .ok_or_else(|| {
                 Error::FailedPrecondition("the organization has no running subscription".into())
             })?;
-        Ok((tx, current))
+        let version =
+            store::subscriptions::version(&mut tx, &current.stripe_subscription_id).await?;
+        Ok(BillingChange {
+            tx,
+            current,
+            version: version.to_string(),
+        })
     }
+}
+
+/// A change to a running subscription, under way.
+struct BillingChange {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    current: Subscription,
+    /// The stored state's version: with the request, it keys the Stripe
+    /// writes, so a retry repeats them and a later request does not.
+    version: String,
 }
 
 /// An idempotency key from what a request acted on: the same request on the
@@ -585,8 +633,4 @@ fn derived_key(operation: &str, parts: &[&str]) -> String {
         hasher.update([0]);
     }
     format!("billing-service:{operation}:{}", hex::encode(hasher.finalize()))
-}
-
-fn period_key(at: Option<DateTime<Utc>>) -> String {
-    at.map_or_else(String::new, |at| at.timestamp().to_string())
 }

@@ -153,6 +153,7 @@ pub async fn upsert(conn: &mut PgConnection, org: OrgId, sub: &Subscription) -> 
             pending_cycle_from = excluded.pending_cycle_from,
             pending_cycle_payment_minor = excluded.pending_cycle_payment_minor,
             schedule_id = excluded.schedule_id,
+            version = subscriptions.version + 1,
             updated_at = now()
         "#,
         Uuid::now_v7(),
@@ -181,4 +182,15 @@ pub async fn upsert(conn: &mut PgConnection, org: OrgId, sub: &Subscription) -> 
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// How many times the subscription's stored state has changed.
+pub async fn version(conn: &mut PgConnection, stripe_subscription_id: &str) -> Result<i64> {
+    let version = sqlx::query_scalar!(
+        "select version from subscriptions where stripe_subscription_id = $1",
+        stripe_subscription_id,
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(version.unwrap_or(0))
 }

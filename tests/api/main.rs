@@ -2,6 +2,7 @@
 //! test and real gRPC calls. One binary keeps link time down.
 
 mod audit;
+mod billing_journeys;
 mod auth;
 mod catalog;
 mod entitlement;

@@ -1082,6 +1082,14 @@ impl FakeStripe {
         stripe.emit_subscription("customer.subscription.deleted", sub_id);
     }
 
+    /// Attaches a schedule made outside this service (say, in the
+    /// dashboard): no metadata of ours, one phase.
+    pub fn attach_foreign_schedule(&self, sub_id: &str) {
+        let mut stripe = self.lock();
+        let params = json!({ "from_subscription": sub_id });
+        stripe.create_schedule(&params).expect("schedule");
+    }
+
     pub fn set_card_needs_authentication(&self, needs: bool) {
         self.lock().card_needs_authentication = needs;
     }
