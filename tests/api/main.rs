@@ -16,3 +16,4 @@ mod stripe_fixtures;
 mod stripe_server;
 mod trial;
 mod webhook_ingress;
+mod webhook_ordering;
