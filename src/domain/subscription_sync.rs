@@ -250,7 +250,10 @@ mod tests {
         assert_eq!(three.next_payment.as_ref().unwrap().amount_minor, 5400);
 
         let five = sync(Some(&three), &live(5, start));
-        assert_eq!((five.paid_seats, five.pending_seat_decrease.clone()), (5, None));
+        assert_eq!(
+            (five.paid_seats, five.pending_seat_decrease.clone()),
+            (5, None)
+        );
 
         let decreased = sync(Some(&five), &live(3, start));
         assert_eq!(decreased.paid_seats, 5);
@@ -265,7 +268,10 @@ mod tests {
         assert_eq!(sync(Some(&decreased), &live(3, start)), decreased);
 
         let renewed = sync(Some(&decreased), &live(3, start + TimeDelta::days(30)));
-        assert_eq!((renewed.paid_seats, renewed.pending_seat_decrease), (3, None));
+        assert_eq!(
+            (renewed.paid_seats, renewed.pending_seat_decrease),
+            (3, None)
+        );
     }
 
     #[test]
@@ -299,6 +305,9 @@ mod tests {
 
         sub.schedule.as_mut().unwrap().active = false;
         let released = sync(Some(&synced), &sub);
-        assert_eq!((released.pending_cycle_change, released.schedule_id), (None, None));
+        assert_eq!(
+            (released.pending_cycle_change, released.schedule_id),
+            (None, None)
+        );
     }
 }

@@ -156,7 +156,11 @@ impl BillingService for BillingApi {
         let req = request.get_ref();
         let org = org_id(&req.org_id)?;
         let order = CheckoutOrder {
-            plan: self.service.catalog().parse_plan_id(&req.plan).field("plan")?,
+            plan: self
+                .service
+                .catalog()
+                .parse_plan_id(&req.plan)
+                .field("plan")?,
             cycle: convert::parse_billing_cycle("billing_cycle", req.billing_cycle)?,
             seats: req.seats,
             success_url: redirect_url("success_url", &req.success_url)?,
@@ -194,7 +198,9 @@ impl BillingService for BillingApi {
         let actor = actor(&request)?;
         let org = org_id(&request.get_ref().org_id)?;
         let cycle = convert::parse_billing_cycle("billing_cycle", request.get_ref().billing_cycle)?;
-        self.service.change_billing_cycle(&actor, org, cycle).await?;
+        self.service
+            .change_billing_cycle(&actor, org, cycle)
+            .await?;
         self.overview(&actor, org).await
     }
 
@@ -204,7 +210,9 @@ impl BillingService for BillingApi {
     ) -> Result<Response<proto::Subscription>, Status> {
         let actor = actor(&request)?;
         let org = org_id(&request.get_ref().org_id)?;
-        self.service.cancel_billing_cycle_change(&actor, org).await?;
+        self.service
+            .cancel_billing_cycle_change(&actor, org)
+            .await?;
         self.overview(&actor, org).await
     }
 

@@ -71,7 +71,10 @@ pub fn parse_billing_cycle(field: &str, raw: i32) -> Result<BillingCycle> {
         Ok(proto::BillingCycle::Monthly) => Ok(BillingCycle::Monthly),
         Ok(proto::BillingCycle::Yearly) => Ok(BillingCycle::Yearly),
         Ok(proto::BillingCycle::Unspecified) => Err(Error::invalid(field, "is required")),
-        Err(_) => Err(Error::invalid(field, format!("{raw} is not a billing cycle"))),
+        Err(_) => Err(Error::invalid(
+            field,
+            format!("{raw} is not a billing cycle"),
+        )),
     }
 }
 

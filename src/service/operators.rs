@@ -205,7 +205,9 @@ impl Service {
             tracing::info!(%event_id, "parked Stripe event put back in the inbox");
             Ok(())
         } else {
-            Err(Error::NotFound(format!("no parked Stripe event {event_id}")))
+            Err(Error::NotFound(format!(
+                "no parked Stripe event {event_id}"
+            )))
         }
     }
 }

@@ -58,8 +58,14 @@ impl RetryPolicy {
 pub enum WorkerStep {
     /// Nothing was due.
     Idle,
-    Finished { event_id: String, outcome: Outcome },
-    Failed { event_id: String, parked: bool },
+    Finished {
+        event_id: String,
+        outcome: Outcome,
+    },
+    Failed {
+        event_id: String,
+        parked: bool,
+    },
 }
 
 /// The parts of an event's payload that say which subscription changed.
@@ -245,9 +251,7 @@ impl Service {
     ) -> Result<Subscription> {
         let now = self.now();
         let known = store::subscriptions::list_for_org(conn, org).await?;
-        let previous = known
-            .iter()
-            .find(|s| s.stripe_subscription_id == live.id);
+        let previous = known.iter().find(|s| s.stripe_subscription_id == live.id);
         let organization = super::load_org(conn, org).await?;
         let catalog = self.catalog();
         let synced = reconcile(previous, live, &organization.plan, now, &|price| {
@@ -324,7 +328,8 @@ impl Service {
                 org_id: org,
                 actor: STRIPE_ACTOR,
                 action: "member.purchaser_made_owner",
-                before: before.map(|role| json!({ "user_id": user.as_str(), "role": role.as_str() })),
+                before: before
+                    .map(|role| json!({ "user_id": user.as_str(), "role": role.as_str() })),
                 after: Some(json!({ "user_id": user.as_str(), "role": "owner" })),
                 occurred_at: now,
             },
@@ -361,7 +366,11 @@ mod tests {
         };
         let now = Utc::now();
         let waits: Vec<Option<i64>> = (1..=4)
-            .map(|n| policy.next_attempt(n, now).map(|at| (at - now).num_seconds()))
+            .map(|n| {
+                policy
+                    .next_attempt(n, now)
+                    .map(|at| (at - now).num_seconds())
+            })
             .collect();
         assert_eq!(waits, [Some(1), Some(2), Some(3), None]);
     }
@@ -369,13 +378,19 @@ mod tests {
     #[test]
     fn each_event_kind_finds_its_subscription() {
         let cases = [
-            ("checkout.session.completed", json!({"subscription": "sub_1"})),
+            (
+                "checkout.session.completed",
+                json!({"subscription": "sub_1"}),
+            ),
             ("customer.subscription.deleted", json!({"id": "sub_1"})),
             (
                 "invoice.paid",
                 json!({"parent": {"subscription_details": {"subscription": "sub_1"}}}),
             ),
-            ("invoice.payment_failed", json!({"subscription": {"id": "sub_1"}})),
+            (
+                "invoice.payment_failed",
+                json!({"subscription": {"id": "sub_1"}}),
+            ),
             (
                 "subscription_schedule.released",
                 json!({"subscription": null, "released_subscription": "sub_1"}),
@@ -383,7 +398,11 @@ mod tests {
         ];
         for (event_type, object) in cases {
             let kind = BillingEvent::from_type(event_type).unwrap();
-            assert_eq!(kind.subscription_id(&object).as_deref(), Some("sub_1"), "{event_type}");
+            assert_eq!(
+                kind.subscription_id(&object).as_deref(),
+                Some("sub_1"),
+                "{event_type}"
+            );
         }
         assert_eq!(BillingEvent::from_type("charge.refunded"), None);
         let payment_mode = json!({"mode": "payment", "subscription": null});

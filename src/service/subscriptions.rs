@@ -213,7 +213,10 @@ impl Service {
         seats: i64,
     ) -> Result<SeatChange> {
         if !(1..=MAX_SEATS).contains(&seats) {
-            return Err(Error::invalid("seats", format!("must be from 1 to {MAX_SEATS}")));
+            return Err(Error::invalid(
+                "seats",
+                format!("must be from 1 to {MAX_SEATS}"),
+            ));
         }
         let BillingChange {
             mut tx,
@@ -236,9 +239,10 @@ impl Service {
             .ok_or_else(|| {
                 Error::FailedPrecondition("the subscription has no paid seat item".into())
             })?;
-        let item_id = paid_item.item_id.clone().ok_or_else(|| {
-            Error::internal(anyhow::anyhow!("a subscription item without an id"))
-        })?;
+        let item_id = paid_item
+            .item_id
+            .clone()
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("a subscription item without an id")))?;
         let free_seats = terms.paid_seats - paid_item.quantity;
         let paid_quantity = seats - free_seats;
         if paid_quantity < 1 {
@@ -259,12 +263,7 @@ impl Service {
         let increase = seats > current.paid_seats;
         let key = derived_key(
             "seats",
-            &[
-                &live.id,
-                &version,
-                &item_id,
-                &paid_quantity.to_string(),
-            ],
+            &[&live.id, &version, &item_id, &paid_quantity.to_string()],
         );
         let outcome = stripe
             .set_item_quantity(
@@ -338,8 +337,7 @@ impl Service {
         }
         if live.schedule.as_ref().is_some_and(|s| s.active) {
             return Err(Error::FailedPrecondition(
-                "a subscription schedule is already active; cancel the pending change first"
-                    .into(),
+                "a subscription schedule is already active; cancel the pending change first".into(),
             ));
         }
         let terms = seat_terms(&live.items, |price| catalog.seat_price(price));
@@ -384,12 +382,8 @@ impl Service {
                 item
             })
             .collect();
-        let key = |step: &str| {
-            derived_key(
-                "cycle-change",
-                &[&live.id, &version, cycle.as_str(), step],
-            )
-        };
+        let key =
+            |step: &str| derived_key("cycle-change", &[&live.id, &version, cycle.as_str(), step]);
         let schedule_id = stripe.create_schedule_from(&live.id, key("create")).await?;
         let phases = stripe
             .set_cycle_change_phases(
@@ -586,11 +580,7 @@ impl Service {
     /// Opens the transaction of a change to the organization's running
     /// subscription: locks the organization, checks the role, and finds the
     /// subscription that has not ended.
-    async fn begin_billing_change(
-        &self,
-        actor: &Actor,
-        org_id: OrgId,
-    ) -> Result<BillingChange> {
+    async fn begin_billing_change(&self, actor: &Actor, org_id: OrgId) -> Result<BillingChange> {
         let now = self.now();
         let mut tx = self.store().begin().await?;
         lock_org(&mut tx, org_id).await?;
@@ -632,5 +622,8 @@ fn derived_key(operation: &str, parts: &[&str]) -> String {
         hasher.update(part.as_bytes());
         hasher.update([0]);
     }
-    format!("billing-service:{operation}:{}", hex::encode(hasher.finalize()))
+    format!(
+        "billing-service:{operation}:{}",
+        hex::encode(hasher.finalize())
+    )
 }

@@ -46,7 +46,10 @@ pub struct ClaimedEvent {
 /// Claims the next due pending event, locking its row until the transaction
 /// ends. `SKIP LOCKED` lets several workers (and replicas) claim side by
 /// side without waiting on each other or taking the same event.
-pub async fn claim_due(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<Option<ClaimedEvent>> {
+pub async fn claim_due(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+) -> Result<Option<ClaimedEvent>> {
     let event = sqlx::query_as!(
         ClaimedEvent,
         r#"

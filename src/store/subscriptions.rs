@@ -113,7 +113,10 @@ pub async fn list_for_org(conn: &mut PgConnection, org: OrgId) -> Result<Vec<Sub
 }
 
 /// The organization a subscription we already know belongs to.
-pub async fn org_of(conn: &mut PgConnection, stripe_subscription_id: &str) -> Result<Option<OrgId>> {
+pub async fn org_of(
+    conn: &mut PgConnection,
+    stripe_subscription_id: &str,
+) -> Result<Option<OrgId>> {
     let org = sqlx::query_scalar!(
         "select org_id from subscriptions where stripe_subscription_id = $1",
         stripe_subscription_id,

@@ -10,9 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use stripe::{
-    Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest,
-};
+use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::subscription::{
     RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
@@ -20,21 +18,20 @@ use stripe_billing::subscription::{
 };
 use stripe_billing::subscription_schedule::{
     CreateSubscriptionSchedule, ReleaseSubscriptionSchedule, RetrieveSubscriptionSchedule,
-    UpdateSubscriptionSchedule,
-    UpdateSubscriptionSchedulePhases, UpdateSubscriptionSchedulePhasesBillingCycleAnchor,
-    UpdateSubscriptionSchedulePhasesDiscounts, UpdateSubscriptionSchedulePhasesEndDate,
-    UpdateSubscriptionSchedulePhasesItems, UpdateSubscriptionSchedulePhasesProrationBehavior,
-    UpdateSubscriptionSchedulePhasesStartDate,
+    UpdateSubscriptionSchedule, UpdateSubscriptionSchedulePhases,
+    UpdateSubscriptionSchedulePhasesBillingCycleAnchor, UpdateSubscriptionSchedulePhasesDiscounts,
+    UpdateSubscriptionSchedulePhasesEndDate, UpdateSubscriptionSchedulePhasesItems,
+    UpdateSubscriptionSchedulePhasesProrationBehavior, UpdateSubscriptionSchedulePhasesStartDate,
 };
-use stripe_checkout::checkout_session::{
-    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
-};
-use stripe_core::customer::CreateCustomer;
 use stripe_billing::{
     Subscription, SubscriptionItem, SubscriptionSchedule, SubscriptionScheduleEndBehavior,
     SubscriptionScheduleStatus,
 };
 use stripe_checkout::CheckoutSessionMode;
+use stripe_checkout::checkout_session::{
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
+};
+use stripe_core::customer::CreateCustomer;
 use stripe_product::{Price, RecurringInterval};
 
 use crate::domain::catalog::BillingCycle;
@@ -437,7 +434,11 @@ fn line_item(price: &Price, quantity: Option<u64>, item_id: Option<String>) -> L
 }
 
 fn subscription_item(item: &SubscriptionItem) -> LineItem {
-    line_item(&item.price, item.quantity, Some(item.id.as_str().to_owned()))
+    line_item(
+        &item.price,
+        item.quantity,
+        Some(item.id.as_str().to_owned()),
+    )
 }
 
 fn provider_schedule(schedule: &SubscriptionSchedule) -> Result<ProviderSchedule> {
@@ -485,7 +486,12 @@ fn provider_subscription(
     subscription: Subscription,
     schedule: Option<ProviderSchedule>,
 ) -> Result<ProviderSubscription> {
-    let items: Vec<LineItem> = subscription.items.data.iter().map(subscription_item).collect();
+    let items: Vec<LineItem> = subscription
+        .items
+        .data
+        .iter()
+        .map(subscription_item)
+        .collect();
     // Items of one subscription share its billing period.
     let period_start = subscription
         .items

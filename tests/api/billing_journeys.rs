@@ -19,7 +19,11 @@ async fn org(app: &TestApp) -> String {
     app.create_org(OWNER).await.id
 }
 
-async fn seats(app: &TestApp, org: &str, seats: i64) -> Result<proto::UpdateSeatCountResponse, tonic::Status> {
+async fn seats(
+    app: &TestApp,
+    org: &str,
+    seats: i64,
+) -> Result<proto::UpdateSeatCountResponse, tonic::Status> {
     app.billing()
         .update_seat_count(request(
             As::User(OWNER),
@@ -263,7 +267,10 @@ async fn journey_a_schedule_not_made_by_us_blocks_cycle_changes_and_is_never_rel
             .await,
         Code::FailedPrecondition,
     );
-    assert!(stripe.schedule_of(&sub).is_some(), "the foreign schedule stays");
+    assert!(
+        stripe.schedule_of(&sub).is_some(),
+        "the foreign schedule stays"
+    );
     assert!(stripe.writes("POST /v1/subscription_schedules/").is_empty());
 }
 
@@ -379,7 +386,10 @@ async fn journey_resubscribe_defaults_without_history_are_one_seat_yearly() {
         .await
         .expect("defaults")
         .into_inner();
-    assert_eq!((defaults.seats, defaults.billing_cycle()), (1, BillingCycle::Yearly));
+    assert_eq!(
+        (defaults.seats, defaults.billing_cycle()),
+        (1, BillingCycle::Yearly)
+    );
 }
 
 #[tokio::test]
@@ -397,7 +407,10 @@ async fn journey_teams_monthly_3_to_5_seats_is_immediate_and_5_to_3_waits_for_re
     assert_eq!(update["proration_behavior"], "always_invoice");
     assert_eq!(update["payment_behavior"], "pending_if_incomplete");
     app.deliver_all(&stripe).await;
-    assert_eq!(app.subscription_of(&org, As::User(OWNER)).await.paid_seats, 5);
+    assert_eq!(
+        app.subscription_of(&org, As::User(OWNER)).await.paid_seats,
+        5
+    );
 
     // Two seats are in use (owner and member): 5 → 1 is refused, naming both.
     let status = expect_code(seats(&app, &org, 1).await, Code::FailedPrecondition);
@@ -413,7 +426,10 @@ async fn journey_teams_monthly_3_to_5_seats_is_immediate_and_5_to_3_waits_for_re
     let pending = overview.pending_seat_decrease.expect("pending decrease");
     assert_eq!((pending.from_seats, pending.to_seats), (5, 3));
     assert_eq!(pending.effective_at, overview.current_period_end);
-    let update = stripe.writes("POST /v1/subscriptions/").pop().expect("update");
+    let update = stripe
+        .writes("POST /v1/subscriptions/")
+        .pop()
+        .expect("update");
     assert_eq!(update["proration_behavior"], "none");
     // Stripe's events about the decrease change nothing before the renewal.
     app.deliver_all(&stripe).await;
@@ -437,7 +453,9 @@ async fn journey_a_seat_increase_needing_card_authentication_returns_where_to_fi
     let reply = seats(&app, &org, 5).await.expect("seat change");
     assert!(reply.requires_authentication);
     assert!(
-        reply.authentication_url.starts_with("https://invoice.stripe.test/"),
+        reply
+            .authentication_url
+            .starts_with("https://invoice.stripe.test/"),
         "{reply:?}"
     );
     // Nothing is added until the payment goes through.

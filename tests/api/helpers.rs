@@ -13,8 +13,8 @@ use billing_service::grpc::proto::entitlement_service_client::EntitlementService
 use billing_service::grpc::proto::org_admin_service_client::OrgAdminServiceClient;
 use billing_service::grpc::proto::{self, Role};
 use billing_service::service;
-use billing_service::store;
 use billing_service::service::RetryPolicy;
+use billing_service::store;
 use billing_service::stripe::{InboxSettings, StripeSettings, WEBHOOK_PATH, WebhookSecrets};
 use std::time::Duration;
 
@@ -590,12 +590,11 @@ impl TestApp {
     /// Waits until no stored event is waiting to be applied.
     pub async fn wait_for_inbox(&self) {
         for _ in 0..400 {
-            let pending: i64 = sqlx::query_scalar(
-                "select count(*) from stripe_events where state = 'pending'",
-            )
-            .fetch_one(&self.pool)
-            .await
-            .expect("count pending");
+            let pending: i64 =
+                sqlx::query_scalar("select count(*) from stripe_events where state = 'pending'")
+                    .fetch_one(&self.pool)
+                    .await
+                    .expect("count pending");
             if pending == 0 {
                 return;
             }
@@ -626,4 +625,3 @@ impl TestApp {
             .into_inner()
     }
 }
-

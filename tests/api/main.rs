@@ -2,8 +2,8 @@
 //! test and real gRPC calls. One binary keeps link time down.
 
 mod audit;
-mod billing_journeys;
 mod auth;
+mod billing_journeys;
 mod catalog;
 mod entitlement;
 mod gdpr;

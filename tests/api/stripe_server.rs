@@ -399,10 +399,7 @@ impl Stripe {
                 "billing_cycle_anchor".into(),
                 json!(phase.billing_cycle_anchor),
             );
-            rendered.insert(
-                "proration_behavior".into(),
-                json!(phase.proration_behavior),
-            );
+            rendered.insert("proration_behavior".into(), json!(phase.proration_behavior));
             phases.push(Value::Object(rendered));
         }
         let t = now();
@@ -447,7 +444,11 @@ impl Stripe {
             ("amount_due", json!(invoice.amount_due)),
             (
                 "amount_paid",
-                json!(if invoice.status == "paid" { invoice.amount_due } else { 0 }),
+                json!(if invoice.status == "paid" {
+                    invoice.amount_due
+                } else {
+                    0
+                }),
             ),
             (
                 "hosted_invoice_url",
@@ -477,7 +478,10 @@ impl Stripe {
                 "url",
                 json!(format!("https://checkout.stripe.test/c/{}", session.id)),
             ),
-            ("allow_promotion_codes", json!(session.allow_promotion_codes)),
+            (
+                "allow_promotion_codes",
+                json!(session.allow_promotion_codes),
+            ),
         ] {
             out.insert(key.into(), value);
         }
@@ -649,7 +653,9 @@ impl Stripe {
     fn update_subscription(&mut self, id: &str, params: &Value, expand: &[String]) -> Answer {
         let sub = self.subscription(id)?.clone();
         if sub.status == "canceled" {
-            return Err(invalid("A canceled subscription can only update its metadata."));
+            return Err(invalid(
+                "A canceled subscription can only update its metadata.",
+            ));
         }
         if let Some(cancel) = text(params, "cancel_at_period_end") {
             if let Some(schedule) = &sub.schedule {
@@ -903,9 +909,7 @@ impl FakeStripe {
             fixtures: fixtures(),
             ..Stripe::default()
         }));
-        let router = Router::new()
-            .fallback(serve)
-            .with_state(state.clone());
+        let router = Router::new().fallback(serve).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -1157,7 +1161,10 @@ pub async fn deliver(webhook_url: &str, event: &Value) -> u16 {
     let body = event.to_string();
     reqwest::Client::new()
         .post(webhook_url)
-        .header("Stripe-Signature", stripe_signature(&body, WEBHOOK_SECRET, 0))
+        .header(
+            "Stripe-Signature",
+            stripe_signature(&body, WEBHOOK_SECRET, 0),
+        )
         .body(body)
         .send()
         .await

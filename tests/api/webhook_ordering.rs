@@ -6,9 +6,7 @@ use billing_service::grpc::proto::{self, BillingCycle};
 use serde_json::Value;
 use tonic::Code;
 
-use crate::helpers::{
-    As, TestApp, expect_code, request, spawn_app_with_stripe, trial_end_in_days,
-};
+use crate::helpers::{As, TestApp, expect_code, request, spawn_app_with_stripe, trial_end_in_days};
 use crate::stripe_server::{FakeStripe, deliver};
 
 const OWNER: &str = "owner-1";
@@ -52,7 +50,10 @@ async fn the_same_event_delivered_five_times_is_applied_once() {
         .filter(|a| a.action == "subscription.synced")
         .count();
     assert_eq!(synced, 1, "applied once");
-    assert_eq!(app.subscription_of(&org, As::User(OWNER)).await.paid_seats, 3);
+    assert_eq!(
+        app.subscription_of(&org, As::User(OWNER)).await.paid_seats,
+        3
+    );
 }
 
 #[tokio::test]
@@ -85,7 +86,9 @@ async fn an_old_updated_after_a_newer_one_does_not_roll_back() {
     let overview = app.subscription_of(&org, As::User(OWNER)).await;
     assert_eq!(
         overview.status,
-        stripe.subscription_json(&sub)["status"].as_str().expect("status")
+        stripe.subscription_json(&sub)["status"]
+            .as_str()
+            .expect("status")
     );
     assert_eq!(overview.status, "past_due");
     // And every event, shuffled and doubled, still lands on the same state.
@@ -151,7 +154,10 @@ async fn entitlements_follow_trial_paid_past_due_and_canceled() {
     let sub = app
         .subscribe(&stripe, &org, OWNER, "teams", BillingCycle::Monthly, 3)
         .await;
-    assert_eq!(access(&app.entitlements_of(&org).await), AccessState::Subscribed);
+    assert_eq!(
+        access(&app.entitlements_of(&org).await),
+        AccessState::Subscribed
+    );
     assert_eq!(
         app.check(&org, OWNER).await.reason(),
         EntitlementReason::SubscriptionActive
@@ -162,13 +168,22 @@ async fn entitlements_follow_trial_paid_past_due_and_canceled() {
     app.set_trial_end(&org, trial_end_in_days(-10)).await;
     stripe.fail_renewal_payment(&sub);
     app.deliver_all(&stripe).await;
-    assert_eq!(app.subscription_of(&org, As::User(OWNER)).await.status, "past_due");
-    assert_eq!(access(&app.entitlements_of(&org).await), AccessState::Subscribed);
+    assert_eq!(
+        app.subscription_of(&org, As::User(OWNER)).await.status,
+        "past_due"
+    );
+    assert_eq!(
+        access(&app.entitlements_of(&org).await),
+        AccessState::Subscribed
+    );
     assert!(app.check(&org, OWNER).await.allowed);
 
     stripe.delete_subscription(&sub);
     app.deliver_all(&stripe).await;
-    assert_eq!(app.subscription_of(&org, As::User(OWNER)).await.status, "canceled");
+    assert_eq!(
+        app.subscription_of(&org, As::User(OWNER)).await.status,
+        "canceled"
+    );
     assert_eq!(
         access(&app.entitlements_of(&org).await),
         AccessState::SubscriptionInactive
@@ -181,7 +196,8 @@ async fn entitlements_follow_trial_paid_past_due_and_canceled() {
 async fn the_purchaser_becomes_an_owner_unless_they_were_removed() {
     let (app, stripe) = spawn_app_with_stripe().await;
     let org = app.create_org(OWNER).await.id;
-    app.add_member(&org, "buyer", proto::Role::BillingManager).await;
+    app.add_member(&org, "buyer", proto::Role::BillingManager)
+        .await;
     app.subscribe(&stripe, &org, "buyer", "teams", BillingCycle::Monthly, 2)
         .await;
     let members = app
@@ -196,12 +212,16 @@ async fn the_purchaser_becomes_an_owner_unless_they_were_removed() {
         .expect("members")
         .into_inner()
         .members;
-    let buyer = members.iter().find(|m| m.user_id == "buyer").expect("buyer");
+    let buyer = members
+        .iter()
+        .find(|m| m.user_id == "buyer")
+        .expect("buyer");
     assert_eq!(buyer.role(), proto::Role::Owner);
 
     // A purchaser removed before the subscription arrived stays out.
     let other = app.create_org(OWNER).await.id;
-    app.add_member(&other, "leaver", proto::Role::BillingManager).await;
+    app.add_member(&other, "leaver", proto::Role::BillingManager)
+        .await;
     let url = app
         .checkout(&other, "leaver", "teams", BillingCycle::Monthly, 1)
         .await
@@ -249,8 +269,16 @@ async fn a_failing_event_is_retried_then_parked_and_an_operator_can_retry_it() {
     let parked = list().await;
     // The three events name the subscription; each failed every attempt.
     assert_eq!(parked.len(), 3, "{parked:?}");
-    assert!(parked.iter().all(|e| e.attempts == 3 && !e.last_error.is_empty()));
-    assert!(!app.subscription_of(&org, As::User(OWNER)).await.has_subscription);
+    assert!(
+        parked
+            .iter()
+            .all(|e| e.attempts == 3 && !e.last_error.is_empty())
+    );
+    assert!(
+        !app.subscription_of(&org, As::User(OWNER))
+            .await
+            .has_subscription
+    );
 
     // Members may not see or retry them.
     expect_code(
@@ -277,7 +305,10 @@ async fn a_failing_event_is_retried_then_parked_and_an_operator_can_retry_it() {
     app.wait_for_inbox().await;
     assert_eq!(app.event_state(&first).await, "applied");
     assert_eq!(list().await.len(), 2);
-    assert_eq!(app.subscription_of(&org, As::User(OWNER)).await.paid_seats, 3);
+    assert_eq!(
+        app.subscription_of(&org, As::User(OWNER)).await.paid_seats,
+        3
+    );
     expect_code(
         app.billing()
             .retry_stripe_event(request(
