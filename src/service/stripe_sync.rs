@@ -209,8 +209,11 @@ impl Service {
         subscription_id: &str,
         object: &Value,
     ) -> Result<Option<OrgId>> {
+        // A deleted organization keeps its rows but is ours no more.
         if let Some(org) = store::subscriptions::org_of(conn, subscription_id).await? {
-            return Ok(Some(org));
+            return Ok(store::organizations::get(conn, org)
+                .await?
+                .map(|org| org.id));
         }
         if let Some(customer) = object.get("customer").and_then(|c| match c {
             Value::String(id) => Some(id.as_str()),

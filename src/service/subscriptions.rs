@@ -404,6 +404,10 @@ impl Service {
             if let Err(release) = stripe.release_schedule(&schedule_id, key("release")).await {
                 tracing::error!(schedule = %schedule_id, error = %release, "could not release an orphaned schedule");
             }
+            // Outside the transaction, which the error rolls back: the next
+            // attempt must not replay this one's keys (and its failure).
+            let mut conn = self.store().pool().acquire().await?;
+            store::subscriptions::bump_version(&mut conn, &live.id).await?;
             return Err(error);
         }
         let subscription = self.sync_subscription(&mut tx, org_id, &live.id).await?;

@@ -218,7 +218,7 @@ pub async fn remember_stripe_customer(
 /// The organization whose Stripe customer this is.
 pub async fn by_stripe_customer(conn: &mut PgConnection, customer: &str) -> Result<Option<OrgId>> {
     let org = sqlx::query_scalar!(
-        "select id from organizations where stripe_customer_id = $1",
+        "select id from organizations where stripe_customer_id = $1 and deleted_at is null",
         customer,
     )
     .fetch_optional(conn)

@@ -197,3 +197,16 @@ pub async fn version(conn: &mut PgConnection, stripe_subscription_id: &str) -> R
     .await?;
     Ok(version.unwrap_or(0))
 }
+
+/// Marks the stored state as changed without changing it: after a failed
+/// Stripe change was undone, so the next attempt uses new idempotency keys
+/// instead of replaying the failure.
+pub async fn bump_version(conn: &mut PgConnection, stripe_subscription_id: &str) -> Result<()> {
+    sqlx::query!(
+        "update subscriptions set version = version + 1 where stripe_subscription_id = $1",
+        stripe_subscription_id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -5,7 +5,10 @@
 use billing_service::grpc::proto::{self, BillingCycle, Role};
 use tonic::Code;
 
-use crate::helpers::{As, TestApp, expect_code, request, spawn_app, spawn_app_with_stripe};
+use crate::helpers::{
+    As, TestApp, TestOptions, catalog_with_stripe_prices, expect_code, request, spawn_app,
+    spawn_app_with, spawn_app_with_stripe,
+};
 use crate::stripe_server::FakeStripe;
 
 const OWNER: &str = "owner-1";
@@ -296,6 +299,113 @@ async fn journey_cancel_releases_a_schedule_stripe_will_not_cancel_around() {
     assert!(canceled.pending_cycle_change.is_none());
     assert!(stripe.schedule_of(&sub).is_none());
     assert_eq!(stripe.subscription_json(&sub)["cancel_at_period_end"], true);
+}
+
+#[tokio::test]
+async fn journey_a_cycle_change_failing_after_the_schedule_was_made_releases_it() {
+    let (app, stripe) = spawn_app_with_stripe().await;
+    let (org, sub) = subscribed(&app, &stripe, "teams", BillingCycle::Monthly, 3).await;
+    stripe.refuse_schedule_updates(true);
+    expect_code(
+        change_cycle(&app, &org, BillingCycle::Yearly).await,
+        Code::FailedPrecondition,
+    );
+    let schedules = stripe.schedules();
+    assert_eq!(schedules.len(), 1);
+    assert_eq!(schedules[0]["status"], "released");
+    assert!(stripe.schedule_of(&sub).is_none());
+    // Nothing blocks the next try.
+    stripe.refuse_schedule_updates(false);
+    let overview = change_cycle(&app, &org, BillingCycle::Yearly)
+        .await
+        .expect("second try");
+    assert!(overview.pending_cycle_change.is_some());
+}
+
+#[tokio::test]
+async fn journey_monthly_checkout_only_where_the_deployment_offers_it() {
+    let stripe = FakeStripe::start().await;
+    let app = spawn_app_with(TestOptions {
+        catalog: catalog_with_stripe_prices(),
+        stripe_api_base: Some(stripe.base_url.clone()),
+        monthly_signup: false,
+    })
+    .await;
+    let org = org(&app).await;
+    let status = expect_code(
+        app.checkout(&org, OWNER, "teams", BillingCycle::Monthly, 3)
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(status.message().starts_with("billing_cycle"), "{status:?}");
+    app.checkout(&org, OWNER, "teams", BillingCycle::Yearly, 3)
+        .await
+        .expect("yearly is offered");
+}
+
+#[tokio::test]
+async fn journey_the_billing_portal_opens_for_the_orgs_one_customer() {
+    let (app, stripe) = spawn_app_with_stripe().await;
+    let org = org(&app).await;
+    let open = || {
+        let mut billing = app.billing();
+        let org = org.clone();
+        async move {
+            billing
+                .create_billing_portal_session(request(
+                    As::User(OWNER),
+                    proto::CreateBillingPortalSessionRequest {
+                        org_id: org,
+                        return_url: "https://app.example.com/billing".into(),
+                    },
+                ))
+                .await
+                .expect("portal")
+                .into_inner()
+                .url
+        }
+    };
+    let url = open().await;
+    assert!(url.starts_with("https://billing.stripe.test/"), "{url}");
+    open().await;
+    assert_eq!(stripe.customer_count(), 1);
+    let customer = &stripe.writes("POST /v1/customers")[0];
+    assert_eq!(customer["metadata"]["org_id"], org.as_str());
+    let bad = app
+        .billing()
+        .create_billing_portal_session(request(
+            As::User(OWNER),
+            proto::CreateBillingPortalSessionRequest {
+                org_id: org.clone(),
+                return_url: "javascript:alert(1)".into(),
+            },
+        ))
+        .await;
+    expect_code(bad, Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn journey_concurrent_seat_changes_for_one_org_are_serialized() {
+    let (app, stripe) = spawn_app_with_stripe().await;
+    let (org, _) = subscribed(&app, &stripe, "teams", BillingCycle::Monthly, 3).await;
+    let (a, b) = tokio::join!(seats(&app, &org, 5), seats(&app, &org, 7));
+    a.expect("first");
+    b.expect("second");
+    // In either order seven seats are paid this period; Stripe bills what
+    // the last change left.
+    app.deliver_all(&stripe).await;
+    let overview = app.subscription_of(&org, As::User(OWNER)).await;
+    let updates = stripe.writes("POST /v1/subscriptions/");
+    let last = updates.last().expect("an update")["items"][0]["quantity"]
+        .as_str()
+        .expect("quantity")
+        .parse::<i64>()
+        .expect("number");
+    assert_eq!(overview.paid_seats, 7);
+    assert_eq!(
+        overview.next_payment.expect("amount").amount_minor,
+        last * 1800
+    );
 }
 
 #[tokio::test]

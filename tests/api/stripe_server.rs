@@ -132,6 +132,8 @@ struct Stripe {
     card_needs_authentication: bool,
     /// Subscriptions whose retrieval fails (to exercise retries).
     unreadable: Vec<String>,
+    /// Whether updates of schedules fail (to exercise orphan clean-up).
+    refuse_schedule_updates: bool,
 }
 
 /// The server and the handle tests drive it with.
@@ -770,6 +772,9 @@ impl Stripe {
 
     fn update_schedule(&mut self, id: &str, params: &Value) -> Answer {
         let schedule = self.schedule(id)?.clone();
+        if self.refuse_schedule_updates {
+            return Err(invalid("The phases could not be applied."));
+        }
         if schedule.status != "active" && schedule.status != "not_started" {
             return Err(invalid(format!(
                 "You cannot update a subscription schedule that is currently in the `{}` status.",
@@ -1092,6 +1097,10 @@ impl FakeStripe {
         let mut stripe = self.lock();
         let params = json!({ "from_subscription": sub_id });
         stripe.create_schedule(&params).expect("schedule");
+    }
+
+    pub fn refuse_schedule_updates(&self, refuse: bool) {
+        self.lock().refuse_schedule_updates = refuse;
     }
 
     pub fn set_card_needs_authentication(&self, needs: bool) {
