@@ -22,7 +22,8 @@ use crate::domain::line_items::{LineItem, seat_terms};
 use crate::domain::role::OrgAction;
 use crate::domain::subscription::Subscription;
 use crate::domain::subscription_sync::{
-    ORG_ID_KEY, PLAN_KEY, PURCHASER_KEY, SEATS_TYPE, TYPE_KEY, pending_cycle_change,
+    ORG_ID_KEY, PLAN_KEY, PURCHASER_KEY, ProviderSubscription, SEATS_TYPE, TYPE_KEY,
+    pending_cycle_change,
 };
 use crate::error::{Error, Result};
 use crate::store;
@@ -218,21 +219,15 @@ impl Service {
                 format!("must be from 1 to {MAX_SEATS}"),
             ));
         }
-        let BillingChange {
-            mut tx,
-            current,
-            version,
-        } = self.begin_billing_change(actor, org_id).await?;
-        let used = store::members::used_seats(&mut tx, org_id, self.now()).await?;
+        let mut change = self.begin_billing_change(actor, org_id).await?;
+        let used = store::members::used_seats(&mut change.tx, org_id, self.now()).await?;
         if seats < used {
             return Err(Error::FailedPrecondition(format!(
                 "cannot reduce to {seats} seats: {used} seats are in use"
             )));
         }
-        let stripe = self.stripe()?;
-        let live = stripe.subscription(&current.stripe_subscription_id).await?;
         let catalog = self.catalog();
-        let terms = seat_terms(&live.items, |price| catalog.seat_price(price));
+        let terms = seat_terms(&change.live.items, |price| catalog.seat_price(price));
         let paid_item = terms
             .seat_item
             .filter(|item| item.unit_amount_minor > 0)
@@ -251,14 +246,19 @@ impl Service {
             )));
         }
         if paid_quantity == paid_item.quantity {
-            let subscription = self.store_live(&mut tx, org_id, &live).await?;
-            tx.commit().await?;
             return Ok(SeatChange {
-                subscription,
+                subscription: self.finish_unchanged(change, org_id).await?,
                 authentication_url: None,
                 requires_authentication: false,
             });
         }
+        let BillingChange {
+            mut tx,
+            current,
+            live,
+            version,
+        } = change;
+        let stripe = self.stripe()?;
         // Seats already paid for this period come back without a charge.
         let increase = seats > current.paid_seats;
         let key = derived_key(
@@ -311,14 +311,9 @@ impl Service {
         org_id: OrgId,
         cycle: BillingCycle,
     ) -> Result<Subscription> {
-        let BillingChange {
-            mut tx,
-            current,
-            version,
-        } = self.begin_billing_change(actor, org_id).await?;
-        let stripe = self.stripe()?;
-        let live = stripe.subscription(&current.stripe_subscription_id).await?;
+        let change = self.begin_billing_change(actor, org_id).await?;
         let catalog = self.catalog();
+        let live = &change.live;
         let already_pending = live
             .schedule
             .as_ref()
@@ -331,10 +326,15 @@ impl Service {
             .is_some_and(|pending| pending.cycle == cycle);
         if already_pending {
             // A retry of the request that made this change.
-            let subscription = self.store_live(&mut tx, org_id, &live).await?;
-            tx.commit().await?;
-            return Ok(subscription);
+            return self.finish_unchanged(change, org_id).await;
         }
+        let BillingChange {
+            mut tx,
+            live,
+            version,
+            ..
+        } = change;
+        let stripe = self.stripe()?;
         if live.schedule.as_ref().is_some_and(|s| s.active) {
             return Err(Error::FailedPrecondition(
                 "a subscription schedule is already active; cancel the pending change first".into(),
@@ -438,11 +438,11 @@ impl Service {
     ) -> Result<Subscription> {
         let BillingChange {
             mut tx,
-            current,
+            live,
             version,
+            ..
         } = self.begin_billing_change(actor, org_id).await?;
         let stripe = self.stripe()?;
-        let live = stripe.subscription(&current.stripe_subscription_id).await?;
         let schedule = live
             .schedule
             .as_ref()
@@ -489,18 +489,17 @@ impl Service {
         org_id: OrgId,
         cancel: bool,
     ) -> Result<Subscription> {
+        let change = self.begin_billing_change(actor, org_id).await?;
+        if change.live.cancel_at_period_end == cancel {
+            return self.finish_unchanged(change, org_id).await;
+        }
         let BillingChange {
             mut tx,
-            current,
+            live,
             version,
-        } = self.begin_billing_change(actor, org_id).await?;
+            ..
+        } = change;
         let stripe = self.stripe()?;
-        let live = stripe.subscription(&current.stripe_subscription_id).await?;
-        if live.cancel_at_period_end == cancel {
-            let subscription = self.store_live(&mut tx, org_id, &live).await?;
-            tx.commit().await?;
-            return Ok(subscription);
-        }
         let key = |step: &str| {
             derived_key(
                 if cancel { "cancel" } else { "resume" },
@@ -582,15 +581,15 @@ impl Service {
     }
 
     /// Opens the transaction of a change to the organization's running
-    /// subscription: locks the organization, checks the role, and finds the
-    /// subscription that has not ended.
+    /// subscription: locks the organization, checks the role, finds the
+    /// subscription that has not ended and reads it from Stripe.
     async fn begin_billing_change(&self, actor: &Actor, org_id: OrgId) -> Result<BillingChange> {
         let now = self.now();
         let mut tx = self.store().begin().await?;
         lock_org(&mut tx, org_id).await?;
         self.authorize(&mut tx, actor, org_id, OrgAction::ManageBilling)
             .await?;
-        self.stripe()?;
+        let stripe = self.stripe()?;
         let current = store::subscriptions::list_for_org(&mut tx, org_id)
             .await?
             .into_iter()
@@ -601,18 +600,32 @@ impl Service {
             })?;
         let version =
             store::subscriptions::version(&mut tx, &current.stripe_subscription_id).await?;
+        let live = stripe.subscription(&current.stripe_subscription_id).await?;
         Ok(BillingChange {
             tx,
             current,
+            live,
             version: version.to_string(),
         })
+    }
+
+    /// Ends a change that has nothing to ask of Stripe: stores what Stripe
+    /// says now and commits.
+    async fn finish_unchanged(&self, change: BillingChange, org_id: OrgId) -> Result<Subscription> {
+        let BillingChange { mut tx, live, .. } = change;
+        let subscription = self.store_live(&mut tx, org_id, &live).await?;
+        tx.commit().await?;
+        Ok(subscription)
     }
 }
 
 /// A change to a running subscription, under way.
 struct BillingChange {
     tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    /// Our copy of the subscription, as it was before the change.
     current: Subscription,
+    /// The subscription as Stripe reports it now.
+    live: ProviderSubscription,
     /// The stored state's version: with the request, it keys the Stripe
     /// writes, so a retry repeats them and a later request does not.
     version: String,
