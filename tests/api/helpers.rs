@@ -25,7 +25,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::stripe_server::{FakeStripe, deliver};
+use crate::stripe_server::FakeStripe;
 
 pub const GATEWAY_TOKEN: &str = "gateway-test-token-0001";
 pub const BFF_TOKEN: &str = "bff-test-token-00000001";
@@ -581,10 +581,31 @@ impl TestApp {
     /// Delivers every queued Stripe event in order and waits until the
     /// inbox worker has applied them.
     pub async fn deliver_all(&self, stripe: &FakeStripe) {
-        for event in stripe.take_events() {
-            assert_eq!(deliver(&self.webhook_url, &event).await, 200, "{event}");
+        self.deliver_events(&stripe.take_events()).await;
+    }
+
+    /// Delivers `events` as given (duplicates, reorderings included), each
+    /// acknowledged, and waits until the inbox worker has applied them.
+    pub async fn deliver_events(&self, events: &[serde_json::Value]) {
+        for event in events {
+            assert_eq!(self.deliver(&event.to_string()).await, 200, "{event}");
         }
         self.wait_for_inbox().await;
+    }
+
+    /// The organization's members, as an operator sees them.
+    pub async fn members_of(&self, org: &str) -> Vec<proto::Member> {
+        self.org_admin()
+            .list_members(request(
+                As::Ops,
+                proto::ListMembersRequest {
+                    org_id: org.to_owned(),
+                },
+            ))
+            .await
+            .expect("members")
+            .into_inner()
+            .members
     }
 
     /// Waits until no stored event is waiting to be applied.

@@ -28,7 +28,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 
-use crate::helpers::{WEBHOOK_SECRET, stripe_signature};
 use crate::stripe_fixtures::fixtures;
 
 /// The prices the server knows, as (id, unit amount, interval).
@@ -1031,26 +1030,20 @@ impl FakeStripe {
         if let Some(schedule_id) = &sub.schedule {
             let schedule = stripe.schedules[schedule_id].clone();
             if let Some(next) = schedule.phases.iter().find(|p| p.start >= sub.period_end) {
-                let mut next_items = Vec::new();
-                for (price, quantity) in &next.items {
-                    // Stripe keeps the item of a price that stays.
-                    let id = items
-                        .iter()
-                        .find(|i| &i.price == price)
-                        .map(|i| i.id.clone())
-                        .unwrap_or_else(|| format!("si_{}_{price}", sub.id));
-                    next_items.push(Item {
-                        id,
+                // The phase lists the items in the subscription's order;
+                // each keeps its id when only its price changes.
+                let next_items: Vec<Item> = next
+                    .items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (price, quantity))| Item {
+                        id: items
+                            .get(i)
+                            .map_or_else(|| format!("si_{}_{i}", sub.id), |old| old.id.clone()),
                         price: price.clone(),
                         quantity: *quantity,
-                    });
-                }
-                // The paid seat item keeps its id when only its price changes.
-                if next_items.len() == items.len() {
-                    for (next, old) in next_items.iter_mut().zip(&items) {
-                        next.id = old.id.clone();
-                    }
-                }
+                    })
+                    .collect();
                 items = next_items;
             }
         }
@@ -1162,24 +1155,6 @@ impl FakeStripe {
             .map(|s| stripe.render_schedule(s, &[]).expect("renders"))
             .collect()
     }
-}
-
-/// Delivers one event to the service's webhook listener, signed with the
-/// current secret; returns the HTTP status.
-pub async fn deliver(webhook_url: &str, event: &Value) -> u16 {
-    let body = event.to_string();
-    reqwest::Client::new()
-        .post(webhook_url)
-        .header(
-            "Stripe-Signature",
-            stripe_signature(&body, WEBHOOK_SECRET, 0),
-        )
-        .body(body)
-        .send()
-        .await
-        .expect("webhook delivery")
-        .status()
-        .as_u16()
 }
 
 #[test]

@@ -7,17 +7,9 @@ use serde_json::Value;
 use tonic::Code;
 
 use crate::helpers::{As, TestApp, expect_code, request, spawn_app_with_stripe, trial_end_in_days};
-use crate::stripe_server::{FakeStripe, deliver};
+use crate::stripe_server::FakeStripe;
 
 const OWNER: &str = "owner-1";
-
-/// Delivers `events` as given (duplicates, reorderings) and waits for the worker.
-async fn deliver_as_given(app: &TestApp, events: &[Value]) {
-    for event in events {
-        assert_eq!(deliver(&app.webhook_url, event).await, 200);
-    }
-    app.wait_for_inbox().await;
-}
 
 fn of_type<'a>(events: &'a [Value], event_type: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == event_type).collect()
@@ -39,7 +31,7 @@ async fn the_same_event_delivered_five_times_is_applied_once() {
     let (app, stripe) = spawn_app_with_stripe().await;
     let (org, _, events) = checked_out(&app, &stripe).await;
     let created = of_type(&events, "customer.subscription.created")[0].clone();
-    deliver_as_given(&app, &vec![created.clone(); 5]).await;
+    app.deliver_events(&vec![created.clone(); 5]).await;
     let id = created["id"].as_str().expect("id");
     assert_eq!(app.stored_events(id).await, 1);
     assert_eq!(app.event_state(id).await, "applied");
@@ -64,7 +56,7 @@ async fn updated_before_created_converges_on_stripes_state() {
     stripe.add_item(&sub, "price_teams_free_seat", 2);
     events.extend(stripe.take_events());
     events.reverse();
-    deliver_as_given(&app, &events).await;
+    app.deliver_events(&events).await;
     let overview = app.subscription_of(&org, As::User(OWNER)).await;
     assert_eq!(overview.status, "active");
     assert_eq!(overview.paid_seats, 5);
@@ -75,14 +67,14 @@ async fn updated_before_created_converges_on_stripes_state() {
 async fn an_old_updated_after_a_newer_one_does_not_roll_back() {
     let (app, stripe) = spawn_app_with_stripe().await;
     let (org, sub, events) = checked_out(&app, &stripe).await;
-    deliver_as_given(&app, &events).await;
+    app.deliver_events(&events).await;
     stripe.fail_renewal_payment(&sub);
     let past_due = stripe.take_events();
     stripe.end_period(&sub);
     let renewed = stripe.take_events();
     // The newer state first, then the older events.
-    deliver_as_given(&app, &renewed).await;
-    deliver_as_given(&app, &past_due).await;
+    app.deliver_events(&renewed).await;
+    app.deliver_events(&past_due).await;
     let overview = app.subscription_of(&org, As::User(OWNER)).await;
     assert_eq!(
         overview.status,
@@ -95,7 +87,7 @@ async fn an_old_updated_after_a_newer_one_does_not_roll_back() {
     let mut all = [events, past_due, renewed].concat();
     all.extend(all.clone());
     all.reverse();
-    deliver_as_given(&app, &all).await;
+    app.deliver_events(&all).await;
     assert_eq!(app.subscription_of(&org, As::User(OWNER)).await, overview);
 }
 
@@ -103,7 +95,7 @@ async fn an_old_updated_after_a_newer_one_does_not_roll_back() {
 async fn a_subscription_with_paid_free_and_add_on_items_reads_right_in_any_order() {
     let (app, stripe) = spawn_app_with_stripe().await;
     let (org, sub, events) = checked_out(&app, &stripe).await;
-    deliver_as_given(&app, &events).await;
+    app.deliver_events(&events).await;
     stripe.add_item(&sub, "price_addon_agent", 1);
     stripe.add_item(&sub, "price_teams_free_seat", 2);
     for reversed in [false, true] {
@@ -125,7 +117,7 @@ async fn a_subscription_with_paid_free_and_add_on_items_reads_right_in_any_order
             "created": chrono::Utc::now().timestamp(),
             "data": { "object": stripe.subscription_json(&sub) },
         });
-        deliver_as_given(&app, &[update]).await;
+        app.deliver_events(&[update]).await;
         let overview = app.subscription_of(&org, As::User(OWNER)).await;
         assert_eq!(overview.paid_seats, 5, "{items:?}");
         assert_eq!(overview.billing_cycle(), BillingCycle::Monthly, "{items:?}");
@@ -200,18 +192,7 @@ async fn the_purchaser_becomes_an_owner_unless_they_were_removed() {
         .await;
     app.subscribe(&stripe, &org, "buyer", "teams", BillingCycle::Monthly, 2)
         .await;
-    let members = app
-        .org_admin()
-        .list_members(request(
-            As::Ops,
-            proto::ListMembersRequest {
-                org_id: org.clone(),
-            },
-        ))
-        .await
-        .expect("members")
-        .into_inner()
-        .members;
+    let members = app.members_of(&org).await;
     let buyer = members
         .iter()
         .find(|m| m.user_id == "buyer")
@@ -231,18 +212,7 @@ async fn the_purchaser_becomes_an_owner_unless_they_were_removed() {
         .expect("removed");
     stripe.complete_checkout(&url);
     app.deliver_all(&stripe).await;
-    let members = app
-        .org_admin()
-        .list_members(request(
-            As::Ops,
-            proto::ListMembersRequest {
-                org_id: other.clone(),
-            },
-        ))
-        .await
-        .expect("members")
-        .into_inner()
-        .members;
+    let members = app.members_of(&other).await;
     assert!(members.iter().all(|m| m.user_id != "leaver"), "{members:?}");
 }
 
@@ -251,7 +221,7 @@ async fn a_failing_event_is_retried_then_parked_and_an_operator_can_retry_it() {
     let (app, stripe) = spawn_app_with_stripe().await;
     let (org, sub, events) = checked_out(&app, &stripe).await;
     stripe.set_unreadable(&sub, true);
-    deliver_as_given(&app, &events).await;
+    app.deliver_events(&events).await;
     let list = || {
         let mut billing = app.billing();
         async move {
@@ -330,6 +300,6 @@ async fn an_event_type_we_do_not_act_on_is_recorded_as_no_effect() {
         "created": chrono::Utc::now().timestamp(),
         "data": { "object": { "id": "ch_1", "object": "charge" } },
     });
-    deliver_as_given(&app, &[event]).await;
+    app.deliver_events(&[event]).await;
     assert_eq!(app.event_state("evt_unknown_type").await, "no_effect");
 }
