@@ -6,6 +6,7 @@ use std::{env, path::PathBuf};
 const PROTOS: &[&str] = &[
     "proto/billing/v1/common.proto",
     "proto/billing/v1/billing.proto",
+    "proto/billing/v1/credits.proto",
     "proto/billing/v1/entitlement.proto",
     "proto/billing/v1/org_admin.proto",
 ];

@@ -20,11 +20,13 @@ use tower_http::trace::TraceLayer;
 
 use crate::domain::catalog::Catalog;
 use crate::grpc::proto::billing_service_server::BillingServiceServer;
+use crate::grpc::proto::credit_service_server::CreditServiceServer;
 use crate::grpc::proto::entitlement_service_server::EntitlementServiceServer;
 use crate::grpc::proto::org_admin_service_server::OrgAdminServiceServer;
 use crate::grpc::{
-    self, Authenticator, BillingApi, CallerTokens, EntitlementApi, OrgAdminApi, Scope,
+    self, Authenticator, BillingApi, CallerTokens, CreditApi, EntitlementApi, OrgAdminApi, Scope,
 };
+use crate::maintenance::{MaintenanceSettings, run_maintenance};
 use crate::service::{self, Service, SystemClock};
 use crate::store::Store;
 use crate::stripe::{
@@ -46,11 +48,13 @@ pub struct AppSettings {
     /// FAILED_PRECONDITION "Stripe is not configured".
     pub stripe: Option<StripeSettings>,
     pub inbox: InboxSettings,
+    pub maintenance: MaintenanceSettings,
 }
 
 /// Names of the served services, for health reporting.
-const SERVICE_NAMES: [&str; 3] = [
+const SERVICE_NAMES: [&str; 4] = [
     "billing.v1.BillingService",
+    "billing.v1.CreditService",
     "billing.v1.EntitlementService",
     "billing.v1.OrgAdminService",
 ];
@@ -68,6 +72,7 @@ pub struct App {
     /// Wakes the inbox worker when the ingress stores an event.
     stored_events: Arc<Notify>,
     inbox: InboxSettings,
+    maintenance: MaintenanceSettings,
     service: Service,
     authenticator: Authenticator,
 }
@@ -114,6 +119,7 @@ impl App {
             webhook,
             stored_events,
             inbox: settings.inbox,
+            maintenance: settings.maintenance,
             service,
             authenticator: Authenticator::new(&settings.caller_tokens),
         })
@@ -148,6 +154,12 @@ impl App {
                 stopped.clone(),
             ))
         });
+
+        let maintenance = tokio::spawn(run_maintenance(
+            self.service.clone(),
+            self.maintenance,
+            stopped.clone(),
+        ));
 
         let wait_for_stop = move || {
             let mut stopped = stopped.clone();
@@ -205,6 +217,10 @@ impl App {
                 BillingApi::new(service.clone()),
                 gate(&[Scope::Bff, Scope::Ops]),
             ))
+            .add_service(CreditServiceServer::with_interceptor(
+                CreditApi::new(service.clone()),
+                gate(&[Scope::Bff, Scope::Ops]),
+            ))
             .add_service(OrgAdminServiceServer::with_interceptor(
                 OrgAdminApi::new(service),
                 gate(&[Scope::Bff, Scope::Ops]),
@@ -219,6 +235,7 @@ impl App {
                 }
             });
         let (grpc, webhooks) = tokio::join!(grpc, webhooks);
+        maintenance.await.context("the maintenance loop panicked")?;
         if let Some(worker) = worker {
             worker.await.context("the inbox worker panicked")?;
         }

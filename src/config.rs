@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
-use crate::domain::catalog::{BillingCycle, PlanId};
+use crate::domain::catalog::{BillingCycle, PlanId, PriceSlot};
 use crate::grpc::CallerTokens;
 use crate::stripe::WebhookSecrets;
 
@@ -52,6 +52,12 @@ pub struct Config {
     /// it doubles with each further attempt, up to an hour.
     #[arg(long, env = "BILLING_WEBHOOK_RETRY_DELAY_MS", default_value_t = 5000)]
     pub webhook_retry_delay_ms: u64,
+
+    /// How often expired credit is written off and add-on instances whose
+    /// period is up are renewed, in milliseconds.
+    #[arg(long, env = "BILLING_MAINTENANCE_INTERVAL_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub maintenance_interval_ms: u64,
 
     /// PostgreSQL URL. When unset, a local PostgreSQL is used: the one on
     /// 127.0.0.1:5432 if it answers, else a private one started from the
@@ -106,11 +112,22 @@ pub enum LogFormat {
     Json,
 }
 
-/// The Stripe price id for a plan and cycle from the environment, if set.
-pub fn stripe_price_id_from_env(plan: &PlanId, cycle: BillingCycle) -> Option<String> {
+/// The Stripe price id for a plan's seats or unit item and a cycle from the
+/// environment, if set: `BILLING_STRIPE_PRICE_<PLAN>_<CYCLE>` for seats,
+/// `BILLING_STRIPE_PRICE_<PLAN>_<ITEM>_<CYCLE>` for unit items.
+pub fn stripe_price_id_from_env(
+    plan: &PlanId,
+    slot: PriceSlot<'_>,
+    cycle: BillingCycle,
+) -> Option<String> {
+    let upper = |s: &str| s.to_uppercase().replace('-', "_");
+    let item = match slot {
+        PriceSlot::Seat => String::new(),
+        PriceSlot::UnitItem(id) => format!("_{}", upper(id)),
+    };
     let name = format!(
-        "BILLING_STRIPE_PRICE_{}_{}",
-        plan.as_str().to_uppercase().replace('-', "_"),
+        "BILLING_STRIPE_PRICE_{}{item}_{}",
+        upper(plan.as_str()),
         cycle.as_str().to_uppercase()
     );
     std::env::var(name).ok().filter(|v| !v.is_empty())

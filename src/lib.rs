@@ -6,12 +6,15 @@
 //! - [`store`]: Postgres through sqlx, one file per table group.
 //! - [`service`]: use cases: load, decide with the domain, persist in one
 //!   transaction together with the audit entry.
-//! - [`stripe`]: the only code that talks to Stripe: the webhook ingress.
+//! - [`stripe`]: the only code that talks to Stripe: the API client, the
+//!   webhook ingress and the inbox worker.
 //! - [`grpc`]: the tonic adapters for `billing.v1`, authentication, the
 //!   proto conversions and the single error-to-status mapping.
 //! - [`config`], [`telemetry`], [`app`]: settings, tracing, and assembling
 //!   the server so both `main` and the tests can start it.
 //! - [`local_postgres`]: the run command's embedded database default.
+//! - [`maintenance`]: the loop that writes off expired credit and renews
+//!   add-on instances.
 
 pub mod app;
 pub mod config;
@@ -19,6 +22,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod local_postgres;
+pub mod maintenance;
 pub mod service;
 pub mod store;
 pub mod stripe;

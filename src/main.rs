@@ -9,6 +9,7 @@ use billing_service::config::{self, Config};
 use billing_service::domain::catalog::{Catalog, SignupPolicy};
 use billing_service::domain::trial::TrialLength;
 use billing_service::grpc::{CallerTokens, Scope};
+use billing_service::maintenance::MaintenanceSettings;
 use billing_service::service::RetryPolicy;
 use billing_service::stripe::{InboxSettings, StripeSettings, WEBHOOK_PATH, WebhookSecrets};
 use billing_service::{local_postgres, service, telemetry};
@@ -73,6 +74,9 @@ async fn main() -> anyhow::Result<()> {
                 ..InboxSettings::default().retry
             },
             ..InboxSettings::default()
+        },
+        maintenance: MaintenanceSettings {
+            interval: Duration::from_millis(config.maintenance_interval_ms),
         },
     })
     .await?;

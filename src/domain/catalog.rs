@@ -8,6 +8,8 @@ use std::fmt;
 use serde::Deserialize;
 
 use super::InvalidValue;
+use super::add_ons::{AddOn, AddOnFile, UnitItem, UnitItemFile};
+use super::credits::{CreditPolicy, Micros};
 use super::line_items::KnownSeatPrice;
 use super::money::{Currency, Money};
 
@@ -123,6 +125,10 @@ pub struct Plan {
     /// Stripe prices of seats given at $0 (for example to a partner). They
     /// count as seats of this plan but never decide its cycle.
     pub free_seat_stripe_price_ids: Vec<String>,
+    /// Whether organizations on this plan may switch add-on instances off.
+    pub instance_opt_out: bool,
+    /// Items billed per unit on the plan's subscription.
+    pub unit_items: Vec<UnitItem>,
 }
 
 impl Plan {
@@ -133,6 +139,17 @@ impl Plan {
     pub fn includes_feature(&self, feature: &str) -> bool {
         self.features.iter().any(|f| f == feature)
     }
+
+    pub fn unit_item(&self, id: &str) -> Option<&UnitItem> {
+        self.unit_items.iter().find(|item| item.id == id)
+    }
+}
+
+/// Which Stripe price a deployment setting fills in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriceSlot<'a> {
+    Seat,
+    UnitItem(&'a str),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +157,8 @@ pub struct Catalog {
     currency: Currency,
     default_plan: PlanId,
     plans: Vec<Plan>,
+    credits: CreditPolicy,
+    add_ons: Vec<AddOn>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,16 +182,40 @@ impl Catalog {
     /// ids written in the file.
     pub fn with_stripe_price_ids(
         mut self,
-        lookup: impl Fn(&PlanId, BillingCycle) -> Option<String>,
+        lookup: impl Fn(&PlanId, PriceSlot<'_>, BillingCycle) -> Option<String>,
     ) -> Self {
         for plan in &mut self.plans {
             for price in &mut plan.prices {
-                if let Some(id) = lookup(&plan.id, price.cycle) {
+                if let Some(id) = lookup(&plan.id, PriceSlot::Seat, price.cycle) {
                     price.stripe_price_id = Some(id);
+                }
+            }
+            for item in &mut plan.unit_items {
+                for price in &mut item.prices {
+                    if let Some(id) = lookup(&plan.id, PriceSlot::UnitItem(&item.id), price.cycle) {
+                        price.stripe_price_id = Some(id);
+                    }
                 }
             }
         }
         self
+    }
+
+    pub fn credits(&self) -> &CreditPolicy {
+        &self.credits
+    }
+
+    pub fn add_ons(&self) -> &[AddOn] {
+        &self.add_ons
+    }
+
+    pub fn add_on(&self, id: &str) -> Option<&AddOn> {
+        self.add_ons.iter().find(|a| a.id == id)
+    }
+
+    /// The add-on a feature name belongs to, if any.
+    pub fn add_on_for_feature(&self, feature: &str) -> Option<&AddOn> {
+        self.add_ons.iter().find(|a| a.feature == feature)
     }
 
     pub fn currency(&self) -> &Currency {
@@ -232,9 +275,10 @@ impl Catalog {
         })
     }
 
-    /// Whether any plan names this feature.
+    /// Whether any plan or add-on names this feature.
     pub fn knows_feature(&self, feature: &str) -> bool {
         self.plans.iter().any(|p| p.includes_feature(feature))
+            || self.add_on_for_feature(feature).is_some()
     }
 }
 
@@ -245,6 +289,19 @@ struct CatalogFile {
     currency: Currency,
     default_plan: PlanId,
     plans: Vec<PlanFile>,
+    #[serde(default)]
+    credits: Option<CreditsFile>,
+    #[serde(default)]
+    add_ons: Vec<AddOnFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreditsFile {
+    #[serde(default)]
+    free_models: Vec<String>,
+    min_purchase_minor: Option<i64>,
+    max_purchase_minor: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -261,6 +318,10 @@ struct PlanFile {
     enforces_model_restrictions: bool,
     #[serde(default)]
     free_seat_stripe_price_ids: Vec<String>,
+    #[serde(default)]
+    instance_opt_out: bool,
+    #[serde(default)]
+    unit_items: Vec<UnitItemFile>,
     prices: Vec<PriceFile>,
 }
 
@@ -334,6 +395,16 @@ impl CatalogFile {
                 };
                 limits.push(Limit { name, value });
             }
+            let mut unit_items: Vec<UnitItem> = Vec::with_capacity(plan.unit_items.len());
+            for item in plan.unit_items {
+                let item = item
+                    .into_unit_item(&self.currency)
+                    .map_err(|msg| CatalogError::Inconsistent(format!("plan {id}: {msg}")))?;
+                if unit_items.iter().any(|other| other.id == item.id) {
+                    return inconsistent(format!("plan {id} has two unit items {}", item.id));
+                }
+                unit_items.push(item);
+            }
             plans.push(Plan {
                 id,
                 display_name: plan.display_name,
@@ -343,6 +414,8 @@ impl CatalogFile {
                 limits,
                 enforces_model_restrictions: plan.enforces_model_restrictions,
                 free_seat_stripe_price_ids: plan.free_seat_stripe_price_ids,
+                instance_opt_out: plan.instance_opt_out,
+                unit_items,
             });
         }
         if !ids.contains(&self.default_plan) {
@@ -351,10 +424,53 @@ impl CatalogFile {
                 self.default_plan
             ));
         }
+        let credits = match self.credits {
+            None => CreditPolicy::default(),
+            Some(file) => {
+                let defaults = CreditPolicy::default();
+                let bound = |minor: Option<i64>, default: Micros| match minor {
+                    None => Ok(default),
+                    Some(minor) if minor > 0 => Ok(Micros::from_minor(minor)),
+                    Some(_) => Err(CatalogError::Inconsistent(
+                        "credit purchase bounds must be positive".into(),
+                    )),
+                };
+                let policy = CreditPolicy {
+                    free_models: file
+                        .free_models
+                        .iter()
+                        .map(|m| m.trim().to_lowercase())
+                        .collect(),
+                    min_purchase: bound(file.min_purchase_minor, defaults.min_purchase)?,
+                    max_purchase: bound(file.max_purchase_minor, defaults.max_purchase)?,
+                };
+                if policy.min_purchase > policy.max_purchase {
+                    return inconsistent("the smallest credit purchase exceeds the largest".into());
+                }
+                policy
+            }
+        };
+        let mut add_ons: Vec<AddOn> = Vec::with_capacity(self.add_ons.len());
+        for add_on in self.add_ons {
+            let add_on = add_on.into_add_on().map_err(CatalogError::Inconsistent)?;
+            let clash = add_ons
+                .iter()
+                .any(|a| a.id == add_on.id || a.feature == add_on.feature)
+                || plans.iter().any(|p| p.includes_feature(&add_on.feature));
+            if clash {
+                return inconsistent(format!(
+                    "add-on {} repeats an id or a feature the catalog already has",
+                    add_on.id
+                ));
+            }
+            add_ons.push(add_on);
+        }
         Ok(Catalog {
             currency: self.currency,
             default_plan: self.default_plan,
             plans,
+            credits,
+            add_ons,
         })
     }
 }
@@ -407,8 +523,10 @@ mod tests {
     fn env_price_ids_override_the_file() {
         let catalog = Catalog::from_toml(Catalog::DEFAULT_TOML)
             .unwrap()
-            .with_stripe_price_ids(|plan, cycle| {
-                (plan.as_str() == "teams" && cycle == BillingCycle::Yearly)
+            .with_stripe_price_ids(|plan, slot, cycle| {
+                (plan.as_str() == "teams"
+                    && slot == PriceSlot::Seat
+                    && cycle == BillingCycle::Yearly)
                     .then(|| "price_from_env".to_owned())
             });
         let teams = catalog.plan(&PlanId::new("teams")).unwrap();

@@ -8,11 +8,19 @@
 //! 3. the organization's access: bypass, then a paid subscription that
 //!    counts (over-seat subscriptions deny), then the trial;
 //! 4. for model access on plans that enforce them, the model deny list and
-//!    the provider allow list.
+//!    the provider allow list;
+//! 5. for a model that is not free, a positive balance of credits (which
+//!    step 3 has already established are not locked).
+//!
+//! Add-on instances are answered by [`OrgEntitlementState::decide_instance`]:
+//! membership, then the organization's opt-out and access, then the
+//! instance's own subscription.
 
 use chrono::{DateTime, Utc};
 
 use super::catalog::Plan;
+use super::credits::CreditBalance;
+use super::instances::{InstanceStatus, InstanceSubscription};
 use super::organization::Organization;
 use super::role::Role;
 use super::seats::SeatUsage;
@@ -29,6 +37,7 @@ pub struct OrgEntitlementState {
     pub subscriptions: Vec<Subscription>,
     /// Members plus pending invitations that take a seat.
     pub used_seats: i64,
+    pub credits: CreditBalance,
 }
 
 /// The organization's access, whoever asks.
@@ -48,6 +57,19 @@ impl Access {
         match self {
             Self::Bypass | Self::Subscribed | Self::Trial | Self::TrialGrace => true,
             Self::SeatsExceeded { .. } | Self::TrialExpired | Self::SubscriptionInactive => false,
+        }
+    }
+
+    /// How an error message names the state.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Bypass => "billing bypassed",
+            Self::Subscribed => "subscribed",
+            Self::SeatsExceeded { .. } => "more seats used than paid for",
+            Self::Trial => "in its trial",
+            Self::TrialGrace => "in its trial's grace days",
+            Self::TrialExpired => "its trial has expired",
+            Self::SubscriptionInactive => "its subscription has ended",
         }
     }
 
@@ -79,6 +101,15 @@ pub enum Reason {
     ModelDenied,
     ProviderNotAllowed,
     FeatureNotInPlan,
+    InsufficientCredits,
+    /// Allowed: the instance is in its add-on trial.
+    InstanceTrial,
+    /// Allowed: the instance's month is paid.
+    InstanceActive,
+    InstanceNotFound,
+    InstancesDisabled,
+    InstanceSuspended,
+    InstanceCanceled,
 }
 
 /// What is being asked for.
@@ -89,6 +120,8 @@ pub struct AccessRequest<'a> {
     pub feature: &'a str,
     pub model: Option<&'a str>,
     pub provider: Option<&'a str>,
+    /// Whether the request draws on credits (a model that is not free).
+    pub needs_credits: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +213,48 @@ impl OrgEntitlementState {
                 return verdict(false, Reason::ProviderNotAllowed);
             }
         }
+        if request.needs_credits && !self.credits.available_at(now).is_positive() {
+            return verdict(false, Reason::InsufficientCredits);
+        }
         verdict(true, reason)
+    }
+
+    /// May this member use this add-on instance now? `instance` is the
+    /// instance's live subscription in this organization, if any.
+    pub fn decide_instance(
+        &self,
+        role: Option<Role>,
+        instance: Option<&InstanceSubscription>,
+        now: DateTime<Utc>,
+    ) -> Decision {
+        let access = self.access(now);
+        let verdict = |allowed, reason| Decision {
+            allowed,
+            reason,
+            access,
+            trial: self.trial(now),
+        };
+        if role.is_none() {
+            return verdict(false, Reason::NotAMember);
+        }
+        let Some(instance) = instance else {
+            return verdict(false, Reason::InstanceNotFound);
+        };
+        if self.org.instances_opted_out {
+            return verdict(false, Reason::InstancesDisabled);
+        }
+        match access {
+            Access::Bypass | Access::Subscribed | Access::Trial | Access::TrialGrace => {}
+            Access::SeatsExceeded { .. } => return verdict(false, Reason::SeatsExceeded),
+            Access::TrialExpired => return verdict(false, Reason::TrialExpired),
+            Access::SubscriptionInactive => return verdict(false, Reason::SubscriptionInactive),
+        }
+        match instance.status_at(now) {
+            InstanceStatus::Trialing => verdict(true, Reason::InstanceTrial),
+            InstanceStatus::Active => verdict(true, Reason::InstanceActive),
+            InstanceStatus::Suspended => verdict(false, Reason::InstanceSuspended),
+            InstanceStatus::Canceled => verdict(false, Reason::InstanceCanceled),
+        }
     }
 }
 
@@ -208,6 +282,7 @@ mod tests {
             org,
             subscriptions: vec![],
             used_seats: 2,
+            credits: CreditBalance::default(),
         }
     }
 
@@ -226,6 +301,7 @@ mod tests {
             feature: PROXY_FEATURE,
             model: Some("gpt-4o"),
             provider: Some("openai"),
+            needs_credits: false,
         }
     }
 
@@ -464,5 +540,121 @@ mod tests {
         );
         let enterprise = state(20).decide(&plan("enterprise"), &request, now());
         assert!(enterprise.allowed);
+    }
+
+    fn with_credits(mut s: OrgEntitlementState, micros: i64) -> OrgEntitlementState {
+        s.credits = CreditBalance {
+            lots: vec![crate::domain::credits::CreditLot {
+                entry: crate::domain::ids::CreditEntryId::generate(),
+                expires_at: None,
+                remaining: micros,
+            }],
+            overdraft: 0,
+        };
+        s
+    }
+
+    #[test]
+    fn paid_models_need_a_positive_balance_and_free_models_do_not() {
+        let teams = plan("teams");
+        let paid = AccessRequest {
+            needs_credits: true,
+            ..proxy(MEMBER)
+        };
+        let free = proxy(MEMBER);
+        let broke = state(20);
+        let funded = with_credits(state(20), 1);
+        let locked = with_credits(state(-10), 5_000_000);
+        let check = |s: &OrgEntitlementState, r: &AccessRequest<'_>| {
+            let d = s.decide(&teams, r, now());
+            (d.allowed, d.reason)
+        };
+        assert_eq!(check(&broke, &paid), (false, Reason::InsufficientCredits));
+        assert_eq!(check(&broke, &free), (true, Reason::TrialActive));
+        assert_eq!(check(&funded, &paid), (true, Reason::TrialActive));
+        // Locked credits deny on access first, whatever the balance.
+        assert_eq!(check(&locked, &paid), (false, Reason::TrialExpired));
+    }
+
+    #[test]
+    fn instances_answer_membership_then_opt_out_then_org_access_then_their_own_state() {
+        use crate::domain::credits::Micros;
+        use crate::domain::ids::{OrgId, UserId};
+        use crate::domain::instances::{InstanceId, InstanceStatus, InstanceSubscription};
+        let instance = |status| InstanceSubscription {
+            org_id: OrgId::generate(),
+            instance_id: InstanceId::parse("agent-1").unwrap(),
+            user_id: UserId::parse("bob").unwrap(),
+            add_on: "agent".into(),
+            status,
+            price: Micros::from_minor(2000),
+            trial_end: None,
+            current_period_start: now() - TimeDelta::days(1),
+            current_period_end: now() + TimeDelta::days(29),
+            cancel_at_period_end: false,
+            canceled_at: None,
+            created_at: now() - TimeDelta::days(1),
+        };
+        let active = instance(InstanceStatus::Active);
+        let opted_out = {
+            let mut s = state(20);
+            s.org.instances_opted_out = true;
+            s
+        };
+        // (case, state, role, instance, reason, allowed)
+        let table = [
+            (
+                "outsider",
+                state(20),
+                None,
+                Some(&active),
+                Reason::NotAMember,
+                false,
+            ),
+            (
+                "unknown",
+                state(20),
+                MEMBER,
+                None,
+                Reason::InstanceNotFound,
+                false,
+            ),
+            (
+                "opted out",
+                opted_out,
+                MEMBER,
+                Some(&active),
+                Reason::InstancesDisabled,
+                false,
+            ),
+            (
+                "org expired",
+                state(-10),
+                MEMBER,
+                Some(&active),
+                Reason::TrialExpired,
+                false,
+            ),
+            (
+                "active",
+                state(20),
+                MEMBER,
+                Some(&active),
+                Reason::InstanceActive,
+                true,
+            ),
+        ];
+        for (case, s, role, instance, reason, allowed) in table {
+            let d = s.decide_instance(role, instance, now());
+            assert_eq!((d.allowed, d.reason), (allowed, reason), "{case}");
+        }
+        for (status, reason, allowed) in [
+            (InstanceStatus::Trialing, Reason::InstanceTrial, true),
+            (InstanceStatus::Suspended, Reason::InstanceSuspended, false),
+            (InstanceStatus::Canceled, Reason::InstanceCanceled, false),
+        ] {
+            let d = state(20).decide_instance(MEMBER, Some(&instance(status)), now());
+            assert_eq!((d.allowed, d.reason), (allowed, reason), "{status:?}");
+        }
     }
 }

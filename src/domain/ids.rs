@@ -55,6 +55,10 @@ uuid_id!(
     /// An invitation to join an organization.
     InvitationId
 );
+uuid_id!(
+    /// An entry of an organization's credit ledger.
+    CreditEntryId
+);
 
 /// A user of the identity provider in front of us. We never create users; we
 /// only refer to them, so the id is opaque but restricted to characters that

@@ -5,9 +5,12 @@
 //! is always passed in. The adapters around it parse their inputs into these
 //! types and persist what the decisions say.
 
+pub mod add_ons;
 pub mod catalog;
+pub mod credits;
 pub mod entitlement;
 pub mod ids;
+pub mod instances;
 pub mod line_items;
 pub mod membership;
 pub mod money;

@@ -121,6 +121,9 @@ pub struct Organization {
     /// Sponsored organizations are entitled without paying.
     pub sponsorship_tier: Option<String>,
     pub suppress_trial_messaging: bool,
+    /// Whether the organization switched credit-funded add-on instances off
+    /// (only plans that allow it; see `Plan::instance_opt_out`).
+    pub instances_opted_out: bool,
     pub restrictions: ModelRestrictions,
     pub created_at: DateTime<Utc>,
 }

@@ -54,6 +54,7 @@ impl Role {
             OrgAction::ChangeRoles
             | OrgAction::RemoveMembers
             | OrgAction::SetModelRestrictions
+            | OrgAction::SetInstancePolicy
             | OrgAction::DeleteOrganization => self == Self::Owner,
         }
     }
@@ -72,6 +73,8 @@ pub enum OrgAction {
     ChangeRoles,
     RemoveMembers,
     SetModelRestrictions,
+    /// Switch credit-funded add-on instances off or on.
+    SetInstancePolicy,
     DeleteOrganization,
 }
 
@@ -88,6 +91,7 @@ impl OrgAction {
             Self::ChangeRoles => "change member roles",
             Self::RemoveMembers => "remove members",
             Self::SetModelRestrictions => "set model restrictions",
+            Self::SetInstancePolicy => "switch add-on instances off or on",
             Self::DeleteOrganization => "delete the organization",
         }
     }
@@ -111,6 +115,7 @@ mod tests {
             (ChangeRoles, true, false, false),
             (RemoveMembers, true, false, false),
             (SetModelRestrictions, true, false, false),
+            (SetInstancePolicy, true, false, false),
             (DeleteOrganization, true, false, false),
         ];
         for (action, owner, billing_manager, member) in table {

@@ -18,6 +18,7 @@ pub fn organization(trial_end: DateTime<Utc>) -> Organization {
         require_seats: true,
         sponsorship_tier: None,
         suppress_trial_messaging: false,
+        instances_opted_out: false,
         restrictions: ModelRestrictions::default(),
         created_at: trial_end - TimeDelta::days(30),
     }

@@ -1,8 +1,9 @@
 //! Caller authentication: a bearer token per caller, each with a scope.
 //!
 //! - `gateway`: EntitlementService only.
-//! - `bff`: BillingService and OrgAdminService, acting for the end user named
-//!   in `x-acting-user-id`, whose role in the organization is then checked.
+//! - `bff`: BillingService, CreditService and OrgAdminService, acting for
+//!   the end user named in `x-acting-user-id`, whose role in the
+//!   organization is then checked.
 //! - `ops`: everything, including the operator-only RPCs.
 //!
 //! Tokens are compared by their SHA-256 digests, so the table holds no

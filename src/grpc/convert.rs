@@ -6,6 +6,7 @@ use prost_types::Timestamp;
 
 use super::proto;
 use crate::domain::catalog::BillingCycle;
+use crate::domain::entitlement::Reason;
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::money::Money;
 use crate::domain::role::Role;
@@ -39,6 +40,30 @@ pub fn org_id(raw: &str) -> Result<OrgId> {
 
 pub fn user_id(raw: &str) -> Result<UserId> {
     UserId::parse(raw).field("user_id")
+}
+
+pub fn reason(reason: Reason) -> proto::EntitlementReason {
+    use proto::EntitlementReason as R;
+    match reason {
+        Reason::SubscriptionActive => R::SubscriptionActive,
+        Reason::TrialActive => R::TrialActive,
+        Reason::TrialGrace => R::TrialGrace,
+        Reason::Bypass => R::Bypass,
+        Reason::NotAMember => R::NotAMember,
+        Reason::TrialExpired => R::TrialExpired,
+        Reason::SubscriptionInactive => R::SubscriptionInactive,
+        Reason::SeatsExceeded => R::SeatsExceeded,
+        Reason::ModelDenied => R::ModelDenied,
+        Reason::ProviderNotAllowed => R::ProviderNotAllowed,
+        Reason::FeatureNotInPlan => R::FeatureNotInPlan,
+        Reason::InsufficientCredits => R::InsufficientCredits,
+        Reason::InstanceTrial => R::InstanceTrial,
+        Reason::InstanceActive => R::InstanceActive,
+        Reason::InstanceNotFound => R::InstanceNotFound,
+        Reason::InstancesDisabled => R::InstancesDisabled,
+        Reason::InstanceSuspended => R::InstanceSuspended,
+        Reason::InstanceCanceled => R::InstanceCanceled,
+    }
 }
 
 pub fn role(role: Role) -> proto::Role {

@@ -3,12 +3,15 @@
 use tonic::{Request, Response, Status};
 
 use super::auth::actor;
-use super::convert::{self, org_id, user_id};
+use super::convert::{self, org_id, reason, user_id};
 use super::proto::{self, entitlement_service_server::EntitlementService};
-use crate::domain::entitlement::{Access, Reason};
+use crate::domain::credits::Micros;
+use crate::domain::entitlement::Access;
+use crate::domain::ids::IdempotencyKey;
+use crate::domain::instances::InstanceId;
 use crate::domain::organization::ModelRestrictions;
-use crate::error::{Error, Result};
-use crate::service::{EntitlementQuery, Service};
+use crate::error::{Error, FieldContext, Result};
+use crate::service::{EntitlementQuery, QuantityReport, Service, UsageReport};
 
 #[derive(Debug, Clone)]
 pub struct EntitlementApi {
@@ -18,23 +21,6 @@ pub struct EntitlementApi {
 impl EntitlementApi {
     pub fn new(service: Service) -> Self {
         Self { service }
-    }
-}
-
-fn reason(reason: Reason) -> proto::EntitlementReason {
-    use proto::EntitlementReason as R;
-    match reason {
-        Reason::SubscriptionActive => R::SubscriptionActive,
-        Reason::TrialActive => R::TrialActive,
-        Reason::TrialGrace => R::TrialGrace,
-        Reason::Bypass => R::Bypass,
-        Reason::NotAMember => R::NotAMember,
-        Reason::TrialExpired => R::TrialExpired,
-        Reason::SubscriptionInactive => R::SubscriptionInactive,
-        Reason::SeatsExceeded => R::SeatsExceeded,
-        Reason::ModelDenied => R::ModelDenied,
-        Reason::ProviderNotAllowed => R::ProviderNotAllowed,
-        Reason::FeatureNotInPlan => R::FeatureNotInPlan,
     }
 }
 
@@ -85,6 +71,10 @@ impl EntitlementService for EntitlementApi {
             feature: self.service.parse_feature(&request.feature)?,
             model: model_name("model", request.model.as_ref())?,
             provider: model_name("provider", request.provider.as_ref())?,
+            instance: match request.instance_id.as_deref() {
+                None | Some("") => None,
+                Some(raw) => Some(InstanceId::parse(raw).field("instance_id")?),
+            },
         };
         let (decision, org) = self.service.check_entitlement(&actor, &query).await?;
         Ok(Response::new(proto::CheckEntitlementResponse {
@@ -120,6 +110,59 @@ impl EntitlementService for EntitlementApi {
             trial: Some(convert::trial(view.trial)),
             credits_locked: view.access.locks_credits(),
             suppress_trial_messaging: view.org.suppress_trial_messaging,
+        }))
+    }
+
+    async fn record_usage(
+        &self,
+        request: Request<proto::RecordUsageRequest>,
+    ) -> Result<Response<proto::RecordUsageResponse>, Status> {
+        let actor = actor(&request)?;
+        let request = request.get_ref();
+        let org = org_id(&request.org_id)?;
+        let usage = UsageReport {
+            user: user_id(&request.user_id)?,
+            amount: Micros::parse_positive(request.amount_micros).field("amount_micros")?,
+            model: model_name("model", Some(&request.model))?
+                .ok_or_else(|| Error::invalid("model", "is required"))?,
+            idempotency_key: IdempotencyKey::parse_optional(&request.idempotency_key)
+                .field("idempotency_key")?
+                .ok_or_else(|| Error::invalid("idempotency_key", "is required"))?
+                .as_str()
+                .to_owned(),
+        };
+        let posted = self.service.record_usage(&actor, org, usage).await?;
+        Ok(Response::new(proto::RecordUsageResponse {
+            entry_id: posted.entry.id.to_string(),
+            balance_after_micros: posted.entry.balance_after.0,
+            replayed: posted.replayed,
+        }))
+    }
+
+    async fn report_usage_quantity(
+        &self,
+        request: Request<proto::ReportUsageQuantityRequest>,
+    ) -> Result<Response<proto::ReportUsageQuantityResponse>, Status> {
+        let actor = actor(&request)?;
+        let request = request.get_ref();
+        let org = org_id(&request.org_id)?;
+        if request.item.is_empty() {
+            return Err(Error::invalid("item", "is required").into());
+        }
+        let synced = self
+            .service
+            .report_usage_quantity(
+                &actor,
+                org,
+                QuantityReport {
+                    item: request.item.clone(),
+                    count: request.count,
+                },
+            )
+            .await?;
+        Ok(Response::new(proto::ReportUsageQuantityResponse {
+            billed_quantity: synced.billed_quantity,
+            stripe_subscription_id: synced.subscription_id.unwrap_or_default(),
         }))
     }
 }

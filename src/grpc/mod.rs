@@ -5,12 +5,14 @@
 mod auth;
 mod billing;
 mod convert;
+mod credits;
 mod entitlement;
 mod org_admin;
 mod status;
 
 pub use auth::{Authenticator, CallerTokens, Scope};
 pub use billing::BillingApi;
+pub use credits::CreditApi;
 pub use entitlement::EntitlementApi;
 pub use org_admin::OrgAdminApi;
 

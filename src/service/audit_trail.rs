@@ -28,6 +28,14 @@ pub(crate) enum AuditAction {
     BillingCycleChangeCanceled,
     SubscriptionCancelRequested,
     SubscriptionResumed,
+    CreditsGranted,
+    CreditsAdjusted,
+    InstanceCreated,
+    InstanceCancelRequested,
+    InstanceCanceled,
+    InstanceTrialEndSet,
+    InstancePolicySet,
+    UsageQuantityReported,
 }
 
 impl AuditAction {
@@ -49,6 +57,14 @@ impl AuditAction {
             Self::BillingCycleChangeCanceled => "subscription.cycle_change_canceled",
             Self::SubscriptionCancelRequested => "subscription.cancel_requested",
             Self::SubscriptionResumed => "subscription.resumed",
+            Self::CreditsGranted => "credits.granted",
+            Self::CreditsAdjusted => "credits.adjusted",
+            Self::InstanceCreated => "instance.created",
+            Self::InstanceCancelRequested => "instance.cancel_requested",
+            Self::InstanceCanceled => "instance.canceled",
+            Self::InstanceTrialEndSet => "instance.trial_end_set",
+            Self::InstancePolicySet => "organization.instance_policy_set",
+            Self::UsageQuantityReported => "usage_quantity.synced",
         }
     }
 }

@@ -2,8 +2,9 @@
 
 use super::{Actor, Service, load_org, load_state};
 use crate::domain::catalog::Plan;
-use crate::domain::entitlement::{Access, AccessRequest, Decision};
+use crate::domain::entitlement::{Access, AccessRequest, Decision, PROXY_FEATURE};
 use crate::domain::ids::{OrgId, UserId};
+use crate::domain::instances::InstanceId;
 use crate::domain::organization::Organization;
 use crate::domain::trial::TrialStatus;
 use crate::error::{Error, Result};
@@ -18,6 +19,8 @@ pub struct EntitlementQuery {
     pub feature: String,
     pub model: Option<String>,
     pub provider: Option<String>,
+    /// The add-on instance asked about, for an add-on's feature.
+    pub instance: Option<InstanceId>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,7 +68,25 @@ impl Service {
         let org = load_org(&mut tx, query.org).await?;
         let role = store::members::role_of(&mut tx, query.org, &query.user).await?;
         let state = load_state(&mut tx, org, now).await?;
+        if let Some(add_on) = self.catalog().add_on_for_feature(&query.feature) {
+            let instance_id = query.instance.as_ref().ok_or_else(|| {
+                Error::invalid(
+                    "instance_id",
+                    format!("is required for {:?}", query.feature),
+                )
+            })?;
+            let instance = store::instances::get(&mut tx, query.org, instance_id)
+                .await?
+                .filter(|instance| instance.add_on == add_on.id);
+            let decision = state.decide_instance(role, instance.as_ref(), now);
+            return Ok((decision, state.org));
+        }
         let plan = self.plan_of(&state.org)?;
+        let needs_credits = query.feature == PROXY_FEATURE
+            && query
+                .model
+                .as_deref()
+                .is_some_and(|model| self.catalog().credits().model_needs_credits(model));
         let decision = state.decide(
             plan,
             &AccessRequest {
@@ -73,6 +94,7 @@ impl Service {
                 feature: &query.feature,
                 model: query.model.as_deref(),
                 provider: query.provider.as_deref(),
+                needs_credits,
             },
             now,
         );

@@ -9,12 +9,16 @@ mod actor;
 mod audit_trail;
 mod billing;
 mod clock;
+mod credit_ledger;
+mod credits;
 mod entitlements;
+mod instances;
 mod members;
 mod operators;
 mod organizations;
 mod stripe_sync;
 mod subscriptions;
+mod unit_items;
 
 use std::sync::Arc;
 
@@ -24,12 +28,18 @@ use sqlx::PgConnection;
 pub use actor::Actor;
 pub use billing::SubscriptionView;
 pub use clock::{Clock, SystemClock};
+pub use credits::{
+    CREDIT_PURCHASE_TYPE, CreditAdjustment, CreditBalanceView, CreditGrant, CreditPurchaseOrder,
+    Posted, UsageReport,
+};
 pub use entitlements::{EntitlementQuery, EntitlementsView};
+pub use instances::{InstanceView, NewInstance};
 pub use members::MembersView;
 pub use operators::{OrganizationOverrides, Page};
 pub use organizations::{NewOrganization, OrganizationView};
 pub use stripe_sync::{RetryPolicy, WorkerStep};
 pub use subscriptions::{CheckoutOrder, ResubscribeDefaults, SeatChange};
+pub use unit_items::QuantityReport;
 
 use crate::domain::catalog::{Catalog, Plan, SignupPolicy};
 use crate::domain::entitlement::OrgEntitlementState;
@@ -180,9 +190,11 @@ async fn load_state(
 ) -> Result<OrgEntitlementState> {
     let subscriptions = store::subscriptions::list_for_org(conn, org.id).await?;
     let used_seats = store::members::used_seats(conn, org.id, now).await?;
+    let credits = store::credits::balance(conn, org.id).await?;
     Ok(OrgEntitlementState {
         org,
         subscriptions,
         used_seats,
+        credits,
     })
 }

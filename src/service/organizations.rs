@@ -81,6 +81,7 @@ impl Service {
             require_seats: true,
             sponsorship_tier: None,
             suppress_trial_messaging: false,
+            instances_opted_out: false,
             restrictions: ModelRestrictions::default(),
             created_at: now,
         };

@@ -17,19 +17,22 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
+use super::credits::{CREDIT_PURCHASE_TYPE, SucceededPayment};
 use super::{Service, lock_org};
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::membership::Membership;
 use crate::domain::role::Role;
 use crate::domain::subscription::Subscription;
-use crate::domain::subscription_sync::{ORG_ID_KEY, ProviderSubscription, reconcile};
+use crate::domain::subscription_sync::{
+    ORG_ID_KEY, PURCHASER_KEY, ProviderSubscription, TYPE_KEY, reconcile,
+};
 use crate::error::{Error, Result};
 use crate::store::audit::{self, NewAuditEvent};
 use crate::store::stripe_events::{self, ClaimedEvent, Outcome};
 use crate::store::{self};
 
 /// How the audit trail names changes that came from Stripe.
-const STRIPE_ACTOR: &str = "stripe";
+pub(super) const STRIPE_ACTOR: &str = "stripe";
 
 /// How a failing event is retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,10 +85,14 @@ struct EventData {
 }
 
 /// The event types this service acts on, and where their payload names the
-/// subscription.
+/// subscription or the payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BillingEvent {
     CheckoutCompleted,
+    /// A Checkout payment that settled after the session completed (bank
+    /// debits).
+    CheckoutPaymentSucceeded,
+    PaymentSucceeded,
     SubscriptionChanged,
     InvoiceSettled,
     ScheduleChanged,
@@ -95,6 +102,8 @@ impl BillingEvent {
     fn from_type(event_type: &str) -> Option<Self> {
         Some(match event_type {
             "checkout.session.completed" => Self::CheckoutCompleted,
+            "checkout.session.async_payment_succeeded" => Self::CheckoutPaymentSucceeded,
+            "payment_intent.succeeded" => Self::PaymentSucceeded,
             "customer.subscription.created"
             | "customer.subscription.updated"
             | "customer.subscription.deleted" => Self::SubscriptionChanged,
@@ -114,6 +123,7 @@ impl BillingEvent {
         };
         match self {
             Self::CheckoutCompleted => object.get("subscription").and_then(id_of),
+            Self::CheckoutPaymentSucceeded | Self::PaymentSucceeded => None,
             Self::SubscriptionChanged => object.get("id").and_then(id_of),
             // Since API version 2025-03-31 the subscription sits under
             // `parent`; older payloads had it at the top.
@@ -126,6 +136,43 @@ impl BillingEvent {
                 .and_then(id_of)
                 .or_else(|| object.get("released_subscription").and_then(id_of)),
         }
+    }
+
+    /// The credit purchase the event reports paid, if it is one. A payment
+    /// is applied from the event itself: unlike a subscription it never
+    /// changes once succeeded, so order does not matter, and its id keys
+    /// the credit so it is added once.
+    fn paid_credit_purchase(self, object: &Value) -> Option<SucceededPayment> {
+        let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str);
+        if text(&format!("/metadata/{TYPE_KEY}")) != Some(CREDIT_PURCHASE_TYPE) {
+            return None;
+        }
+        let (payment_id, amount_minor) = match self {
+            Self::CheckoutCompleted | Self::CheckoutPaymentSucceeded => {
+                if text("/mode") != Some("payment") || text("/payment_status") != Some("paid") {
+                    return None;
+                }
+                let payment = match object.get("payment_intent")? {
+                    Value::String(id) => id.clone(),
+                    other => other.get("id")?.as_str()?.to_owned(),
+                };
+                (payment, object.get("amount_total")?.as_i64()?)
+            }
+            Self::PaymentSucceeded => (
+                text("/id")?.to_owned(),
+                object.get("amount_received")?.as_i64()?,
+            ),
+            Self::SubscriptionChanged | Self::InvoiceSettled | Self::ScheduleChanged => {
+                return None;
+            }
+        };
+        Some(SucceededPayment {
+            payment_id,
+            org: OrgId::parse(text(&format!("/metadata/{ORG_ID_KEY}"))?).ok()?,
+            amount_minor,
+            purchaser: text(&format!("/metadata/{PURCHASER_KEY}"))
+                .and_then(|raw| UserId::parse(raw).ok()),
+        })
     }
 }
 
@@ -186,6 +233,9 @@ impl Service {
             return Ok(Outcome::NoEffect);
         };
         let object = &payload.data.object;
+        if let Some(payment) = kind.paid_credit_purchase(object) {
+            return self.credit_payment(conn, payment).await;
+        }
         let Some(subscription_id) = kind.subscription_id(object) else {
             return Ok(Outcome::NoEffect);
         };
@@ -264,6 +314,15 @@ impl Service {
             return Ok(synced);
         }
         store::subscriptions::upsert(conn, org, &synced).await?;
+        let another_runs = known
+            .iter()
+            .any(|s| s.stripe_subscription_id != live.id && !s.is_over(now));
+        if synced.is_over(now) && previous.is_none_or(|p| !p.is_over(now)) && !another_runs {
+            self.cancel_org_instances(conn, org).await?;
+        }
+        if synced.counts_at(now) && previous.is_none_or(|p| !p.counts_at(now)) {
+            self.reconcile_unit_items(conn, org, &synced).await?;
+        }
         // The organization's plan follows the live seat price for as long as
         // the subscription lasts.
         if !synced.is_over(now) && synced.plan != organization.plan {
@@ -379,6 +438,42 @@ mod tests {
     }
 
     #[test]
+    fn paid_credit_purchases_are_read_from_sessions_and_payments() {
+        let org = OrgId::generate();
+        let metadata = json!({ "org_id": org.to_string(), "type": "credit_purchase", "purchaser_user_id": "ada" });
+        let session = json!({
+            "mode": "payment", "payment_status": "paid", "payment_intent": "pi_1",
+            "amount_total": 2500, "metadata": metadata,
+        });
+        let paid = BillingEvent::CheckoutCompleted
+            .paid_credit_purchase(&session)
+            .unwrap();
+        assert_eq!(
+            (paid.payment_id.as_str(), paid.amount_minor, paid.org),
+            ("pi_1", 2500, org)
+        );
+        assert_eq!(paid.purchaser.unwrap().as_str(), "ada");
+        let mut unpaid = session.clone();
+        unpaid["payment_status"] = json!("unpaid");
+        assert!(
+            BillingEvent::CheckoutCompleted
+                .paid_credit_purchase(&unpaid)
+                .is_none()
+        );
+        let intent = json!({ "id": "pi_1", "amount_received": 2500, "metadata": metadata });
+        let paid = BillingEvent::PaymentSucceeded
+            .paid_credit_purchase(&intent)
+            .unwrap();
+        assert_eq!(paid.payment_id, "pi_1");
+        let other = json!({ "id": "pi_2", "amount_received": 100, "metadata": {} });
+        assert!(
+            BillingEvent::PaymentSucceeded
+                .paid_credit_purchase(&other)
+                .is_none()
+        );
+    }
+
+    #[test]
     fn each_event_kind_finds_its_subscription() {
         let cases = [
             (
@@ -408,6 +503,10 @@ mod tests {
             );
         }
         assert_eq!(BillingEvent::from_type("charge.refunded"), None);
+        assert_eq!(
+            BillingEvent::PaymentSucceeded.subscription_id(&json!({"id": "pi_1"})),
+            None
+        );
         let payment_mode = json!({"mode": "payment", "subscription": null});
         assert_eq!(
             BillingEvent::CheckoutCompleted.subscription_id(&payment_mode),

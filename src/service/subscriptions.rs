@@ -192,7 +192,7 @@ impl Service {
     /// The organization's Stripe customer, created on first use. Two first
     /// calls at once share one idempotency key, so Stripe creates one
     /// customer and both record the same id.
-    async fn customer_for(
+    pub(super) async fn customer_for(
         &self,
         conn: &mut PgConnection,
         org: OrgId,
@@ -633,7 +633,7 @@ struct BillingChange {
 
 /// An idempotency key from what a request acted on: the same request on the
 /// same state gives the same key.
-fn derived_key(operation: &str, parts: &[&str]) -> String {
+pub(super) fn derived_key(operation: &str, parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
     for part in parts {
         hasher.update(part.as_bytes());

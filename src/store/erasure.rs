@@ -96,6 +96,30 @@ pub async fn erase_user(
     .execute(&mut *conn)
     .await?;
 
+    // The ledger keeps its amounts (the organization's money) but forgets
+    // whose usage it was.
+    sqlx::query!(
+        "update credit_entries set user_id = 'erased-' || gen_random_uuid()::text where user_id = $1",
+        user.as_str(),
+    )
+    .execute(&mut *conn)
+    .await?;
+
+    // The person's add-on instances end with their membership; each row
+    // gets its own pseudonym, as the one-trial-per-user index needs.
+    sqlx::query!(
+        r#"
+        update instance_subscriptions
+        set user_id = 'erased-' || gen_random_uuid()::text,
+            status = 'canceled',
+            canceled_at = coalesce(canceled_at, now())
+        where user_id = $1
+        "#,
+        user.as_str(),
+    )
+    .execute(&mut *conn)
+    .await?;
+
     // Audit snapshots are JSON; the identity appears there only as whole
     // string values, which user ids and emails cannot break out of (their
     // allowed characters need no JSON escaping), so replacing the quoted

@@ -5,11 +5,14 @@
 //! in one transaction; rows are converted into domain types here.
 
 pub mod audit;
+pub mod credits;
 pub mod erasure;
+pub mod instances;
 pub mod members;
 pub mod organizations;
 pub mod stripe_events;
 pub mod subscriptions;
+pub mod usage_quantities;
 
 use std::time::Duration;
 

@@ -18,6 +18,7 @@ struct OrganizationRow {
     require_seats: bool,
     sponsorship_tier: Option<String>,
     suppress_trial_messaging: bool,
+    instances_opted_out: bool,
     model_deny_list: Vec<String>,
     provider_allow_list: Vec<String>,
     created_at: DateTime<Utc>,
@@ -33,6 +34,7 @@ impl From<OrganizationRow> for Organization {
             require_seats: row.require_seats,
             sponsorship_tier: row.sponsorship_tier,
             suppress_trial_messaging: row.suppress_trial_messaging,
+            instances_opted_out: row.instances_opted_out,
             restrictions: ModelRestrictions {
                 model_deny_list: row.model_deny_list,
                 provider_allow_list: row.provider_allow_list,
@@ -78,7 +80,8 @@ pub async fn insert(
         OrganizationRow,
         r#"
         select id, name, plan, trial_end, require_seats, sponsorship_tier,
-               suppress_trial_messaging, model_deny_list, provider_allow_list, created_at
+               suppress_trial_messaging, instances_opted_out, model_deny_list, provider_allow_list,
+               created_at
         from organizations
         where creator_user_id = $1 and creation_idempotency_key = $2
         "#,
@@ -95,7 +98,8 @@ pub async fn get(conn: &mut PgConnection, id: OrgId) -> Result<Option<Organizati
         OrganizationRow,
         r#"
         select id, name, plan, trial_end, require_seats, sponsorship_tier,
-               suppress_trial_messaging, model_deny_list, provider_allow_list, created_at
+               suppress_trial_messaging, instances_opted_out, model_deny_list, provider_allow_list,
+               created_at
         from organizations
         where id = $1 and deleted_at is null
         "#,
@@ -113,7 +117,8 @@ pub async fn lock(conn: &mut PgConnection, id: OrgId) -> Result<Option<Organizat
         OrganizationRow,
         r#"
         select id, name, plan, trial_end, require_seats, sponsorship_tier,
-               suppress_trial_messaging, model_deny_list, provider_allow_list, created_at
+               suppress_trial_messaging, instances_opted_out, model_deny_list, provider_allow_list,
+               created_at
         from organizations
         where id = $1 and deleted_at is null
         for update
@@ -135,7 +140,8 @@ pub async fn list_page(
         OrganizationRow,
         r#"
         select id, name, plan, trial_end, require_seats, sponsorship_tier,
-               suppress_trial_messaging, model_deny_list, provider_allow_list, created_at
+               suppress_trial_messaging, instances_opted_out, model_deny_list, provider_allow_list,
+               created_at
         from organizations
         where deleted_at is null and ($1::uuid is null or id > $1)
         order by id
@@ -155,7 +161,8 @@ pub async fn update_settings(conn: &mut PgConnection, org: &Organization) -> Res
         r#"
         update organizations
         set plan = $2, trial_end = $3, require_seats = $4, sponsorship_tier = $5,
-            suppress_trial_messaging = $6, model_deny_list = $7, provider_allow_list = $8
+            suppress_trial_messaging = $6, model_deny_list = $7, provider_allow_list = $8,
+            instances_opted_out = $9
         where id = $1 and deleted_at is null
         "#,
         org.id.as_uuid(),
@@ -166,6 +173,7 @@ pub async fn update_settings(conn: &mut PgConnection, org: &Organization) -> Res
         org.suppress_trial_messaging,
         &org.restrictions.model_deny_list,
         &org.restrictions.provider_allow_list,
+        org.instances_opted_out,
     )
     .execute(conn)
     .await?;

@@ -16,6 +16,11 @@ use stripe_billing::subscription::{
     RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
     UpdateSubscriptionPaymentBehavior, UpdateSubscriptionProrationBehavior,
 };
+use stripe_billing::subscription_item::{
+    CreateSubscriptionItem, CreateSubscriptionItemProrationBehavior, DeleteSubscriptionItem,
+    DeleteSubscriptionItemProrationBehavior, UpdateSubscriptionItem,
+    UpdateSubscriptionItemProrationBehavior,
+};
 use stripe_billing::subscription_schedule::{
     CreateSubscriptionSchedule, ReleaseSubscriptionSchedule, RetrieveSubscriptionSchedule,
     UpdateSubscriptionSchedule, UpdateSubscriptionSchedulePhases,
@@ -29,11 +34,13 @@ use stripe_billing::{
 };
 use stripe_checkout::CheckoutSessionMode;
 use stripe_checkout::checkout_session::{
-    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
+    CreateCheckoutSessionPaymentIntentData, CreateCheckoutSessionSubscriptionData, ProductData,
 };
 use stripe_core::customer::CreateCustomer;
 use stripe_product::{Price, RecurringInterval};
 
+use crate::domain::add_ons::Proration;
 use crate::domain::catalog::BillingCycle;
 use crate::domain::ids::OrgId;
 use crate::domain::line_items::LineItem;
@@ -87,6 +94,36 @@ pub struct CheckoutRequest<'a> {
     pub cancel_url: &'a str,
     /// Goes on the subscription Checkout creates.
     pub subscription_metadata: HashMap<String, String>,
+}
+
+/// A new Checkout session for a one-off payment (credits).
+#[derive(Debug, Clone)]
+pub struct PaymentCheckoutRequest<'a> {
+    pub customer_id: &'a str,
+    pub currency: &'a str,
+    pub amount_minor: i64,
+    pub product_name: &'a str,
+    pub success_url: &'a str,
+    pub cancel_url: &'a str,
+    /// Goes on the session and on its payment, so either event names it.
+    pub metadata: HashMap<String, String>,
+}
+
+/// A change of a per-unit item on a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitItemChange<'a> {
+    Add {
+        subscription_id: &'a str,
+        price_id: &'a str,
+        quantity: u64,
+    },
+    SetQuantity {
+        item_id: &'a str,
+        quantity: u64,
+    },
+    Remove {
+        item_id: &'a str,
+    },
 }
 
 /// What a seat change left to do.
@@ -166,6 +203,112 @@ impl StripeApi {
         session
             .url
             .ok_or_else(|| Error::internal(anyhow::anyhow!("Stripe returned no checkout URL")))
+    }
+
+    /// Creates a Checkout session in payment mode for one amount and returns
+    /// its URL.
+    pub async fn create_payment_checkout_session(
+        &self,
+        request: PaymentCheckoutRequest<'_>,
+        idempotency_key: String,
+    ) -> Result<String> {
+        let currency = request
+            .currency
+            .parse::<stripe_types::Currency>()
+            .map_err(|_| {
+                Error::internal(anyhow::anyhow!("unknown currency {}", request.currency))
+            })?;
+        let mut price_data = CreateCheckoutSessionLineItemsPriceData::new(currency);
+        price_data.unit_amount = Some(request.amount_minor);
+        price_data.product_data = Some(ProductData::new(request.product_name));
+        let mut line_item = CreateCheckoutSessionLineItems::new();
+        line_item.price_data = Some(price_data);
+        line_item.quantity = Some(1);
+        let mut payment_intent_data = CreateCheckoutSessionPaymentIntentData::new();
+        payment_intent_data.metadata = Some(request.metadata.clone());
+        let session = CreateCheckoutSession::new()
+            .mode(CheckoutSessionMode::Payment)
+            .customer(request.customer_id)
+            .line_items(vec![line_item])
+            .payment_intent_data(payment_intent_data)
+            .metadata(request.metadata)
+            .success_url(request.success_url)
+            .cancel_url(request.cancel_url)
+            .customize()
+            .request_strategy(idempotent(idempotency_key)?)
+            .send(&self.client)
+            .await
+            .map_err(|e| stripe_error("creating the credit checkout session", e))?;
+        session
+            .url
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("Stripe returned no checkout URL")))
+    }
+
+    /// Adds, resizes or removes a per-unit item, settled as `proration` says.
+    pub async fn change_unit_item(
+        &self,
+        change: UnitItemChange<'_>,
+        proration: Proration,
+        idempotency_key: String,
+    ) -> Result<()> {
+        let strategy = idempotent(idempotency_key)?;
+        let sent = match change {
+            UnitItemChange::Add {
+                subscription_id,
+                price_id,
+                quantity,
+            } => CreateSubscriptionItem::new(subscription_id)
+                .price(price_id)
+                .quantity(quantity)
+                .proration_behavior(match proration {
+                    Proration::AlwaysInvoice => {
+                        CreateSubscriptionItemProrationBehavior::AlwaysInvoice
+                    }
+                    Proration::CreateProrations => {
+                        CreateSubscriptionItemProrationBehavior::CreateProrations
+                    }
+                    Proration::None => CreateSubscriptionItemProrationBehavior::None,
+                })
+                .customize()
+                .request_strategy(strategy)
+                .send(&self.client)
+                .await
+                .map(drop),
+            UnitItemChange::SetQuantity { item_id, quantity } => {
+                UpdateSubscriptionItem::new(item_id)
+                    .quantity(quantity)
+                    .proration_behavior(match proration {
+                        Proration::AlwaysInvoice => {
+                            UpdateSubscriptionItemProrationBehavior::AlwaysInvoice
+                        }
+                        Proration::CreateProrations => {
+                            UpdateSubscriptionItemProrationBehavior::CreateProrations
+                        }
+                        Proration::None => UpdateSubscriptionItemProrationBehavior::None,
+                    })
+                    .customize()
+                    .request_strategy(strategy)
+                    .send(&self.client)
+                    .await
+                    .map(drop)
+            }
+            UnitItemChange::Remove { item_id } => DeleteSubscriptionItem::new(item_id)
+                .proration_behavior(match proration {
+                    Proration::AlwaysInvoice => {
+                        DeleteSubscriptionItemProrationBehavior::AlwaysInvoice
+                    }
+                    Proration::CreateProrations => {
+                        DeleteSubscriptionItemProrationBehavior::CreateProrations
+                    }
+                    Proration::None => DeleteSubscriptionItemProrationBehavior::None,
+                })
+                .customize()
+                .request_strategy(strategy)
+                .send(&self.client)
+                .await
+                .map(drop),
+        };
+        sent.map_err(|e| stripe_error("changing a per-unit item", e))
     }
 
     pub async fn create_portal_session(

@@ -24,6 +24,8 @@ async fn enterprise_enforces_its_model_deny_list_and_provider_allow_list() {
     let org = app.create_org_on("alice", Some("enterprise")).await;
     app.add_member(&org.id, "bob", Role::Member).await;
     let updated = restrict(&app, &org.id).await;
+    // The models asked about are not free: they draw on credits.
+    app.grant(&org.id, 5_000_000, "welcome").await;
     let restrictions = updated.model_restrictions.expect("restrictions");
     assert!(restrictions.enforced);
     assert_eq!(restrictions.model_deny_list, vec!["gpt-4o"]);
@@ -55,6 +57,7 @@ async fn teams_store_model_restrictions_but_do_not_enforce_them() {
     let app = spawn_app().await;
     let org = app.create_org_on("alice", Some("teams")).await;
     let updated = restrict(&app, &org.id).await;
+    app.grant(&org.id, 5_000_000, "welcome").await;
     let restrictions = updated.model_restrictions.expect("restrictions");
     assert!(!restrictions.enforced);
     assert_eq!(

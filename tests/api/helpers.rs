@@ -2,16 +2,18 @@
 //! over real gRPC, as each caller would.
 
 use billing_service::app::{App, AppSettings};
-use billing_service::domain::catalog::{BillingCycle, Catalog, PlanId, SignupPolicy};
+use billing_service::domain::catalog::{BillingCycle, Catalog, PlanId, PriceSlot, SignupPolicy};
 use billing_service::domain::ids::OrgId;
 use billing_service::domain::money::{Currency, Money};
 use billing_service::domain::subscription::Subscription;
 use billing_service::domain::trial::TrialLength;
 use billing_service::grpc::CallerTokens;
 use billing_service::grpc::proto::billing_service_client::BillingServiceClient;
+use billing_service::grpc::proto::credit_service_client::CreditServiceClient;
 use billing_service::grpc::proto::entitlement_service_client::EntitlementServiceClient;
 use billing_service::grpc::proto::org_admin_service_client::OrgAdminServiceClient;
 use billing_service::grpc::proto::{self, Role};
+use billing_service::maintenance::MaintenanceSettings;
 use billing_service::service;
 use billing_service::service::RetryPolicy;
 use billing_service::store;
@@ -77,8 +79,9 @@ pub fn catalog_with_stripe_prices() -> Catalog {
     );
     Catalog::from_toml(&toml)
         .expect("catalog")
-        .with_stripe_price_ids(|plan, cycle| {
-            Some(format!("price_{}_{}", plan.as_str(), cycle.as_str()))
+        .with_stripe_price_ids(|plan, slot, cycle| match slot {
+            PriceSlot::Seat => Some(format!("price_{}_{}", plan.as_str(), cycle.as_str())),
+            PriceSlot::UnitItem(item) => Some(format!("price_{item}_{}", cycle.as_str())),
         })
 }
 
@@ -159,6 +162,10 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
                 max_delay: Duration::from_millis(200),
             },
             poll_interval: Duration::from_millis(50),
+        },
+        // Quick renewals and expiries, so a test sees them in moments.
+        maintenance: MaintenanceSettings {
+            interval: Duration::from_millis(100),
         },
     })
     .await
@@ -412,6 +419,7 @@ impl TestApp {
                     feature: "proxy".to_owned(),
                     model: model.map(str::to_owned),
                     provider: provider.map(str::to_owned),
+                    instance_id: None,
                 },
             ))
             .await
@@ -644,5 +652,171 @@ impl TestApp {
             .await
             .expect("subscription")
             .into_inner()
+    }
+}
+
+/// Credits and add-on instances.
+impl TestApp {
+    pub fn credits(&self) -> CreditServiceClient<Channel> {
+        CreditServiceClient::new(self.channel.clone())
+    }
+
+    /// Grants `micros` as an operator, keyed by `key`.
+    pub async fn grant(&self, org: &str, micros: i64, key: &str) -> proto::PostedCreditEntry {
+        self.credits()
+            .grant_credits(request(
+                As::Ops,
+                proto::GrantCreditsRequest {
+                    org_id: org.to_owned(),
+                    amount_micros: micros,
+                    reason: "test grant".into(),
+                    expires_at: None,
+                    idempotency_key: key.to_owned(),
+                },
+            ))
+            .await
+            .expect("grant credits")
+            .into_inner()
+    }
+
+    pub async fn balance(&self, org: &str, who: As<'_>) -> proto::CreditBalance {
+        self.credits()
+            .get_credit_balance(request(
+                who,
+                proto::GetCreditBalanceRequest {
+                    org_id: org.to_owned(),
+                },
+            ))
+            .await
+            .expect("credit balance")
+            .into_inner()
+    }
+
+    /// The balance in micro-units, as an operator sees it.
+    pub async fn balance_micros(&self, org: &str) -> i64 {
+        self.balance(org, As::Ops)
+            .await
+            .balance_micros
+            .expect("operators see amounts")
+    }
+
+    /// The organization's ledger, newest first, as an operator reads it.
+    pub async fn ledger(&self, org: &str) -> Vec<proto::CreditEntry> {
+        self.credits()
+            .list_credit_entries(request(
+                As::Ops,
+                proto::ListCreditEntriesRequest {
+                    org_id: org.to_owned(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("ledger")
+            .into_inner()
+            .entries
+    }
+
+    pub async fn record_usage(
+        &self,
+        org: &str,
+        user: &str,
+        micros: i64,
+        key: &str,
+    ) -> Result<proto::RecordUsageResponse, Status> {
+        self.entitlements()
+            .record_usage(request(
+                As::Gateway,
+                proto::RecordUsageRequest {
+                    org_id: org.to_owned(),
+                    user_id: user.to_owned(),
+                    amount_micros: micros,
+                    model: "gpt-4o".into(),
+                    idempotency_key: key.to_owned(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn create_instance(
+        &self,
+        who: As<'_>,
+        org: &str,
+        instance: &str,
+        user: Option<&str>,
+    ) -> Result<proto::InstanceSubscription, Status> {
+        self.credits()
+            .create_instance_subscription(request(
+                who,
+                proto::CreateInstanceSubscriptionRequest {
+                    org_id: org.to_owned(),
+                    instance_id: instance.to_owned(),
+                    add_on: "agent".into(),
+                    user_id: user.unwrap_or_default().to_owned(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn instance(
+        &self,
+        who: As<'_>,
+        org: &str,
+        instance: &str,
+    ) -> Result<proto::InstanceSubscription, Status> {
+        self.credits()
+            .get_instance_subscription(request(
+                who,
+                proto::GetInstanceSubscriptionRequest {
+                    org_id: org.to_owned(),
+                    instance_id: instance.to_owned(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn check_instance(
+        &self,
+        org: &str,
+        user: &str,
+        instance: &str,
+    ) -> proto::CheckEntitlementResponse {
+        self.entitlements()
+            .check_entitlement(request(
+                As::Gateway,
+                proto::CheckEntitlementRequest {
+                    org_id: org.to_owned(),
+                    user_id: user.to_owned(),
+                    feature: "instance".to_owned(),
+                    instance_id: Some(instance.to_owned()),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("check instance")
+            .into_inner()
+    }
+
+    /// Waits (for the maintenance loop) until `done` holds for the
+    /// instance as an operator sees it, and returns it.
+    pub async fn wait_for_instance(
+        &self,
+        org: &str,
+        instance: &str,
+        done: impl Fn(&proto::InstanceSubscription) -> bool,
+    ) -> proto::InstanceSubscription {
+        for _ in 0..200 {
+            let current = self
+                .instance(As::Ops, org, instance)
+                .await
+                .expect("instance");
+            if done(&current) {
+                return current;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("instance {instance} did not reach the expected state");
     }
 }

@@ -31,13 +31,15 @@ use serde_json::{Map, Value, json};
 use crate::stripe_fixtures::fixtures;
 
 /// The prices the server knows, as (id, unit amount, interval).
-pub const PRICES: [(&str, i64, &str); 6] = [
+pub const PRICES: [(&str, i64, &str); 8] = [
     ("price_teams_monthly", 1800, "month"),
     ("price_teams_yearly", 18000, "year"),
     ("price_enterprise_monthly", 7200, "month"),
     ("price_enterprise_yearly", 72000, "year"),
     ("price_teams_free_seat", 0, "month"),
     ("price_addon_agent", 500, "month"),
+    ("price_hosted_instances_monthly", 1000, "month"),
+    ("price_hosted_instances_yearly", 10000, "year"),
 ];
 
 const DAY: i64 = 86_400;
@@ -95,6 +97,12 @@ struct Schedule {
 struct Session {
     id: String,
     customer: String,
+    /// "subscription" or "payment".
+    mode: String,
+    /// For payment mode: the one amount, and the payment's metadata.
+    amount_total: Option<i64>,
+    payment_metadata: Map<String, Value>,
+    payment_intent: Option<String>,
     line_items: Vec<(String, u64)>,
     metadata: Map<String, Value>,
     subscription_metadata: Map<String, Value>,
@@ -293,19 +301,11 @@ impl Stripe {
 
     fn render_subscription(&self, sub: &Subscription, expand: &[String]) -> Answer {
         let mut out = self.template("subscription");
-        let template_item = out["items"]["data"][0].clone();
-        let mut items = Vec::new();
-        for item in &sub.items {
-            let mut rendered = template_item.as_object().expect("item").clone();
-            rendered.insert("id".into(), json!(item.id));
-            rendered.insert("price".into(), self.price(&item.price)?);
-            rendered.insert("quantity".into(), json!(item.quantity));
-            rendered.insert("subscription".into(), json!(sub.id));
-            rendered.insert("current_period_start".into(), json!(sub.period_start));
-            rendered.insert("current_period_end".into(), json!(sub.period_end));
-            rendered.insert("discounts".into(), json!([]));
-            items.push(Value::Object(rendered));
-        }
+        let items = sub
+            .items
+            .iter()
+            .map(|item| self.render_item(sub, item))
+            .collect::<Result<Vec<_>, _>>()?;
         out.insert(
             "items".into(),
             json!({ "object": "list", "data": items, "has_more": false,
@@ -363,6 +363,21 @@ impl Stripe {
         };
         out.insert("latest_invoice".into(), invoice);
         Ok(Value::Object(out))
+    }
+
+    fn render_item(&self, sub: &Subscription, item: &Item) -> Answer {
+        let mut rendered = self.fixtures["subscription"]["items"]["data"][0]
+            .as_object()
+            .expect("item")
+            .clone();
+        rendered.insert("id".into(), json!(item.id));
+        rendered.insert("price".into(), self.price(&item.price)?);
+        rendered.insert("quantity".into(), json!(item.quantity));
+        rendered.insert("subscription".into(), json!(sub.id));
+        rendered.insert("current_period_start".into(), json!(sub.period_start));
+        rendered.insert("current_period_end".into(), json!(sub.period_end));
+        rendered.insert("discounts".into(), json!([]));
+        Ok(Value::Object(rendered))
     }
 
     fn render_schedule(&self, schedule: &Schedule, expand: &[String]) -> Answer {
@@ -471,8 +486,19 @@ impl Stripe {
         for (key, value) in [
             ("id", json!(session.id)),
             ("customer", json!(session.customer)),
-            ("mode", json!("subscription")),
+            ("mode", json!(session.mode)),
             ("status", json!(session.status)),
+            ("amount_total", json!(session.amount_total)),
+            ("currency", json!(session.amount_total.map(|_| "usd"))),
+            ("payment_intent", json!(session.payment_intent)),
+            (
+                "payment_status",
+                json!(if session.payment_intent.is_some() {
+                    "paid"
+                } else {
+                    "unpaid"
+                }),
+            ),
             ("metadata", Value::Object(session.metadata.clone())),
             ("subscription", json!(session.subscription)),
             (
@@ -576,6 +602,9 @@ impl Stripe {
             }
             ("POST", ["subscription_schedules", id]) => self.update_schedule(id, params),
             ("POST", ["subscription_schedules", id, "release"]) => self.release(id),
+            ("POST", ["subscription_items"]) => self.create_item(params),
+            ("POST", ["subscription_items", id]) => self.update_item(id, params),
+            ("DELETE", ["subscription_items", id]) => self.delete_item(id, params),
             _ => Err(error(
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
@@ -599,18 +628,34 @@ impl Stripe {
     }
 
     fn create_session(&mut self, params: &Value) -> Answer {
-        if text(params, "mode") != Some("subscription") {
-            return Err(invalid("only subscription mode is simulated"));
+        let mode = text(params, "mode").unwrap_or_default().to_owned();
+        if mode != "subscription" && mode != "payment" {
+            return Err(invalid("only subscription and payment modes are simulated"));
         }
         let customer = text(params, "customer").ok_or_else(|| invalid("customer required"))?;
         if !self.customers.contains_key(customer) {
             return Err(missing("customer", customer));
         }
         let mut line_items = Vec::new();
+        let mut amount_total = None;
         for item in list(params, "line_items") {
+            let quantity = number(item, "quantity").unwrap_or(1);
+            if mode == "payment" {
+                // One-off amounts come as inline price data.
+                let unit = item
+                    .pointer("/price_data/unit_amount")
+                    .and_then(Value::as_str)
+                    .and_then(|raw| raw.parse::<i64>().ok())
+                    .ok_or_else(|| invalid("line_items price_data unit_amount"))?;
+                if item.pointer("/price_data/product_data/name").is_none() {
+                    return Err(invalid("line_items price_data product_data name"));
+                }
+                amount_total = Some(amount_total.unwrap_or(0) + unit * quantity as i64);
+                continue;
+            }
             let price = text(item, "price").ok_or_else(|| invalid("line_items price"))?;
             self.price(price)?;
-            line_items.push((price.to_owned(), number(item, "quantity").unwrap_or(1)));
+            line_items.push((price.to_owned(), quantity));
         }
         let object = |key: &str| {
             params
@@ -622,6 +667,10 @@ impl Stripe {
         let session = Session {
             id: self.id("cs"),
             customer: customer.to_owned(),
+            mode,
+            amount_total,
+            payment_metadata: object("/payment_intent_data/metadata"),
+            payment_intent: None,
             line_items,
             metadata: object("/metadata"),
             subscription_metadata: object("/subscription_data/metadata"),
@@ -723,6 +772,80 @@ impl Stripe {
             .iter()
             .map(|i| self.price_amount(&i.price) * i.quantity as i64)
             .sum()
+    }
+
+    /// Adds an item, prorated as asked (an increase invoiced at once with
+    /// `always_invoice`).
+    fn create_item(&mut self, params: &Value) -> Answer {
+        let sub_id =
+            text(params, "subscription").ok_or_else(|| invalid("subscription required"))?;
+        let sub = self.subscription(sub_id)?.clone();
+        let price = text(params, "price").ok_or_else(|| invalid("price required"))?;
+        self.price(price)?;
+        if sub.items.iter().any(|i| i.price == price) {
+            return Err(invalid(format!(
+                "The price `{price}` is already on the subscription."
+            )));
+        }
+        let item = Item {
+            id: self.id("si"),
+            price: price.to_owned(),
+            quantity: number(params, "quantity").unwrap_or(1),
+        };
+        let mut items = sub.items.clone();
+        items.push(item.clone());
+        self.replace_items(sub_id, items, params);
+        self.render_item(&self.subscriptions[sub_id], &item)
+    }
+
+    fn update_item(&mut self, id: &str, params: &Value) -> Answer {
+        let (sub_id, mut items) = self.items_with(id)?;
+        let item = items.iter_mut().find(|i| i.id == id).expect("found");
+        if let Some(quantity) = number(params, "quantity") {
+            item.quantity = quantity;
+        }
+        let item = item.clone();
+        self.replace_items(&sub_id, items, params);
+        self.render_item(&self.subscriptions[&sub_id], &item)
+    }
+
+    fn delete_item(&mut self, id: &str, params: &Value) -> Answer {
+        let (sub_id, mut items) = self.items_with(id)?;
+        items.retain(|i| i.id != id);
+        self.replace_items(&sub_id, items, params);
+        let mut deleted = self.template("deleted_subscription_item");
+        deleted.insert("id".into(), json!(id));
+        Ok(Value::Object(deleted))
+    }
+
+    /// The subscription holding the item, and its items.
+    fn items_with(&self, item_id: &str) -> Result<(String, Vec<Item>), (StatusCode, Value)> {
+        self.subscriptions
+            .values()
+            .find(|s| s.items.iter().any(|i| i.id == item_id))
+            .map(|s| (s.id.clone(), s.items.clone()))
+            .ok_or_else(|| missing("subscription_item", item_id))
+    }
+
+    /// Sets a subscription's items; an increase with `always_invoice`
+    /// invoices the unused share of the period at once.
+    fn replace_items(&mut self, sub_id: &str, items: Vec<Item>, params: &Value) {
+        let sub = self.subscriptions[sub_id].clone();
+        let old_amount = self.items_amount(&sub.items);
+        let new_amount = self.items_amount(&items);
+        self.subscriptions.get_mut(sub_id).expect("exists").items = items;
+        if text(params, "proration_behavior") == Some("always_invoice") && new_amount > old_amount {
+            let left = (sub.period_end - now()).max(0) as f64
+                / (sub.period_end - sub.period_start).max(1) as f64;
+            let proration = ((new_amount - old_amount) as f64 * left).round() as i64;
+            let invoice = self.invoice(sub_id, proration, "paid");
+            self.subscriptions
+                .get_mut(sub_id)
+                .expect("exists")
+                .latest_invoice = Some(invoice.clone());
+            self.emit_invoice("invoice.paid", &invoice);
+        }
+        self.emit_subscription("customer.subscription.updated", sub_id);
     }
 
     fn create_schedule(&mut self, params: &Value) -> Answer {
@@ -866,7 +989,7 @@ async fn serve(
         let (status, body) = error(StatusCode::UNAUTHORIZED, "invalid_request_error", "bad key");
         return json_response(status, &body);
     }
-    let params = if method == Method::GET {
+    let params = if method == Method::GET || method == Method::DELETE && body.is_empty() {
         parse_form(uri.query().unwrap_or("").as_bytes())
     } else {
         parse_form(&body)
@@ -877,22 +1000,21 @@ async fn serve(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let mut stripe = state.lock().expect("lock");
-    if method == Method::POST {
+    let writes = method == Method::POST || method == Method::DELETE;
+    if writes {
         if let Some(first) = key.as_ref().and_then(|k| stripe.idempotent.get(k)) {
             let (status, body) = first.clone();
             return json_response(status, &body);
         }
         stripe
             .writes
-            .push((format!("POST /v1/{path}"), params.clone()));
+            .push((format!("{method} /v1/{path}"), params.clone()));
     }
     let (status, body) = match stripe.handle(&method, &segments, &params) {
         Ok(body) => (StatusCode::OK, body),
         Err(failure) => failure,
     };
-    if method == Method::POST
-        && let Some(key) = key
-    {
+    if writes && let Some(key) = key {
         stripe.idempotent.insert(key, (status, body.clone()));
     }
     json_response(status, &body)
@@ -982,6 +1104,45 @@ impl FakeStripe {
         stripe.emit("checkout.session.completed", rendered);
         stripe.emit_invoice("invoice.paid", &invoice);
         sub_id
+    }
+
+    /// The customer pays for a payment-mode Checkout session: a payment
+    /// intent succeeds. Returns its id; `checkout.session.completed` and
+    /// `payment_intent.succeeded` wait in the outbox.
+    pub fn complete_payment_checkout(&self, checkout_url: &str) -> String {
+        let session_id = checkout_url.rsplit('/').next().expect("session id");
+        let mut stripe = self.lock();
+        let payment_id = stripe.id("pi");
+        let session = stripe.sessions.get_mut(session_id).expect("session");
+        assert_eq!(session.mode, "payment", "not a payment session");
+        session.status = "complete".into();
+        session.payment_intent = Some(payment_id.clone());
+        let session = session.clone();
+        let mut intent = stripe.template("payment_intent");
+        for (key, value) in [
+            ("id", json!(payment_id)),
+            ("customer", json!(session.customer)),
+            ("amount", json!(session.amount_total)),
+            ("amount_received", json!(session.amount_total)),
+            ("currency", json!("usd")),
+            ("status", json!("succeeded")),
+            ("metadata", Value::Object(session.payment_metadata.clone())),
+        ] {
+            intent.insert(key.into(), value);
+        }
+        let rendered = stripe.render_session(&session);
+        stripe.emit("checkout.session.completed", rendered);
+        stripe.emit("payment_intent.succeeded", Value::Object(intent));
+        payment_id
+    }
+
+    /// The quantity of the subscription's item with this price, if any.
+    pub fn item_quantity(&self, sub: &str, price: &str) -> Option<u64> {
+        self.lock().subscriptions[sub]
+            .items
+            .iter()
+            .find(|i| i.price == price)
+            .map(|i| i.quantity)
     }
 
     /// Adds an item to a subscription, as the Stripe dashboard would.

@@ -1,0 +1,472 @@
+//! Prepaid credits: balance, operator grants and adjustments, purchases
+//! through Stripe Checkout, and usage debits from the gateway.
+//!
+//! Credits are locked while the organization is not entitled (its trial is
+//! hard-expired with no subscription, or its subscription ended): the
+//! balance stays, usage is refused, and buying a subscription unlocks it.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::PgConnection;
+
+use super::audit_trail::{AuditAction, record};
+use super::credit_ledger::Ledger;
+use super::subscriptions::derived_key;
+use super::{Actor, Service, load_org, load_state, lock_org};
+use crate::domain::credits::{
+    Balance, CreditEntry, CreditEntryKind, EntryDetails, Micros, NextExpiry,
+};
+use crate::domain::ids::{CreditEntryId, OrgId, RedirectUrl, UserId};
+use crate::domain::role::{OrgAction, Role};
+use crate::domain::subscription_sync::{ORG_ID_KEY, PURCHASER_KEY, TYPE_KEY};
+use crate::error::{Error, Result};
+use crate::store::audit::{self, NewAuditEvent};
+use crate::store::{self, stripe_events::Outcome};
+use crate::stripe::api::PaymentCheckoutRequest;
+
+/// The metadata type of a credit purchase's Checkout session and payment.
+pub const CREDIT_PURCHASE_TYPE: &str = "credit_purchase";
+/// The most entries one ledger page holds.
+pub const MAX_LEDGER_PAGE: i64 = 200;
+const PURCHASE_KEY_WINDOW_SECS: i64 = 3600;
+
+/// An operator's grant.
+#[derive(Debug, Clone)]
+pub struct CreditGrant {
+    pub amount: Micros,
+    pub reason: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub idempotency_key: String,
+}
+
+/// An operator's correction; negative amounts take credit away.
+#[derive(Debug, Clone)]
+pub struct CreditAdjustment {
+    pub amount: i64,
+    pub reason: String,
+    pub idempotency_key: String,
+}
+
+/// What the gateway reports after a request.
+#[derive(Debug, Clone)]
+pub struct UsageReport {
+    pub user: UserId,
+    pub amount: Micros,
+    pub model: String,
+    pub idempotency_key: String,
+}
+
+/// A ledger write and whether it is a replay of an earlier request.
+#[derive(Debug, Clone)]
+pub struct Posted {
+    pub entry: CreditEntry,
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreditBalanceView {
+    /// `None` for members who may not see amounts.
+    pub balance: Option<Balance>,
+    pub next_expiry: Option<NextExpiry>,
+    pub locked: bool,
+    pub amounts_visible: bool,
+}
+
+/// A credit purchase the caller asked for.
+#[derive(Debug, Clone)]
+pub struct CreditPurchaseOrder {
+    pub amount: Micros,
+    pub success_url: RedirectUrl,
+    pub cancel_url: RedirectUrl,
+}
+
+/// A payment Stripe reports as succeeded, read from the event.
+#[derive(Debug, Clone)]
+pub(super) struct SucceededPayment {
+    pub payment_id: String,
+    pub org: OrgId,
+    pub amount_minor: i64,
+    pub purchaser: Option<UserId>,
+}
+
+/// Whether owners and billing managers (and operators) see amounts.
+fn sees_amounts(role: Option<Role>) -> bool {
+    role.is_none_or(|role| role.permits(OrgAction::ManageBilling))
+}
+
+impl Service {
+    pub async fn get_credit_balance(&self, actor: &Actor, org: OrgId) -> Result<CreditBalanceView> {
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let organization = load_org(&mut tx, org).await?;
+        let role = self.authorize(&mut tx, actor, org, OrgAction::View).await?;
+        let state = load_state(&mut tx, organization, now).await?;
+        let visible = sees_amounts(role);
+        Ok(CreditBalanceView {
+            balance: visible.then(|| state.credits.available_at(now)),
+            next_expiry: state.credits.next_expiry(now),
+            locked: state.access(now).locks_credits(),
+            amounts_visible: visible,
+        })
+    }
+
+    /// The ledger, newest first: owners, billing managers and operators.
+    pub async fn list_credit_entries(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        before: Option<CreditEntryId>,
+        limit: i64,
+    ) -> Result<Vec<CreditEntry>> {
+        let mut conn = self.store().pool().acquire().await?;
+        load_org(&mut conn, org).await?;
+        self.authorize(&mut conn, actor, org, OrgAction::ManageBilling)
+            .await?;
+        store::credits::list_entries(&mut conn, org, before, limit.clamp(1, MAX_LEDGER_PAGE)).await
+    }
+
+    pub async fn grant_credits(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        grant: CreditGrant,
+    ) -> Result<Posted> {
+        Self::require_operator(actor, "grant credits")?;
+        let now = self.now();
+        if grant.expires_at.is_some_and(|at| at <= now) {
+            return Err(Error::invalid("expires_at", "must be in the future"));
+        }
+        let mut tx = self.store().begin().await?;
+        lock_org(&mut tx, org).await?;
+        let mut ledger = Ledger::open(&mut tx, org, now).await?;
+        let kind = CreditEntryKind::Grant;
+        if let Some(first) = self
+            .replay(
+                &mut tx,
+                org,
+                kind,
+                &grant.idempotency_key,
+                grant.amount.get(),
+            )
+            .await?
+        {
+            return Ok(first);
+        }
+        let entry = ledger
+            .credit(
+                &mut tx,
+                kind,
+                grant.amount,
+                EntryDetails {
+                    idempotency_key: Some(grant.idempotency_key),
+                    reason: Some(grant.reason),
+                    expires_at: grant.expires_at,
+                    ..EntryDetails::default()
+                },
+            )
+            .await?;
+        record(
+            &mut tx,
+            org,
+            actor,
+            AuditAction::CreditsGranted,
+            None,
+            Some(entry_snapshot(&entry)),
+            now,
+        )
+        .await?;
+        self.renew_due_instances(&mut tx, org, &mut ledger).await?;
+        tx.commit().await?;
+        Ok(Posted {
+            entry,
+            replayed: false,
+        })
+    }
+
+    /// An operator's correction. Taking credit away never overdraws.
+    pub async fn adjust_credits(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        adjustment: CreditAdjustment,
+    ) -> Result<Posted> {
+        Self::require_operator(actor, "adjust credits")?;
+        let now = self.now();
+        let amount = Micros::parse_positive(adjustment.amount.saturating_abs())
+            .map_err(|e| Error::invalid("amount_micros", e.0))?;
+        let mut tx = self.store().begin().await?;
+        lock_org(&mut tx, org).await?;
+        let mut ledger = Ledger::open(&mut tx, org, now).await?;
+        let kind = CreditEntryKind::Adjustment;
+        if let Some(first) = self
+            .replay(
+                &mut tx,
+                org,
+                kind,
+                &adjustment.idempotency_key,
+                adjustment.amount,
+            )
+            .await?
+        {
+            return Ok(first);
+        }
+        let details = EntryDetails {
+            idempotency_key: Some(adjustment.idempotency_key),
+            reason: Some(adjustment.reason),
+            ..EntryDetails::default()
+        };
+        let entry = if adjustment.amount > 0 {
+            ledger.credit(&mut tx, kind, amount, details).await?
+        } else {
+            if !ledger.available().covers(amount) {
+                return Err(Error::FailedPrecondition(format!(
+                    "the balance is {}; an adjustment may not take away more ({amount})",
+                    ledger.available()
+                )));
+            }
+            ledger.debit(&mut tx, kind, amount, details).await?
+        };
+        record(
+            &mut tx,
+            org,
+            actor,
+            AuditAction::CreditsAdjusted,
+            None,
+            Some(entry_snapshot(&entry)),
+            now,
+        )
+        .await?;
+        if adjustment.amount > 0 {
+            self.renew_due_instances(&mut tx, org, &mut ledger).await?;
+        }
+        tx.commit().await?;
+        Ok(Posted {
+            entry,
+            replayed: false,
+        })
+    }
+
+    /// The first result of an earlier request with the same key; a key used
+    /// for a different amount is refused rather than silently replayed.
+    async fn replay(
+        &self,
+        conn: &mut PgConnection,
+        org: OrgId,
+        kind: CreditEntryKind,
+        key: &str,
+        amount: i64,
+    ) -> Result<Option<Posted>> {
+        let Some(first) = store::credits::by_idempotency_key(conn, org, kind, key).await? else {
+            return Ok(None);
+        };
+        if first.amount.abs() != amount.abs() {
+            return Err(Error::AlreadyExists(format!(
+                "idempotency key {key:?} was used for a different amount"
+            )));
+        }
+        Ok(Some(Posted {
+            entry: first,
+            replayed: true,
+        }))
+    }
+
+    /// Debits a request's usage once per key; replays return the first
+    /// result. The request was served already, so a debit larger than the
+    /// balance is taken in full and overdraws; the next paid request is then
+    /// denied until credit arrives.
+    pub async fn record_usage(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        usage: UsageReport,
+    ) -> Result<Posted> {
+        match actor {
+            Actor::Gateway | Actor::Operator => {}
+            Actor::User(_) => {
+                return Err(Error::PermissionDenied(
+                    "usage is reported by the gateway and operators".into(),
+                ));
+            }
+        }
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let organization = load_org(&mut tx, org).await?;
+        let mut ledger = Ledger::open(&mut tx, org, now).await?;
+        let kind = CreditEntryKind::Usage;
+        if let Some(first) = self
+            .replay(
+                &mut tx,
+                org,
+                kind,
+                &usage.idempotency_key,
+                usage.amount.get(),
+            )
+            .await?
+        {
+            return Ok(first);
+        }
+        let access = load_state(&mut tx, organization, now).await?.access(now);
+        if access.locks_credits() {
+            return Err(Error::FailedPrecondition(format!(
+                "credits are locked while organization {org} is not entitled"
+            )));
+        }
+        let entry = ledger
+            .debit(
+                &mut tx,
+                kind,
+                usage.amount,
+                EntryDetails {
+                    idempotency_key: Some(usage.idempotency_key),
+                    user_id: Some(usage.user),
+                    model: Some(usage.model),
+                    ..EntryDetails::default()
+                },
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(Posted {
+            entry,
+            replayed: false,
+        })
+    }
+
+    /// A Stripe Checkout session in payment mode for `amount` of credit.
+    /// The credit is added when Stripe reports the payment succeeded.
+    pub async fn create_credit_purchase(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        order: CreditPurchaseOrder,
+    ) -> Result<String> {
+        let stripe = self.stripe()?;
+        let amount_minor = order
+            .amount
+            .whole_minor()
+            .ok_or_else(|| Error::invalid("amount_micros", "must be whole cents"))?;
+        let now = self.now();
+        let mut conn = self.store().pool().acquire().await?;
+        let organization = load_org(&mut conn, org).await?;
+        self.authorize(&mut conn, actor, org, OrgAction::ManageBilling)
+            .await?;
+        let customer = self
+            .customer_for(&mut conn, org, &organization.name)
+            .await?;
+        let mut metadata = HashMap::from([
+            (ORG_ID_KEY.to_owned(), org.to_string()),
+            (TYPE_KEY.to_owned(), CREDIT_PURCHASE_TYPE.to_owned()),
+        ]);
+        if let Actor::User(user) = actor {
+            metadata.insert(PURCHASER_KEY.to_owned(), user.to_string());
+        }
+        let key = derived_key(
+            "credit-purchase",
+            &[
+                &org.to_string(),
+                &actor.audit_name(),
+                &amount_minor.to_string(),
+                order.success_url.as_str(),
+                order.cancel_url.as_str(),
+                &(now.timestamp() / PURCHASE_KEY_WINDOW_SECS).to_string(),
+            ],
+        );
+        stripe
+            .create_payment_checkout_session(
+                PaymentCheckoutRequest {
+                    customer_id: &customer,
+                    currency: self.catalog().currency().as_str(),
+                    amount_minor,
+                    product_name: "Prepaid credits",
+                    success_url: order.success_url.as_str(),
+                    cancel_url: order.cancel_url.as_str(),
+                    metadata,
+                },
+                key,
+            )
+            .await
+    }
+
+    /// Adds a succeeded payment's credit, once per payment: the payment id
+    /// keys the entry, so the same payment reported by its Checkout session
+    /// and by its payment event, or redelivered, adds nothing more.
+    pub(super) async fn credit_payment(
+        &self,
+        conn: &mut PgConnection,
+        payment: SucceededPayment,
+    ) -> Result<Outcome> {
+        let now = self.now();
+        // A deleted organization is ours no more.
+        if store::organizations::lock(conn, payment.org)
+            .await?
+            .is_none()
+        {
+            return Ok(Outcome::NoEffect);
+        }
+        let mut ledger = Ledger::open(conn, payment.org, now).await?;
+        if store::credits::payment_credited(conn, &payment.payment_id).await? {
+            return Ok(Outcome::NoEffect);
+        }
+        let Ok(amount) = Micros::parse_positive(Micros::from_minor(payment.amount_minor).get())
+        else {
+            return Ok(Outcome::NoEffect);
+        };
+        let entry = ledger
+            .credit(
+                conn,
+                CreditEntryKind::Purchase,
+                amount,
+                EntryDetails {
+                    stripe_payment_id: Some(payment.payment_id),
+                    user_id: payment.purchaser,
+                    ..EntryDetails::default()
+                },
+            )
+            .await?;
+        audit::record(
+            conn,
+            NewAuditEvent {
+                org_id: payment.org,
+                actor: super::stripe_sync::STRIPE_ACTOR,
+                action: "credits.purchased",
+                before: None,
+                after: Some(entry_snapshot(&entry)),
+                occurred_at: now,
+            },
+        )
+        .await?;
+        self.renew_due_instances(conn, payment.org, &mut ledger)
+            .await?;
+        Ok(Outcome::Applied)
+    }
+
+    /// Writes off expired credit of up to `limit` organizations; returns how
+    /// many it visited.
+    pub async fn expire_credits(&self, limit: i64) -> Result<usize> {
+        let now = self.now();
+        let orgs = {
+            let mut conn = self.store().pool().acquire().await?;
+            store::credits::orgs_with_expired_credit(&mut conn, now, limit).await?
+        };
+        for org in &orgs {
+            let mut tx = self.store().begin().await?;
+            Ledger::open(&mut tx, *org, now).await?;
+            tx.commit().await?;
+        }
+        Ok(orgs.len())
+    }
+}
+
+/// A ledger entry for the audit trail.
+fn entry_snapshot(entry: &CreditEntry) -> serde_json::Value {
+    json!({
+        "entry_id": entry.id,
+        "kind": entry.kind.as_str(),
+        "amount_micros": entry.amount,
+        "balance_after_micros": entry.balance_after.0,
+        "reason": entry.details.reason,
+        "expires_at": entry.details.expires_at,
+        "stripe_payment_id": entry.details.stripe_payment_id,
+    })
+}

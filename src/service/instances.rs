@@ -1,0 +1,559 @@
+//! Credit-funded add-on subscriptions, one per instance: creating,
+//! canceling, reading, the trial, the Enterprise opt-out, and renewal.
+//!
+//! Who may act: the instance's user manages their own; owners, billing
+//! managers and operators manage any. Members who are not billing admins
+//! see only their own instances, and only their operational state (the
+//! adapter leaves out price, balance, dates and user ids).
+//!
+//! Every change holds the organization's row lock, and every charge the
+//! credit account lock after it (always in that order), so renewals,
+//! cancellations, grants and the Stripe cascade of one organization never
+//! interleave.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::json;
+use sqlx::PgConnection;
+
+use super::audit_trail::{AuditAction, record};
+use super::credit_ledger::Ledger;
+use super::{Actor, Service, load_state, lock_org};
+use crate::domain::credits::{CreditEntryKind, EntryDetails};
+use crate::domain::entitlement::Decision;
+use crate::domain::ids::{OrgId, UserId};
+use crate::domain::instances::{
+    InstanceId, InstanceStatus, InstanceSubscription, Renewal, RenewalFunds, one_month_after,
+};
+use crate::domain::role::{OrgAction, Role};
+use crate::error::{Error, Result};
+use crate::store;
+use crate::store::audit::{self, NewAuditEvent};
+
+/// How the audit trail names changes made by the renewal sweep.
+const RENEWAL_ACTOR: &str = "renewals";
+
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    pub instance_id: InstanceId,
+    pub add_on: String,
+    /// Whose instance it is; the acting user when `None`.
+    pub user: Option<UserId>,
+}
+
+/// An instance subscription as one caller may see it.
+#[derive(Debug, Clone)]
+pub struct InstanceView {
+    pub subscription: InstanceSubscription,
+    /// The status as of now.
+    pub status: InstanceStatus,
+    /// Whether the caller may see price, dates and user.
+    pub billing_visible: bool,
+    /// May the instance be used now, and why.
+    pub decision: Decision,
+}
+
+/// Owners, billing managers and operators manage every instance.
+fn billing_admin(role: Option<Role>) -> bool {
+    role.is_none_or(|role| role.permits(OrgAction::ManageBilling))
+}
+
+impl Service {
+    pub async fn create_instance_subscription(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        new: NewInstance,
+    ) -> Result<InstanceView> {
+        let add_on = self
+            .catalog()
+            .add_on(&new.add_on)
+            .ok_or_else(|| Error::invalid("add_on", format!("{:?} is not an add-on", new.add_on)))?
+            .clone();
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let organization = lock_org(&mut tx, org).await?;
+        let role = self.authorize(&mut tx, actor, org, OrgAction::View).await?;
+        let user = match (new.user, actor) {
+            (Some(user), _) => user,
+            (None, Actor::User(user)) => user.clone(),
+            (None, Actor::Operator | Actor::Gateway) => {
+                return Err(Error::invalid("user_id", "is required for operators"));
+            }
+        };
+        if !billing_admin(role) && Some(&user) != actor_user(actor) {
+            return Err(Error::PermissionDenied(
+                "members may only create instances of their own".into(),
+            ));
+        }
+        if store::members::role_of(&mut tx, org, &user)
+            .await?
+            .is_none()
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "user {user} is not a member of organization {org}"
+            )));
+        }
+        if organization.instances_opted_out {
+            return Err(Error::FailedPrecondition(format!(
+                "the organization has switched {} instances off",
+                add_on.display_name
+            )));
+        }
+        if let Some(existing) = store::instances::get(&mut tx, org, &new.instance_id).await?
+            && existing.status != InstanceStatus::Canceled
+        {
+            // A retried create returns what the first one made.
+            if existing.user_id == user && existing.add_on == add_on.id {
+                return self.instance_view(&mut tx, existing, role, now).await;
+            }
+            return Err(Error::AlreadyExists(format!(
+                "instance {} already has a subscription",
+                new.instance_id.as_str()
+            )));
+        }
+        let state = load_state(&mut tx, organization, now).await?;
+        let access = state.access(now);
+        if !access.grants() {
+            return Err(Error::FailedPrecondition(format!(
+                "the organization is not entitled ({}); instances cannot be provisioned",
+                access.describe()
+            )));
+        }
+        let trial_left = add_on.trial_days > 0
+            && !store::instances::had_trial(&mut tx, org, &user, &add_on.id).await?;
+        let mut instance = InstanceSubscription {
+            org_id: org,
+            instance_id: new.instance_id,
+            user_id: user,
+            add_on: add_on.id.clone(),
+            status: InstanceStatus::Active,
+            price: add_on.monthly_price,
+            trial_end: None,
+            current_period_start: now,
+            current_period_end: one_month_after(now),
+            cancel_at_period_end: false,
+            canceled_at: None,
+            created_at: now,
+        };
+        if trial_left {
+            let trial_end = now + TimeDelta::days(i64::from(add_on.trial_days));
+            instance.status = InstanceStatus::Trialing;
+            instance.trial_end = Some(trial_end);
+            instance.current_period_end = trial_end;
+            store::instances::insert(&mut tx, &instance).await?;
+        } else {
+            let mut ledger = Ledger::open(&mut tx, org, now).await?;
+            if !ledger.available().covers(instance.price) {
+                return Err(Error::FailedPrecondition(format!(
+                    "the credit balance is {}, less than the {} monthly price of {}",
+                    ledger.available(),
+                    instance.price,
+                    add_on.display_name
+                )));
+            }
+            // The row first, so a clash with a concurrent create fails
+            // before anything is charged (the whole transaction rolls back
+            // either way).
+            store::instances::insert(&mut tx, &instance).await?;
+            charge(&mut tx, &mut ledger, &instance).await?;
+        }
+        record(
+            &mut tx,
+            org,
+            actor,
+            AuditAction::InstanceCreated,
+            None,
+            Some(instance_snapshot(&instance)),
+            now,
+        )
+        .await?;
+        let view = self.instance_view(&mut tx, instance, role, now).await?;
+        tx.commit().await?;
+        Ok(view)
+    }
+
+    /// Cancels at the period end (the trial end, in a trial), or at once.
+    /// Nothing is refunded.
+    pub async fn cancel_instance_subscription(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        instance_id: &InstanceId,
+        at_once: bool,
+    ) -> Result<InstanceView> {
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        lock_org(&mut tx, org).await?;
+        let role = self.authorize(&mut tx, actor, org, OrgAction::View).await?;
+        let mut instance = self
+            .managed_instance(&mut tx, actor, role, org, instance_id)
+            .await?;
+        let before = instance_snapshot(&instance);
+        let action = if at_once || instance.status == InstanceStatus::Suspended {
+            instance.status = InstanceStatus::Canceled;
+            instance.canceled_at = Some(now);
+            AuditAction::InstanceCanceled
+        } else {
+            instance.cancel_at_period_end = true;
+            AuditAction::InstanceCancelRequested
+        };
+        store::instances::update(&mut tx, &instance).await?;
+        record(
+            &mut tx,
+            org,
+            actor,
+            action,
+            Some(before),
+            Some(instance_snapshot(&instance)),
+            now,
+        )
+        .await?;
+        let view = self.instance_view(&mut tx, instance, role, now).await?;
+        tx.commit().await?;
+        Ok(view)
+    }
+
+    pub async fn get_instance_subscription(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        instance_id: &InstanceId,
+    ) -> Result<InstanceView> {
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        super::load_org(&mut tx, org).await?;
+        let role = self.authorize(&mut tx, actor, org, OrgAction::View).await?;
+        let instance = store::instances::get(&mut tx, org, instance_id)
+            .await?
+            .ok_or_else(|| instance_not_found(instance_id))?;
+        if !billing_admin(role) && Some(&instance.user_id) != actor_user(actor) {
+            return Err(Error::PermissionDenied(
+                "members may only read instances of their own".into(),
+            ));
+        }
+        self.instance_view(&mut tx, instance, role, now).await
+    }
+
+    /// The organization's instances the caller may see: all of them for
+    /// billing admins, a member's own otherwise.
+    pub async fn list_instance_subscriptions(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+    ) -> Result<Vec<InstanceView>> {
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let organization = super::load_org(&mut tx, org).await?;
+        let role = self.authorize(&mut tx, actor, org, OrgAction::View).await?;
+        let only = (!billing_admin(role)).then(|| actor_user(actor)).flatten();
+        let instances = store::instances::list(&mut tx, org, only).await?;
+        let state = load_state(&mut tx, organization, now).await?;
+        Ok(instances
+            .into_iter()
+            .map(|instance| InstanceView {
+                status: instance.status_at(now),
+                billing_visible: billing_admin(role),
+                decision: state.decide_instance(Some(Role::Member), Some(&instance), now),
+                subscription: instance,
+            })
+            .collect())
+    }
+
+    /// Operators: moves a trialing instance's trial end (and so its first
+    /// charge). A trial end in the past is renewed by the next sweep.
+    pub async fn set_instance_trial_end(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        instance_id: &InstanceId,
+        trial_end: DateTime<Utc>,
+    ) -> Result<InstanceView> {
+        Self::require_operator(actor, "move an instance's trial end")?;
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        lock_org(&mut tx, org).await?;
+        let mut instance = store::instances::get(&mut tx, org, instance_id)
+            .await?
+            .filter(|i| i.status != InstanceStatus::Canceled)
+            .ok_or_else(|| instance_not_found(instance_id))?;
+        if instance.status != InstanceStatus::Trialing {
+            return Err(Error::FailedPrecondition(format!(
+                "instance {} is {}, not in its trial",
+                instance_id.as_str(),
+                instance.status.as_str()
+            )));
+        }
+        let before = instance_snapshot(&instance);
+        instance.trial_end = Some(trial_end);
+        instance.current_period_end = trial_end;
+        store::instances::update(&mut tx, &instance).await?;
+        record(
+            &mut tx,
+            org,
+            actor,
+            AuditAction::InstanceTrialEndSet,
+            Some(before),
+            Some(instance_snapshot(&instance)),
+            now,
+        )
+        .await?;
+        let view = self.instance_view(&mut tx, instance, None, now).await?;
+        tx.commit().await?;
+        Ok(view)
+    }
+
+    /// Owners: switches the organization's add-on instances off (or back
+    /// on), where the plan allows it.
+    pub async fn set_instances_opt_out(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        opted_out: bool,
+    ) -> Result<bool> {
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let mut organization = lock_org(&mut tx, org).await?;
+        self.authorize(&mut tx, actor, org, OrgAction::SetInstancePolicy)
+            .await?;
+        let plan = self.plan_of(&organization)?;
+        if !plan.instance_opt_out {
+            return Err(Error::FailedPrecondition(format!(
+                "the {} plan does not let organizations switch instances off",
+                plan.display_name
+            )));
+        }
+        if organization.instances_opted_out != opted_out {
+            let before = json!({ "instances_opted_out": organization.instances_opted_out });
+            organization.instances_opted_out = opted_out;
+            store::organizations::update_settings(&mut tx, &organization).await?;
+            record(
+                &mut tx,
+                org,
+                actor,
+                AuditAction::InstancePolicySet,
+                Some(before),
+                Some(json!({ "instances_opted_out": opted_out })),
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(opted_out)
+    }
+
+    /// Renews, suspends or ends the organization's due instances. The caller
+    /// holds the organization's lock and has the ledger open.
+    pub(super) async fn renew_due_instances(
+        &self,
+        conn: &mut PgConnection,
+        org: OrgId,
+        ledger: &mut Ledger,
+    ) -> Result<()> {
+        let now = self.now();
+        let due: Vec<InstanceSubscription> = store::instances::list(conn, org, None)
+            .await?
+            .into_iter()
+            .filter(|i| i.renewal_due(now))
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let organization = super::load_org(conn, org).await?;
+        let opted_out = organization.instances_opted_out;
+        let locked = load_state(conn, organization, now)
+            .await?
+            .access(now)
+            .locks_credits();
+        for mut instance in due {
+            let funds = RenewalFunds {
+                available: (!locked).then(|| ledger.available()),
+                opted_out,
+            };
+            let before = instance_snapshot(&instance);
+            let action = match instance.renewal(funds, now) {
+                Renewal::Cancel => {
+                    instance.status = InstanceStatus::Canceled;
+                    instance.canceled_at = Some(instance.current_period_end);
+                    "instance.canceled"
+                }
+                Renewal::Charge {
+                    period_start,
+                    period_end,
+                } => {
+                    let resumed = instance.status == InstanceStatus::Suspended;
+                    instance.status = InstanceStatus::Active;
+                    instance.current_period_start = period_start;
+                    instance.current_period_end = period_end;
+                    charge(conn, ledger, &instance).await?;
+                    if resumed {
+                        "instance.resumed"
+                    } else {
+                        "instance.renewed"
+                    }
+                }
+                Renewal::Suspend if instance.status == InstanceStatus::Suspended => continue,
+                Renewal::Suspend => {
+                    instance.status = InstanceStatus::Suspended;
+                    "instance.suspended"
+                }
+            };
+            store::instances::update(conn, &instance).await?;
+            audit::record(
+                conn,
+                NewAuditEvent {
+                    org_id: org,
+                    actor: RENEWAL_ACTOR,
+                    action,
+                    before: Some(before),
+                    after: Some(instance_snapshot(&instance)),
+                    occurred_at: now,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The renewal sweep: renews up to `limit` organizations' due instances,
+    /// each in its own transaction; returns how many it visited.
+    pub async fn renew_instances(&self, limit: i64) -> Result<usize> {
+        let now = self.now();
+        let orgs = {
+            let mut conn = self.store().pool().acquire().await?;
+            store::instances::orgs_due(&mut conn, now, limit).await?
+        };
+        for org in &orgs {
+            let mut tx = self.store().begin().await?;
+            // A deleted organization's instances stay as they were.
+            if store::organizations::lock(&mut tx, *org).await?.is_none() {
+                continue;
+            }
+            let mut ledger = Ledger::open(&mut tx, *org, now).await?;
+            self.renew_due_instances(&mut tx, *org, &mut ledger).await?;
+            tx.commit().await?;
+        }
+        Ok(orgs.len())
+    }
+
+    /// Ends every instance at once: the organization's subscription ended.
+    /// The caller holds the organization's lock.
+    pub(super) async fn cancel_org_instances(
+        &self,
+        conn: &mut PgConnection,
+        org: OrgId,
+    ) -> Result<()> {
+        let now = self.now();
+        let canceled = store::instances::cancel_all(conn, org, now).await?;
+        if canceled.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = canceled.iter().map(InstanceId::as_str).collect();
+        audit::record(
+            conn,
+            NewAuditEvent {
+                org_id: org,
+                actor: super::stripe_sync::STRIPE_ACTOR,
+                action: "instance.canceled_with_subscription",
+                before: None,
+                after: Some(json!({ "instance_ids": ids })),
+                occurred_at: now,
+            },
+        )
+        .await
+    }
+
+    /// The live instance the actor may manage.
+    async fn managed_instance(
+        &self,
+        conn: &mut PgConnection,
+        actor: &Actor,
+        role: Option<Role>,
+        org: OrgId,
+        instance_id: &InstanceId,
+    ) -> Result<InstanceSubscription> {
+        let instance = store::instances::get(conn, org, instance_id)
+            .await?
+            .filter(|i| i.status != InstanceStatus::Canceled)
+            .ok_or_else(|| instance_not_found(instance_id))?;
+        if !billing_admin(role) && Some(&instance.user_id) != actor_user(actor) {
+            return Err(Error::PermissionDenied(
+                "members may only manage instances of their own".into(),
+            ));
+        }
+        Ok(instance)
+    }
+
+    async fn instance_view(
+        &self,
+        conn: &mut PgConnection,
+        instance: InstanceSubscription,
+        role: Option<Role>,
+        now: DateTime<Utc>,
+    ) -> Result<InstanceView> {
+        let organization = super::load_org(conn, instance.org_id).await?;
+        let state = load_state(conn, organization, now).await?;
+        Ok(InstanceView {
+            status: instance.status_at(now),
+            billing_visible: billing_admin(role),
+            decision: state.decide_instance(Some(Role::Member), Some(&instance), now),
+            subscription: instance,
+        })
+    }
+}
+
+fn actor_user(actor: &Actor) -> Option<&UserId> {
+    match actor {
+        Actor::User(user) => Some(user),
+        Actor::Operator | Actor::Gateway => None,
+    }
+}
+
+fn instance_not_found(instance_id: &InstanceId) -> Error {
+    Error::NotFound(format!(
+        "instance {} has no subscription",
+        instance_id.as_str()
+    ))
+}
+
+/// Debits one month of the instance.
+async fn charge(
+    conn: &mut PgConnection,
+    ledger: &mut Ledger,
+    instance: &InstanceSubscription,
+) -> Result<()> {
+    if instance.price.get() == 0 {
+        return Ok(());
+    }
+    ledger
+        .debit(
+            conn,
+            CreditEntryKind::InstanceCharge,
+            instance.price,
+            EntryDetails {
+                user_id: Some(instance.user_id.clone()),
+                instance_id: Some(instance.instance_id.clone()),
+                reason: Some(format!(
+                    "{} {} to {}",
+                    instance.add_on,
+                    instance.current_period_start.format("%Y-%m-%d"),
+                    instance.current_period_end.format("%Y-%m-%d")
+                )),
+                ..EntryDetails::default()
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+fn instance_snapshot(instance: &InstanceSubscription) -> serde_json::Value {
+    json!({
+        "instance_id": instance.instance_id.as_str(),
+        "user_id": instance.user_id.as_str(),
+        "add_on": instance.add_on,
+        "status": instance.status.as_str(),
+        "price_micros": instance.price.get(),
+        "trial_end": instance.trial_end,
+        "current_period_end": instance.current_period_end,
+        "cancel_at_period_end": instance.cancel_at_period_end,
+    })
+}

@@ -1,0 +1,291 @@
+//! The credit ledger (`credit_entries`), what is left of each credit
+//! (`credit_lots`) and the per-organization account row debits lock
+//! (`credit_accounts`).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::corrupt;
+use crate::domain::credits::{
+    Balance, CreditBalance, CreditEntry, CreditEntryKind, CreditLot, EntryDetails,
+};
+use crate::domain::ids::{CreditEntryId, OrgId, UserId};
+use crate::domain::instances::InstanceId;
+use crate::error::Result;
+
+struct EntryRow {
+    id: Uuid,
+    org_id: Uuid,
+    kind: String,
+    amount_micros: i64,
+    balance_after_micros: i64,
+    idempotency_key: Option<String>,
+    stripe_payment_id: Option<String>,
+    reason: Option<String>,
+    user_id: Option<String>,
+    model: Option<String>,
+    instance_id: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+    expired_entry_id: Option<Uuid>,
+    occurred_at: DateTime<Utc>,
+}
+
+impl TryFrom<EntryRow> for CreditEntry {
+    type Error = crate::error::Error;
+
+    fn try_from(row: EntryRow) -> Result<Self> {
+        Ok(Self {
+            id: row.id.into(),
+            org_id: row.org_id.into(),
+            kind: CreditEntryKind::parse(&row.kind).map_err(|e| corrupt("credit entry kind", e))?,
+            amount: row.amount_micros,
+            balance_after: Balance(row.balance_after_micros),
+            details: EntryDetails {
+                idempotency_key: row.idempotency_key,
+                stripe_payment_id: row.stripe_payment_id,
+                reason: row.reason,
+                user_id: row
+                    .user_id
+                    .map(|u| UserId::parse(&u))
+                    .transpose()
+                    .map_err(|e| corrupt("credit entry user", e))?,
+                model: row.model,
+                instance_id: row
+                    .instance_id
+                    .map(|i| InstanceId::parse(&i))
+                    .transpose()
+                    .map_err(|e| corrupt("credit entry instance", e))?,
+                expires_at: row.expires_at,
+                expired_entry: row.expired_entry_id.map(Into::into),
+            },
+            occurred_at: row.occurred_at,
+        })
+    }
+}
+
+/// Locks the organization's credit account (creating it on first use) and
+/// returns its open lots and overdraft. Every change of an organization's
+/// credits holds this lock, so concurrent debits queue instead of losing
+/// an update.
+pub async fn lock_account(conn: &mut PgConnection, org: OrgId) -> Result<CreditBalance> {
+    sqlx::query!(
+        "insert into credit_accounts (org_id) values ($1) on conflict do nothing",
+        org.as_uuid(),
+    )
+    .execute(&mut *conn)
+    .await?;
+    let overdraft = sqlx::query_scalar!(
+        "select overdraft_micros from credit_accounts where org_id = $1 for update",
+        org.as_uuid(),
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(CreditBalance {
+        lots: open_lots(conn, org).await?,
+        overdraft,
+    })
+}
+
+/// The organization's credits without locking, for reads.
+pub async fn balance(conn: &mut PgConnection, org: OrgId) -> Result<CreditBalance> {
+    let overdraft = sqlx::query_scalar!(
+        "select overdraft_micros from credit_accounts where org_id = $1",
+        org.as_uuid(),
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .unwrap_or(0);
+    Ok(CreditBalance {
+        lots: open_lots(conn, org).await?,
+        overdraft,
+    })
+}
+
+async fn open_lots(conn: &mut PgConnection, org: OrgId) -> Result<Vec<CreditLot>> {
+    let rows = sqlx::query!(
+        r#"
+        select entry_id, expires_at, remaining_micros
+        from credit_lots
+        where org_id = $1 and remaining_micros > 0
+        "#,
+        org.as_uuid(),
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| CreditLot {
+            entry: row.entry_id.into(),
+            expires_at: row.expires_at,
+            remaining: row.remaining_micros,
+        })
+        .collect())
+}
+
+pub async fn insert_entry(conn: &mut PgConnection, entry: &CreditEntry) -> Result<()> {
+    let details = &entry.details;
+    sqlx::query!(
+        r#"
+        insert into credit_entries
+            (id, org_id, kind, amount_micros, balance_after_micros, idempotency_key,
+             stripe_payment_id, reason, user_id, model, instance_id, expires_at,
+             expired_entry_id, occurred_at)
+        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+        "#,
+        entry.id.as_uuid(),
+        entry.org_id.as_uuid(),
+        entry.kind.as_str(),
+        entry.amount,
+        entry.balance_after.0,
+        details.idempotency_key,
+        details.stripe_payment_id,
+        details.reason,
+        details.user_id.as_ref().map(UserId::as_str),
+        details.model,
+        details.instance_id.as_ref().map(InstanceId::as_str),
+        details.expires_at,
+        details.expired_entry.map(|id| id.as_uuid()),
+        entry.occurred_at,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn insert_lot(
+    conn: &mut PgConnection,
+    entry: &CreditEntry,
+    remaining: i64,
+) -> Result<()> {
+    sqlx::query!(
+        r#"
+        insert into credit_lots (entry_id, org_id, expires_at, remaining_micros)
+        values ($1, $2, $3, $4)
+        "#,
+        entry.id.as_uuid(),
+        entry.org_id.as_uuid(),
+        entry.details.expires_at,
+        remaining,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes `amount` from what is left of a credit.
+pub async fn draw(conn: &mut PgConnection, lot: CreditEntryId, amount: i64) -> Result<()> {
+    sqlx::query!(
+        "update credit_lots set remaining_micros = remaining_micros - $2 where entry_id = $1",
+        lot.as_uuid(),
+        amount,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_overdraft(conn: &mut PgConnection, org: OrgId, overdraft: i64) -> Result<()> {
+    sqlx::query!(
+        "update credit_accounts set overdraft_micros = $2 where org_id = $1",
+        org.as_uuid(),
+        overdraft,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The entry an earlier request with this key made, if any.
+pub async fn by_idempotency_key(
+    conn: &mut PgConnection,
+    org: OrgId,
+    kind: CreditEntryKind,
+    key: &str,
+) -> Result<Option<CreditEntry>> {
+    let row = sqlx::query_as!(
+        EntryRow,
+        r#"
+        select id, org_id, kind, amount_micros, balance_after_micros, idempotency_key,
+               stripe_payment_id, reason, user_id, model, instance_id, expires_at,
+               expired_entry_id, occurred_at
+        from credit_entries
+        where org_id = $1 and kind = $2 and idempotency_key = $3
+        "#,
+        org.as_uuid(),
+        kind.as_str(),
+        key,
+    )
+    .fetch_optional(conn)
+    .await?;
+    row.map(TryInto::try_into).transpose()
+}
+
+/// Whether a Stripe payment has already been credited.
+pub async fn payment_credited(conn: &mut PgConnection, payment_id: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"select exists(select 1 from credit_entries where stripe_payment_id = $1) as "exists!""#,
+        payment_id,
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// A page of the ledger, newest first.
+pub async fn list_entries(
+    conn: &mut PgConnection,
+    org: OrgId,
+    before: Option<CreditEntryId>,
+    limit: i64,
+) -> Result<Vec<CreditEntry>> {
+    let rows = sqlx::query_as!(
+        EntryRow,
+        r#"
+        select id, org_id, kind, amount_micros, balance_after_micros, idempotency_key,
+               stripe_payment_id, reason, user_id, model, instance_id, expires_at,
+               expired_entry_id, occurred_at
+        from credit_entries
+        where org_id = $1 and ($2::uuid is null or id < $2)
+        order by id desc
+        limit $3
+        "#,
+        org.as_uuid(),
+        before.map(|id| id.as_uuid()),
+        limit,
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+/// Organizations holding credit that has expired but not yet been written
+/// off, for the sweep.
+pub async fn orgs_with_expired_credit(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<OrgId>> {
+    let rows = sqlx::query_scalar!(
+        r#"
+        select distinct org_id
+        from credit_lots
+        where remaining_micros > 0 and expires_at <= $1
+        limit $2
+        "#,
+        now,
+        limit,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// The ledger's sum: equals the balance once expired credit is written off.
+pub async fn ledger_sum(conn: &mut PgConnection, org: OrgId) -> Result<i64> {
+    Ok(sqlx::query_scalar!(
+        r#"select coalesce(sum(amount_micros), 0)::bigint as "sum!" from credit_entries where org_id = $1"#,
+        org.as_uuid(),
+    )
+    .fetch_one(conn)
+    .await?)
+}

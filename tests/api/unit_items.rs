@@ -1,0 +1,161 @@
+//! Quantity-billed items: reported counts drive the plan's per-unit item on
+//! the Stripe subscription.
+
+use billing_service::grpc::proto::{self, BillingCycle};
+use tonic::{Code, Status};
+
+use crate::helpers::{As, TestApp, expect_code, request, spawn_app_with_stripe};
+use crate::stripe_server::FakeStripe;
+
+const MONTHLY_UNIT_PRICE: &str = "price_hosted_instances_monthly";
+
+async fn report(
+    app: &TestApp,
+    org: &str,
+    item: &str,
+    count: i64,
+) -> Result<proto::ReportUsageQuantityResponse, Status> {
+    app.entitlements()
+        .report_usage_quantity(request(
+            As::Gateway,
+            proto::ReportUsageQuantityRequest {
+                org_id: org.to_owned(),
+                item: item.to_owned(),
+                count,
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Writes to Stripe's subscription items so far.
+fn item_writes(stripe: &FakeStripe) -> Vec<serde_json::Value> {
+    let mut writes = stripe.writes("POST /v1/subscription_items");
+    writes.extend(stripe.writes("DELETE /v1/subscription_items"));
+    writes
+}
+
+#[tokio::test]
+async fn quantity_sync_follows_the_allowance_and_adds_and_removes_the_item() {
+    let (app, stripe) = spawn_app_with_stripe().await;
+    let org = app.create_org("alice").await;
+
+    // Before any subscription the count is only recorded.
+    let early = report(&app, &org.id, "hosted_instances", 5)
+        .await
+        .expect("report");
+    assert_eq!(early.billed_quantity, 3, "5 used, 2 included");
+    assert_eq!(early.stripe_subscription_id, "");
+    assert!(item_writes(&stripe).is_empty());
+
+    // The subscription starts: the recorded count is applied to it.
+    let sub = app
+        .subscribe(&stripe, &org.id, "alice", "teams", BillingCycle::Monthly, 1)
+        .await;
+    assert_eq!(stripe.item_quantity(&sub, MONTHLY_UNIT_PRICE), Some(3));
+    let added = item_writes(&stripe);
+    assert_eq!(added.len(), 1);
+    assert_eq!(added[0]["proration_behavior"], "always_invoice");
+    app.deliver_all(&stripe).await;
+
+    // The same count again makes no Stripe call.
+    let same = report(&app, &org.id, "hosted_instances", 5)
+        .await
+        .expect("report");
+    assert_eq!(same.stripe_subscription_id, sub);
+    assert_eq!(item_writes(&stripe).len(), 1);
+
+    // Within the allowance the item goes away.
+    let within = report(&app, &org.id, "hosted_instances", 2)
+        .await
+        .expect("report");
+    assert_eq!(within.billed_quantity, 0);
+    assert_eq!(stripe.item_quantity(&sub, MONTHLY_UNIT_PRICE), None);
+    assert_eq!(stripe.writes("DELETE /v1/subscription_items").len(), 1);
+    report(&app, &org.id, "hosted_instances", 1)
+        .await
+        .expect("report");
+    assert_eq!(item_writes(&stripe).len(), 2, "still zero: no call");
+
+    // Back above it, the item is added afresh (not a replay of the first add).
+    report(&app, &org.id, "hosted_instances", 4)
+        .await
+        .expect("report");
+    assert_eq!(stripe.item_quantity(&sub, MONTHLY_UNIT_PRICE), Some(2));
+    // A decrease is not prorated.
+    report(&app, &org.id, "hosted_instances", 3)
+        .await
+        .expect("report");
+    assert_eq!(stripe.item_quantity(&sub, MONTHLY_UNIT_PRICE), Some(1));
+    let last = item_writes(&stripe).pop().expect("write");
+    assert_eq!(last["proration_behavior"], "none");
+
+    // Our copy of the subscription follows: $18 seat + $10 unit.
+    app.deliver_all(&stripe).await;
+    let subscription = app.subscription_of(&org.id, As::User("alice")).await;
+    assert_eq!(subscription.paid_seats, 1, "units are not seats");
+    assert_eq!(
+        subscription
+            .next_payment
+            .expect("next payment")
+            .amount_minor,
+        2800
+    );
+}
+
+#[tokio::test]
+async fn an_enterprise_minimum_bills_at_least_three_units_once_counts_are_reported() {
+    let (app, stripe) = spawn_app_with_stripe().await;
+    let org = app.create_org_on("alice", Some("enterprise")).await;
+    let sub = app
+        .subscribe(
+            &stripe,
+            &org.id,
+            "alice",
+            "enterprise",
+            BillingCycle::Monthly,
+            2,
+        )
+        .await;
+    assert_eq!(stripe.item_quantity(&sub, MONTHLY_UNIT_PRICE), None);
+    let one = report(&app, &org.id, "hosted_instances", 1)
+        .await
+        .expect("report");
+    assert_eq!(one.billed_quantity, 3);
+    assert_eq!(stripe.item_quantity(&sub, MONTHLY_UNIT_PRICE), Some(3));
+    let none = report(&app, &org.id, "hosted_instances", 0)
+        .await
+        .expect("report");
+    assert_eq!(none.billed_quantity, 3);
+    assert_eq!(item_writes(&stripe).len(), 1);
+    report(&app, &org.id, "hosted_instances", 5)
+        .await
+        .expect("report");
+    assert_eq!(stripe.item_quantity(&sub, MONTHLY_UNIT_PRICE), Some(5));
+}
+
+#[tokio::test]
+async fn quantity_reports_are_validated_and_only_for_the_gateway_and_operators() {
+    let (app, _stripe) = spawn_app_with_stripe().await;
+    let org = app.create_org("alice").await;
+    expect_code(
+        report(&app, &org.id, "gpus", 1).await,
+        Code::InvalidArgument,
+    );
+    expect_code(
+        report(&app, &org.id, "hosted_instances", -1).await,
+        Code::InvalidArgument,
+    );
+    let from_bff = app
+        .entitlements()
+        .report_usage_quantity(request(
+            As::User("alice"),
+            proto::ReportUsageQuantityRequest {
+                org_id: org.id.clone(),
+                item: "hosted_instances".into(),
+                count: 1,
+            },
+        ))
+        .await;
+    expect_code(from_bff, Code::PermissionDenied);
+}
