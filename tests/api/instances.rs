@@ -145,7 +145,7 @@ async fn renewals_charge_each_month_suspend_when_short_and_resume_when_credit_ar
     app.create_instance(As::User("bob"), &org.id, "agent", None)
         .await
         .expect("trial");
-    app.grant(&org.id, 30 * DOLLAR, "budget").await;
+    app.grant(&org.id, 50 * DOLLAR, "budget").await;
 
     // The operator ends the trial: the sweep charges the first month.
     app.credits()
@@ -165,9 +165,22 @@ async fn renewals_charge_each_month_suspend_when_short_and_resume_when_credit_ar
     let billing = renewed.billing.expect("billing");
     let period_end = billing.current_period_end.expect("period end").seconds;
     assert!(period_end > (Utc::now() + TimeDelta::days(27)).timestamp());
+    assert_eq!(app.balance_micros(&org.id).await, 30 * DOLLAR);
+
+    // A month later the next month is charged.
+    end_period_now(&app, &org.id, "agent").await;
+    let renewed_again = app
+        .wait_for_instance(&org.id, "agent", |i| {
+            i.billing
+                .as_ref()
+                .and_then(|b| b.current_period_end.as_ref())
+                .is_some_and(|end| end.seconds > Utc::now().timestamp())
+        })
+        .await;
+    assert_eq!(status(&renewed_again), InstanceStatus::Active);
     assert_eq!(app.balance_micros(&org.id).await, 10 * DOLLAR);
 
-    // A month later $10 does not cover $20: suspended, not deleted.
+    // Another month on, $10 does not cover $20: suspended, not deleted.
     end_period_now(&app, &org.id, "agent").await;
     app.wait_for_instance(&org.id, "agent", |i| status(i) == InstanceStatus::Suspended)
         .await;
@@ -188,7 +201,7 @@ async fn renewals_charge_each_month_suspend_when_short_and_resume_when_credit_ar
         .into_iter()
         .filter(|e| e.kind() == proto::CreditEntryKind::InstanceCharge)
         .count();
-    assert_eq!(charges, 2, "the first month and the resumed month");
+    assert_eq!(charges, 3, "two renewals and the resumed month");
 }
 
 #[tokio::test]

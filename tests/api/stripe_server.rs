@@ -1,9 +1,10 @@
 //! A stateful Stripe-compatible test server, reached by the service through
 //! the real async-stripe client (`STRIPE_API_BASE`).
 //!
-//! It keeps customers, prices, Checkout sessions, subscriptions and their
-//! items, subscription schedules with phases, billing portal sessions and
-//! invoices, and renders them from Stripe's own example objects
+//! It keeps customers, prices, Checkout sessions (subscription and payment
+//! mode), payment intents, subscriptions and their items (also added,
+//! resized and removed one by one), subscription schedules with phases,
+//! billing portal sessions and invoices, and renders them from Stripe's own example objects
 //! (`tests/fixtures/stripe/objects.json`) with our fields put in, so every
 //! response has the shape the typed client expects. What it does follows
 //! Stripe's documented behaviour for the calls the service makes:
