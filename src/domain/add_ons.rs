@@ -75,6 +75,13 @@ impl UnitItem {
         self.prices.iter().find(|p| p.cycle == cycle)
     }
 
+    /// Whether `stripe_price_id` is one of this item's prices.
+    pub fn prices_stripe(&self, stripe_price_id: &str) -> bool {
+        self.prices
+            .iter()
+            .any(|p| p.stripe_price_id.as_deref() == Some(stripe_price_id))
+    }
+
     pub fn proration(&self, from: i64, to: i64) -> Proration {
         if to > from {
             self.on_increase

@@ -371,17 +371,37 @@ impl Service {
                 "the subscription has no current period".into(),
             ));
         };
-        let next_items: Vec<LineItem> = live
+        // The seat price swaps, and so does each of the plan's per-unit
+        // items: Stripe bills all of a subscription's items on one interval.
+        let unit_items = catalog
+            .plan(&plan_id)
+            .map(|plan| plan.unit_items.as_slice())
+            .unwrap_or_default();
+        let next_items = live
             .items
             .iter()
             .map(|item| {
                 let mut item = item.clone();
                 if item.item_id == seat_item.item_id {
                     item.price_id = target_price.clone();
+                } else if let Some(unit) = unit_items
+                    .iter()
+                    .find(|unit| unit.prices_stripe(&item.price_id))
+                {
+                    item.price_id = unit
+                        .price(cycle)
+                        .and_then(|price| price.stripe_price_id.clone())
+                        .ok_or_else(|| {
+                            Error::FailedPrecondition(format!(
+                                "no Stripe price is configured for {} billed {}",
+                                unit.id,
+                                cycle.as_str()
+                            ))
+                        })?;
                 }
-                item
+                Ok(item)
             })
-            .collect();
+            .collect::<Result<Vec<LineItem>>>()?;
         let key =
             |step: &str| derived_key("cycle-change", &[&live.id, &version, cycle.as_str(), step]);
         let schedule_id = stripe.create_schedule_from(&live.id, key("create")).await?;

@@ -159,3 +159,53 @@ async fn quantity_reports_are_validated_and_only_for_the_gateway_and_operators()
         .await;
     expect_code(from_bff, Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn a_billing_cycle_change_moves_the_unit_item_to_the_new_cycle_too() {
+    let (app, stripe) = spawn_app_with_stripe().await;
+    let org = app.create_org("alice").await;
+    let sub = app
+        .subscribe(&stripe, &org.id, "alice", "teams", BillingCycle::Monthly, 3)
+        .await;
+    report(&app, &org.id, "hosted_instances", 3)
+        .await
+        .expect("report");
+    assert_eq!(stripe.item_quantity(&sub, MONTHLY_UNIT_PRICE), Some(1));
+    app.deliver_all(&stripe).await;
+
+    let changed = app
+        .billing()
+        .change_billing_cycle(request(
+            As::User("alice"),
+            proto::ChangeBillingCycleRequest {
+                org_id: org.id.clone(),
+                billing_cycle: BillingCycle::Yearly.into(),
+            },
+        ))
+        .await
+        .expect("change cycle")
+        .into_inner();
+    let schedule = stripe.schedule_of(&sub).expect("schedule");
+    let next: Vec<(String, u64)> = schedule["phases"][1]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| {
+            (
+                item["price"]["id"].as_str().expect("price").to_owned(),
+                item["quantity"].as_u64().expect("quantity"),
+            )
+        })
+        .collect();
+    assert!(
+        next.contains(&("price_teams_yearly".to_owned(), 3)),
+        "{next:?}"
+    );
+    assert!(
+        next.contains(&("price_hosted_instances_yearly".to_owned(), 1)),
+        "{next:?}"
+    );
+    // 3 seats at $180 and one unit at $100 a year.
+    let pending = changed.pending_cycle_change.expect("pending change");
+    assert_eq!(pending.next_payment.expect("payment").amount_minor, 64_000);
+}
