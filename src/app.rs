@@ -25,6 +25,7 @@ use crate::grpc::proto::entitlement_service_server::EntitlementServiceServer;
 use crate::grpc::proto::org_admin_service_server::OrgAdminServiceServer;
 use crate::grpc::{
     self, Authenticator, BillingApi, CallerTokens, CreditApi, EntitlementApi, OrgAdminApi, Scope,
+    StateVersionLayer,
 };
 use crate::maintenance::{MaintenanceSettings, run_maintenance};
 use crate::service::{self, Service, SystemClock};
@@ -204,6 +205,8 @@ impl App {
             .timeout(REQUEST_TIMEOUT)
             // One span per call, with method and status, for logs and traces.
             .layer(TraceLayer::new_for_grpc())
+            // The state version a call committed goes back in its metadata.
+            .layer(StateVersionLayer)
             // Health and reflection are open: probes and CLIs must reach them
             // without a token, and they reveal only the public schema.
             .add_service(health_service)

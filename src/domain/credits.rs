@@ -212,6 +212,45 @@ pub struct CreditPlan {
     pub into_lot: i64,
 }
 
+/// When an organization's credits are positive: what the entitlement
+/// decision needs of them. Without new postings credit only runs out (lots
+/// expire), so one horizon describes every future moment, and it changes
+/// far less often than the balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditHorizon {
+    Never,
+    /// Positive until this moment (a lot's expiry), not from it.
+    Until(DateTime<Utc>),
+    Always,
+}
+
+impl CreditHorizon {
+    pub fn positive_at(self, now: DateTime<Utc>) -> bool {
+        match self {
+            Self::Never => false,
+            Self::Until(end) => now < end,
+            Self::Always => true,
+        }
+    }
+
+    /// From the stored pair (positive, until).
+    pub fn from_stored(positive: bool, until: Option<DateTime<Utc>>) -> Self {
+        match (positive, until) {
+            (false, _) => Self::Never,
+            (true, Some(end)) => Self::Until(end),
+            (true, None) => Self::Always,
+        }
+    }
+
+    pub fn to_stored(self) -> (bool, Option<DateTime<Utc>>) {
+        match self {
+            Self::Never => (false, None),
+            Self::Until(end) => (true, Some(end)),
+            Self::Always => (true, None),
+        }
+    }
+}
+
 /// The next credit to expire, for the balance view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NextExpiry {
@@ -230,6 +269,39 @@ impl CreditBalance {
             .map(|lot| lot.remaining)
             .sum();
         Balance(open - self.overdraft)
+    }
+
+    /// From `now` on, until when the balance stays positive.
+    pub fn horizon(&self, now: DateTime<Utc>) -> CreditHorizon {
+        let mut open: Vec<&CreditLot> = self
+            .lots
+            .iter()
+            .filter(|lot| lot.remaining > 0 && !lot.expired_at(now))
+            .collect();
+        let permanent: i64 = open
+            .iter()
+            .filter(|lot| lot.expires_at.is_none())
+            .map(|lot| lot.remaining)
+            .sum::<i64>()
+            - self.overdraft;
+        if permanent > 0 {
+            return CreditHorizon::Always;
+        }
+        open.retain(|lot| lot.expires_at.is_some());
+        open.sort_by_key(|lot| lot.expires_at);
+        let mut left = permanent + open.iter().map(|lot| lot.remaining).sum::<i64>();
+        if left <= 0 {
+            return CreditHorizon::Never;
+        }
+        for lot in open {
+            left -= lot.remaining;
+            if left <= 0 {
+                if let Some(end) = lot.expires_at {
+                    return CreditHorizon::Until(end);
+                }
+            }
+        }
+        CreditHorizon::Always
     }
 
     /// Lots that have expired with something left, for the sweep to close.
@@ -422,6 +494,37 @@ mod tests {
             })
         );
         assert_eq!(balance.next_expiry(later), None);
+    }
+
+    #[test]
+    fn the_horizon_is_when_the_balance_stops_being_positive() {
+        let at = |lots: Vec<CreditLot>, overdraft| CreditBalance { lots, overdraft }.horizon(now());
+        let day = |d| now() + TimeDelta::days(d);
+        assert_eq!(at(vec![], 0), CreditHorizon::Never);
+        assert_eq!(at(vec![lot(1, 5, None)], 0), CreditHorizon::Always);
+        assert_eq!(at(vec![lot(1, 5, None)], 5), CreditHorizon::Never);
+        assert_eq!(
+            at(vec![lot(1, 5, Some(3))], 0),
+            CreditHorizon::Until(day(3))
+        );
+        assert_eq!(
+            at(vec![lot(1, 5, Some(3)), lot(2, 5, Some(9))], 6),
+            CreditHorizon::Until(day(3))
+        );
+        assert_eq!(
+            at(vec![lot(1, 5, Some(3)), lot(2, 7, Some(9))], 4),
+            CreditHorizon::Until(day(9))
+        );
+        assert!(CreditHorizon::Until(day(3)).positive_at(day(2)));
+        assert!(!CreditHorizon::Until(day(3)).positive_at(day(3)));
+        for horizon in [
+            CreditHorizon::Never,
+            CreditHorizon::Until(day(1)),
+            CreditHorizon::Always,
+        ] {
+            let (positive, until) = horizon.to_stored();
+            assert_eq!(CreditHorizon::from_stored(positive, until), horizon);
+        }
     }
 
     #[test]

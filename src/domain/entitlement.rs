@@ -19,7 +19,7 @@
 use chrono::{DateTime, Utc};
 
 use super::catalog::Plan;
-use super::credits::CreditBalance;
+use super::credits::CreditHorizon;
 use super::instances::{InstanceStatus, InstanceSubscription};
 use super::organization::Organization;
 use super::role::Role;
@@ -30,6 +30,18 @@ use super::trial::{TrialStage, TrialStatus};
 /// The feature the gateway asks about before every model request.
 pub const PROXY_FEATURE: &str = "proxy";
 
+/// A point in the order of committed changes to entitlement inputs. Each
+/// such transaction takes the next version, in commit order, so state "at
+/// version v" has every change up to v.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct StateVersion(pub u64);
+
+impl StateVersion {
+    pub fn from_stored(raw: i64) -> Option<Self> {
+        u64::try_from(raw).ok().map(Self)
+    }
+}
+
 /// Everything the decision reads about one organization.
 #[derive(Debug, Clone)]
 pub struct OrgEntitlementState {
@@ -37,7 +49,8 @@ pub struct OrgEntitlementState {
     pub subscriptions: Vec<Subscription>,
     /// Members plus pending invitations that take a seat.
     pub used_seats: i64,
-    pub credits: CreditBalance,
+    /// When the organization's credits are positive.
+    pub credits: CreditHorizon,
 }
 
 /// The organization's access, whoever asks.
@@ -213,7 +226,7 @@ impl OrgEntitlementState {
                 return verdict(false, Reason::ProviderNotAllowed);
             }
         }
-        if request.needs_credits && !self.credits.available_at(now).is_positive() {
+        if request.needs_credits && !self.credits.positive_at(now) {
             return verdict(false, Reason::InsufficientCredits);
         }
         verdict(true, reason)
@@ -282,7 +295,7 @@ mod tests {
             org,
             subscriptions: vec![],
             used_seats: 2,
-            credits: CreditBalance::default(),
+            credits: CreditHorizon::Never,
         }
     }
 
@@ -542,15 +555,8 @@ mod tests {
         assert!(enterprise.allowed);
     }
 
-    fn with_credits(mut s: OrgEntitlementState, micros: i64) -> OrgEntitlementState {
-        s.credits = CreditBalance {
-            lots: vec![crate::domain::credits::CreditLot {
-                entry: crate::domain::ids::CreditEntryId::generate(),
-                expires_at: None,
-                remaining: micros,
-            }],
-            overdraft: 0,
-        };
+    fn with_credits(mut s: OrgEntitlementState) -> OrgEntitlementState {
+        s.credits = CreditHorizon::Always;
         s
     }
 
@@ -563,8 +569,12 @@ mod tests {
         };
         let free = proxy(MEMBER);
         let broke = state(20);
-        let funded = with_credits(state(20), 1);
-        let locked = with_credits(state(-10), 5_000_000);
+        let funded = with_credits(state(20));
+        let ran_out = OrgEntitlementState {
+            credits: CreditHorizon::Until(now()),
+            ..state(20)
+        };
+        let locked = with_credits(state(-10));
         let check = |s: &OrgEntitlementState, r: &AccessRequest<'_>| {
             let d = s.decide(&teams, r, now());
             (d.allowed, d.reason)
@@ -572,6 +582,7 @@ mod tests {
         assert_eq!(check(&broke, &paid), (false, Reason::InsufficientCredits));
         assert_eq!(check(&broke, &free), (true, Reason::TrialActive));
         assert_eq!(check(&funded, &paid), (true, Reason::TrialActive));
+        assert_eq!(check(&ran_out, &paid), (false, Reason::InsufficientCredits));
         // Locked credits deny on access first, whatever the balance.
         assert_eq!(check(&locked, &paid), (false, Reason::TrialExpired));
     }

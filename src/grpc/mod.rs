@@ -8,6 +8,7 @@ mod convert;
 mod credits;
 mod entitlement;
 mod org_admin;
+mod state_version;
 mod status;
 
 pub use auth::{Authenticator, CallerTokens, Scope};
@@ -15,6 +16,7 @@ pub use billing::BillingApi;
 pub use credits::CreditApi;
 pub use entitlement::EntitlementApi;
 pub use org_admin::OrgAdminApi;
+pub use state_version::{STATE_VERSION_HEADER, StateVersionLayer};
 
 /// The generated `billing.v1` types, clients and servers.
 pub mod proto {

@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use crate::domain::credits::{
-    Balance, CreditBalance, CreditEntry, CreditEntryKind, CreditLot, EntryDetails, Micros,
+    Balance, CreditBalance, CreditEntry, CreditEntryKind, CreditHorizon, CreditLot, EntryDetails,
+    Micros,
 };
 use crate::domain::ids::{CreditEntryId, OrgId};
 use crate::error::Result;
@@ -22,6 +23,10 @@ use crate::store;
 pub(super) struct Ledger {
     org: OrgId,
     balance: CreditBalance,
+    /// When the credits are positive, as stored; kept current after each
+    /// posting, so the entitlement decision (and its change announcements)
+    /// follow only when positivity changes, not with every debit.
+    horizon: CreditHorizon,
     now: DateTime<Utc>,
 }
 
@@ -32,9 +37,15 @@ impl Ledger {
         org: OrgId,
         now: DateTime<Utc>,
     ) -> Result<Self> {
-        let balance = store::credits::lock_account(conn, org).await?;
-        let mut ledger = Self { org, balance, now };
+        let (balance, horizon) = store::credits::lock_account(conn, org).await?;
+        let mut ledger = Self {
+            org,
+            balance,
+            horizon,
+            now,
+        };
         ledger.write_off_expired(conn).await?;
+        ledger.store_horizon(conn).await?;
         Ok(ledger)
     }
 
@@ -99,6 +110,7 @@ impl Ledger {
                 remaining: plan.into_lot,
             });
         }
+        self.store_horizon(conn).await?;
         Ok(entry)
     }
 
@@ -123,7 +135,17 @@ impl Ledger {
         }
         let entry = self.entry(kind, -amount.get(), details, self.now);
         store::credits::insert_entry(conn, &entry).await?;
+        self.store_horizon(conn).await?;
         Ok(entry)
+    }
+
+    async fn store_horizon(&mut self, conn: &mut PgConnection) -> Result<()> {
+        let horizon = self.balance.horizon(self.now);
+        if horizon != self.horizon {
+            store::credits::set_horizon(conn, self.org, horizon).await?;
+            self.horizon = horizon;
+        }
+        Ok(())
     }
 
     fn take_from_lot(&mut self, id: CreditEntryId, amount: i64) {

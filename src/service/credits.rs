@@ -103,10 +103,11 @@ impl Service {
         let organization = load_org(&mut tx, org).await?;
         let role = self.authorize(&mut tx, actor, org, OrgAction::View).await?;
         let state = load_state(&mut tx, organization, now).await?;
+        let credits = store::credits::balance(&mut tx, org).await?;
         let visible = sees_amounts(role);
         Ok(CreditBalanceView {
-            balance: visible.then(|| state.credits.available_at(now)),
-            next_expiry: state.credits.next_expiry(now),
+            balance: visible.then(|| credits.available_at(now)),
+            next_expiry: credits.next_expiry(now),
             locked: state.access(now).locks_credits(),
             amounts_visible: visible,
         })
@@ -178,7 +179,7 @@ impl Service {
         )
         .await?;
         self.renew_due_instances(&mut tx, org, &mut ledger).await?;
-        tx.commit().await?;
+        super::commit(tx).await?;
         Ok(Posted {
             entry,
             replayed: false,
@@ -241,7 +242,7 @@ impl Service {
         if adjustment.amount > 0 {
             self.renew_due_instances(&mut tx, org, &mut ledger).await?;
         }
-        tx.commit().await?;
+        super::commit(tx).await?;
         Ok(Posted {
             entry,
             replayed: false,
@@ -326,7 +327,7 @@ impl Service {
                 },
             )
             .await?;
-        tx.commit().await?;
+        super::commit(tx).await?;
         Ok(Posted {
             entry,
             replayed: false,
@@ -452,7 +453,7 @@ impl Service {
         for org in &orgs {
             let mut tx = self.store().begin().await?;
             Ledger::open(&mut tx, *org, now).await?;
-            tx.commit().await?;
+            super::commit(tx).await?;
         }
         Ok(orgs.len())
     }

@@ -19,6 +19,7 @@ mod organizations;
 mod stripe_sync;
 mod subscriptions;
 mod unit_items;
+mod versions;
 
 use std::sync::Arc;
 
@@ -40,9 +41,10 @@ pub use organizations::{NewOrganization, OrganizationView};
 pub use stripe_sync::{RetryPolicy, WorkerStep};
 pub use subscriptions::{CheckoutOrder, ResubscribeDefaults, SeatChange};
 pub use unit_items::QuantityReport;
+pub use versions::capture_committed_version;
 
 use crate::domain::catalog::{Catalog, Plan, SignupPolicy};
-use crate::domain::entitlement::OrgEntitlementState;
+use crate::domain::entitlement::{OrgEntitlementState, StateVersion};
 use crate::domain::ids::OrgId;
 use crate::domain::organization::Organization;
 use crate::domain::role::{OrgAction, Role};
@@ -166,6 +168,17 @@ impl Service {
     }
 }
 
+/// Commits a use case's transaction. When it changed an input of the
+/// entitlement decision, the version it took is noted for the caller's
+/// response (see [`versions`]).
+async fn commit(tx: sqlx::Transaction<'static, sqlx::Postgres>) -> Result<Option<StateVersion>> {
+    let version = store::commit(tx).await?;
+    if let Some(version) = version {
+        versions::note_committed(version);
+    }
+    Ok(version)
+}
+
 fn org_not_found(id: OrgId) -> Error {
     Error::NotFound(format!("organization {id} not found"))
 }
@@ -190,7 +203,7 @@ async fn load_state(
 ) -> Result<OrgEntitlementState> {
     let subscriptions = store::subscriptions::list_for_org(conn, org.id).await?;
     let used_seats = store::members::used_seats(conn, org.id, now).await?;
-    let credits = store::credits::balance(conn, org.id).await?;
+    let credits = store::credits::horizon(conn, org.id).await?;
     Ok(OrgEntitlementState {
         org,
         subscriptions,

@@ -76,7 +76,7 @@ impl Service {
             now,
         )
         .await?;
-        tx.commit().await?;
+        super::commit(tx).await?;
         self.view(org, now)
     }
 
@@ -144,7 +144,7 @@ impl Service {
             )
             .await?;
         }
-        tx.commit().await?;
+        super::commit(tx).await?;
         Ok(report)
     }
 

@@ -109,7 +109,7 @@ impl Service {
             )
             .await?;
         }
-        tx.commit().await?;
+        super::commit(tx).await?;
         self.view(org, now)
     }
 
@@ -146,7 +146,7 @@ impl Service {
             now,
         )
         .await?;
-        tx.commit().await?;
+        super::commit(tx).await?;
         self.view(org, now)
     }
 
@@ -179,7 +179,7 @@ impl Service {
             now,
         )
         .await?;
-        tx.commit().await?;
+        super::commit(tx).await?;
         Ok(())
     }
 }

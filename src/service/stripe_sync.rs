@@ -222,7 +222,7 @@ impl Service {
                 }
             }
         };
-        tx.commit().await?;
+        super::commit(tx).await?;
         Ok(step)
     }
 

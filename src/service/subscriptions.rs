@@ -295,7 +295,7 @@ impl Service {
             self.now(),
         )
         .await?;
-        tx.commit().await?;
+        super::commit(tx).await?;
         Ok(SeatChange {
             subscription,
             authentication_url,
@@ -445,7 +445,7 @@ impl Service {
             self.now(),
         )
         .await?;
-        tx.commit().await?;
+        super::commit(tx).await?;
         Ok(subscription)
     }
 
@@ -487,7 +487,7 @@ impl Service {
             self.now(),
         )
         .await?;
-        tx.commit().await?;
+        super::commit(tx).await?;
         Ok(subscription)
     }
 
@@ -562,7 +562,7 @@ impl Service {
             self.now(),
         )
         .await?;
-        tx.commit().await?;
+        super::commit(tx).await?;
         Ok(subscription)
     }
 
@@ -634,7 +634,7 @@ impl Service {
     async fn finish_unchanged(&self, change: BillingChange, org_id: OrgId) -> Result<Subscription> {
         let BillingChange { mut tx, live, .. } = change;
         let subscription = self.store_live(&mut tx, org_id, &live).await?;
-        tx.commit().await?;
+        super::commit(tx).await?;
         Ok(subscription)
     }
 }

@@ -110,7 +110,7 @@ impl Service {
             }
             (Some(_) | None, _) => None,
         };
-        tx.commit().await?;
+        super::commit(tx).await?;
         Ok(QuantitySync {
             billed_quantity,
             subscription_id,

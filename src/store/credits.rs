@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::corrupt;
 use crate::domain::credits::{
-    Balance, CreditBalance, CreditEntry, CreditEntryKind, CreditLot, EntryDetails,
+    Balance, CreditBalance, CreditEntry, CreditEntryKind, CreditHorizon, CreditLot, EntryDetails,
 };
 use crate::domain::ids::{CreditEntryId, OrgId, UserId};
 use crate::domain::instances::InstanceId;
@@ -65,26 +65,69 @@ impl TryFrom<EntryRow> for CreditEntry {
 }
 
 /// Locks the organization's credit account (creating it on first use) and
-/// returns its open lots and overdraft. Every change of an organization's
-/// credits holds this lock, so concurrent debits queue instead of losing
-/// an update.
-pub async fn lock_account(conn: &mut PgConnection, org: OrgId) -> Result<CreditBalance> {
+/// returns its open lots and overdraft, and the horizon last stored. Every
+/// change of an organization's credits holds this lock, so concurrent
+/// debits queue instead of losing an update.
+pub async fn lock_account(
+    conn: &mut PgConnection,
+    org: OrgId,
+) -> Result<(CreditBalance, CreditHorizon)> {
     sqlx::query!(
         "insert into credit_accounts (org_id) values ($1) on conflict do nothing",
         org.as_uuid(),
     )
     .execute(&mut *conn)
     .await?;
-    let overdraft = sqlx::query_scalar!(
-        "select overdraft_micros from credit_accounts where org_id = $1 for update",
+    let account = sqlx::query!(
+        r#"
+        select overdraft_micros, credit_positive, credit_positive_until
+        from credit_accounts where org_id = $1 for update
+        "#,
         org.as_uuid(),
     )
     .fetch_one(&mut *conn)
     .await?;
-    Ok(CreditBalance {
+    let balance = CreditBalance {
         lots: open_lots(conn, org).await?,
-        overdraft,
-    })
+        overdraft: account.overdraft_micros,
+    };
+    let horizon =
+        CreditHorizon::from_stored(account.credit_positive, account.credit_positive_until);
+    Ok((balance, horizon))
+}
+
+/// Stores when the credits are positive; a change announces itself.
+pub async fn set_horizon(
+    conn: &mut PgConnection,
+    org: OrgId,
+    horizon: CreditHorizon,
+) -> Result<()> {
+    let (positive, until) = horizon.to_stored();
+    sqlx::query!(
+        r#"
+        update credit_accounts set credit_positive = $2, credit_positive_until = $3
+        where org_id = $1
+        "#,
+        org.as_uuid(),
+        positive,
+        until,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// When the organization's credits are positive, as last stored.
+pub async fn horizon(conn: &mut PgConnection, org: OrgId) -> Result<CreditHorizon> {
+    let account = sqlx::query!(
+        "select credit_positive, credit_positive_until from credit_accounts where org_id = $1",
+        org.as_uuid(),
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(account.map_or(CreditHorizon::Never, |a| {
+        CreditHorizon::from_stored(a.credit_positive, a.credit_positive_until)
+    }))
 }
 
 /// The organization's credits without locking, for reads.

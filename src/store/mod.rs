@@ -19,6 +19,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
+use crate::domain::entitlement::StateVersion;
 use crate::error::{Error, Result};
 
 /// The migrations, embedded in the binary and applied at start-up.
@@ -51,6 +52,24 @@ impl Store {
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
     }
+}
+
+/// Commits `tx` and returns the entitlement state version it took, if it
+/// changed an input of the entitlement decision. The announcing triggers
+/// are deferred to commit; making them run just before it lets us read the
+/// version the transaction took (they keep it in a transaction-local
+/// setting).
+pub async fn commit(mut tx: Transaction<'static, Postgres>) -> Result<Option<StateVersion>> {
+    sqlx::query!("set constraints all immediate")
+        .execute(&mut *tx)
+        .await?;
+    let taken = sqlx::query_scalar!(
+        r#"select nullif(current_setting('billing.state_version', true), '')::bigint as "taken""#
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(taken.and_then(StateVersion::from_stored))
 }
 
 /// Turns a violation of the named unique constraint into `AlreadyExists`,
