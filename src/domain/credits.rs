@@ -295,10 +295,10 @@ impl CreditBalance {
         }
         for lot in open {
             left -= lot.remaining;
-            if left <= 0 {
-                if let Some(end) = lot.expires_at {
-                    return CreditHorizon::Until(end);
-                }
+            if left <= 0
+                && let Some(end) = lot.expires_at
+            {
+                return CreditHorizon::Until(end);
             }
         }
         CreditHorizon::Always
