@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgListener};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -28,8 +28,8 @@ use crate::grpc::{
     StateVersionLayer,
 };
 use crate::maintenance::{MaintenanceSettings, run_maintenance};
-use crate::service::{self, Service, SystemClock};
-use crate::store::Store;
+use crate::service::{self, Clock, EntitlementCache, Service, SystemClock};
+use crate::store::{self, Store};
 use crate::stripe::{
     InboxSettings, StripeApi, StripeSettings, WebhookSecrets, run_inbox_worker, webhook_router,
 };
@@ -74,6 +74,8 @@ pub struct App {
     stored_events: Arc<Notify>,
     inbox: InboxSettings,
     maintenance: MaintenanceSettings,
+    /// The connection listening for entitlement changes since the load.
+    listening: PgListener,
     service: Service,
     authenticator: Authenticator,
 }
@@ -105,12 +107,22 @@ impl App {
             .map(StripeApi::new)
             .transpose()
             .context("configuring the Stripe client")?;
+        let clock = Arc::new(SystemClock);
+        // Listening starts before the load, so no change falls in between.
+        let listening = store::entitlement_versions::listen(&store)
+            .await
+            .context("listening for entitlement changes")?;
+        let cache = EntitlementCache::load(&store, clock.now())
+            .await
+            .context("loading the entitlement state")?;
+        tracing::info!(organizations = cache.len(), "entitlement state loaded");
         let service = Service::new(
             store,
             settings.catalog,
-            Arc::new(SystemClock),
+            clock,
             settings.service,
             stripe,
+            Arc::new(cache),
         );
         Ok(Self {
             listener,
@@ -121,9 +133,15 @@ impl App {
             stored_events,
             inbox: settings.inbox,
             maintenance: settings.maintenance,
+            listening,
             service,
             authenticator: Authenticator::new(&settings.caller_tokens),
         })
+    }
+
+    /// The use cases, for embedding (tests read the cache's watermark).
+    pub fn service(&self) -> &Service {
+        &self.service
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -156,6 +174,14 @@ impl App {
             ))
         });
 
+        let changes = {
+            let service = self.service.clone();
+            let stopped = stopped.clone();
+            let listening = self.listening;
+            tokio::spawn(async move {
+                service.follow_entitlement_changes(listening, stopped).await;
+            })
+        };
         let maintenance = tokio::spawn(run_maintenance(
             self.service.clone(),
             self.maintenance,
@@ -239,6 +265,9 @@ impl App {
             });
         let (grpc, webhooks) = tokio::join!(grpc, webhooks);
         maintenance.await.context("the maintenance loop panicked")?;
+        changes
+            .await
+            .context("the entitlement change listener panicked")?;
         if let Some(worker) = worker {
             worker.await.context("the inbox worker panicked")?;
         }

@@ -53,6 +53,11 @@ pub struct Config {
     #[arg(long, env = "BILLING_WEBHOOK_RETRY_DELAY_MS", default_value_t = 5000)]
     pub webhook_retry_delay_ms: u64,
 
+    /// How long an entitlement read with `min_version` waits for this replica
+    /// to catch up before it reads the database instead, in milliseconds.
+    #[arg(long, env = "BILLING_MIN_VERSION_WAIT_MS", default_value_t = 100)]
+    pub min_version_wait_ms: u64,
+
     /// How often expired credit is written off and add-on instances whose
     /// period is up are renewed, in milliseconds.
     #[arg(long, env = "BILLING_MAINTENANCE_INTERVAL_MS", default_value_t = 60_000,

@@ -58,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
             signup_policy: SignupPolicy {
                 monthly_enabled: config.monthly_signup,
             },
+            min_version_wait: Duration::from_millis(config.min_version_wait_ms),
         },
         stripe: config
             .stripe_secret_key

@@ -23,7 +23,7 @@ use super::credits::CreditHorizon;
 use super::instances::{InstanceStatus, InstanceSubscription};
 use super::organization::Organization;
 use super::role::Role;
-use super::seats::SeatUsage;
+use super::seats::{SeatHolders, SeatUsage};
 use super::subscription::{self, Subscription};
 use super::trial::{TrialStage, TrialStatus};
 
@@ -48,7 +48,7 @@ pub struct OrgEntitlementState {
     pub org: Organization,
     pub subscriptions: Vec<Subscription>,
     /// Members plus pending invitations that take a seat.
-    pub used_seats: i64,
+    pub seats: SeatHolders,
     /// When the organization's credits are positive.
     pub credits: CreditHorizon,
 }
@@ -164,7 +164,7 @@ impl OrgEntitlementState {
         SeatUsage::evaluate(
             &self.org,
             self.counting_subscription(now),
-            self.used_seats,
+            self.seats.used_at(now),
             now,
         )
     }
@@ -174,9 +174,10 @@ impl OrgEntitlementState {
             return Access::Bypass;
         }
         if let Some(paid) = self.counting_subscription(now) {
-            return if self.used_seats > paid.paid_seats {
+            let used = self.seats.used_at(now);
+            return if used > paid.paid_seats {
                 Access::SeatsExceeded {
-                    used: self.used_seats,
+                    used,
                     paid: paid.paid_seats,
                 }
             } else {
@@ -294,7 +295,10 @@ mod tests {
         OrgEntitlementState {
             org,
             subscriptions: vec![],
-            used_seats: 2,
+            seats: SeatHolders {
+                members: 2,
+                invitations_expiring: vec![],
+            },
             credits: CreditHorizon::Never,
         }
     }

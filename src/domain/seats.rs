@@ -9,6 +9,26 @@ use chrono::{DateTime, Utc};
 use super::organization::Organization;
 use super::subscription::Subscription;
 
+/// Who takes a seat: members (not billing managers) and pending invitations
+/// until they expire, so the count is read at a moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeatHolders {
+    pub members: i64,
+    /// When each pending seat-taking invitation expires.
+    pub invitations_expiring: Vec<DateTime<Utc>>,
+}
+
+impl SeatHolders {
+    pub fn used_at(&self, now: DateTime<Utc>) -> i64 {
+        let pending = self
+            .invitations_expiring
+            .iter()
+            .filter(|&&expires| expires > now)
+            .count();
+        self.members + i64::try_from(pending).unwrap_or(i64::MAX)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeatGate {
     TrialUnlimited,

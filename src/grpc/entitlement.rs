@@ -6,7 +6,7 @@ use super::auth::actor;
 use super::convert::{self, org_id, reason, user_id};
 use super::proto::{self, entitlement_service_server::EntitlementService};
 use crate::domain::credits::Micros;
-use crate::domain::entitlement::Access;
+use crate::domain::entitlement::{Access, StateVersion};
 use crate::domain::ids::IdempotencyKey;
 use crate::domain::instances::InstanceId;
 use crate::domain::organization::ModelRestrictions;
@@ -76,13 +76,18 @@ impl EntitlementService for EntitlementApi {
                 Some(raw) => Some(InstanceId::parse(raw).field("instance_id")?),
             },
         };
-        let (decision, org) = self.service.check_entitlement(&actor, &query).await?;
+        let answer = self
+            .service
+            .check_entitlement(&actor, &query, request.min_version.map(StateVersion))
+            .await?;
+        let decision = answer.value;
         Ok(Response::new(proto::CheckEntitlementResponse {
             allowed: decision.allowed,
             reason: reason(decision.reason).into(),
             trial: Some(convert::trial(decision.trial)),
             credits_locked: decision.credits_locked(),
-            suppress_trial_messaging: org.suppress_trial_messaging,
+            suppress_trial_messaging: answer.suppress_trial_messaging,
+            state_version: answer.version.0,
         }))
     }
 
@@ -92,7 +97,12 @@ impl EntitlementService for EntitlementApi {
     ) -> Result<Response<proto::GetEntitlementsResponse>, Status> {
         let actor = actor(&request)?;
         let org = org_id(&request.get_ref().org_id)?;
-        let view = self.service.get_entitlements(&actor, org).await?;
+        let min_version = request.get_ref().min_version.map(StateVersion);
+        let answer = self
+            .service
+            .get_entitlements(&actor, org, min_version)
+            .await?;
+        let view = answer.value;
         Ok(Response::new(proto::GetEntitlementsResponse {
             org_id: view.org.id.to_string(),
             plan: view.plan.id.as_str().to_owned(),
@@ -109,7 +119,8 @@ impl EntitlementService for EntitlementApi {
             access: access(view.access).into(),
             trial: Some(convert::trial(view.trial)),
             credits_locked: view.access.locks_credits(),
-            suppress_trial_messaging: view.org.suppress_trial_messaging,
+            suppress_trial_messaging: answer.suppress_trial_messaging,
+            state_version: answer.version.0,
         }))
     }
 

@@ -28,7 +28,7 @@ impl Service {
         let current = subscription::current(&state.subscriptions, now).cloned();
         Ok(SubscriptionView {
             counts_for_access: current.as_ref().is_some_and(|s| s.counts_at(now)),
-            used_seats: state.used_seats,
+            used_seats: state.seats.used_at(now),
             trial: state.trial(now),
             org: state.org,
             current,

@@ -179,7 +179,7 @@ impl Service {
         )
         .await?;
         self.renew_due_instances(&mut tx, org, &mut ledger).await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(Posted {
             entry,
             replayed: false,
@@ -242,7 +242,7 @@ impl Service {
         if adjustment.amount > 0 {
             self.renew_due_instances(&mut tx, org, &mut ledger).await?;
         }
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(Posted {
             entry,
             replayed: false,
@@ -327,7 +327,7 @@ impl Service {
                 },
             )
             .await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(Posted {
             entry,
             replayed: false,
@@ -453,7 +453,7 @@ impl Service {
         for org in &orgs {
             let mut tx = self.store().begin().await?;
             Ledger::open(&mut tx, *org, now).await?;
-            super::commit(tx).await?;
+            self.commit(tx).await?;
         }
         Ok(orgs.len())
     }

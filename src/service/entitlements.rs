@@ -1,14 +1,17 @@
 //! Entitlement decisions for the gateway.
 
-use super::{Actor, Service, load_org, load_state};
+use std::sync::Arc;
+
+use super::Actor;
+use super::Service;
+use super::entitlement_cache::CachedOrg;
 use crate::domain::catalog::Plan;
-use crate::domain::entitlement::{Access, AccessRequest, Decision, PROXY_FEATURE};
+use crate::domain::entitlement::{Access, AccessRequest, Decision, PROXY_FEATURE, StateVersion};
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::instances::InstanceId;
 use crate::domain::organization::Organization;
 use crate::domain::trial::TrialStatus;
 use crate::error::{Error, Result};
-use crate::store;
 
 /// A validated CheckEntitlement request.
 #[derive(Debug, Clone)]
@@ -55,64 +58,116 @@ impl Service {
         Ok(raw.to_owned())
     }
 
-    /// Decides whether the user may use the feature now. A denial is a
-    /// decision, not an error.
+    /// Decides whether the user may use the feature now, from memory. A
+    /// denial is a decision, not an error.
     pub async fn check_entitlement(
         &self,
         actor: &Actor,
         query: &EntitlementQuery,
-    ) -> Result<(Decision, Organization)> {
+        min_version: Option<StateVersion>,
+    ) -> Result<Answer<Decision>> {
         Self::require_entitlement_reader(actor)?;
         let now = self.now();
-        let mut tx = self.store().begin().await?;
-        let org = load_org(&mut tx, query.org).await?;
-        let role = store::members::role_of(&mut tx, query.org, &query.user).await?;
-        let state = load_state(&mut tx, org, now).await?;
-        if let Some(add_on) = self.catalog().add_on_for_feature(&query.feature) {
+        let (cached, version) = self.cached_org(query.org, min_version).await?;
+        let role = cached.members.get(&query.user).copied();
+        let state = &cached.state;
+        let decision = if let Some(add_on) = self.catalog().add_on_for_feature(&query.feature) {
             let instance_id = query.instance.as_ref().ok_or_else(|| {
                 Error::invalid(
                     "instance_id",
                     format!("is required for {:?}", query.feature),
                 )
             })?;
-            let instance = store::instances::get(&mut tx, query.org, instance_id)
-                .await?
+            let instance = cached
+                .instances
+                .get(instance_id)
                 .filter(|instance| instance.add_on == add_on.id);
-            let decision = state.decide_instance(role, instance.as_ref(), now);
-            return Ok((decision, state.org));
-        }
-        let plan = self.plan_of(&state.org)?;
-        let needs_credits = query.feature == PROXY_FEATURE
-            && query
-                .model
-                .as_deref()
-                .is_some_and(|model| self.catalog().credits().model_needs_credits(model));
-        let decision = state.decide(
-            plan,
-            &AccessRequest {
-                role,
-                feature: &query.feature,
-                model: query.model.as_deref(),
-                provider: query.provider.as_deref(),
-                needs_credits,
-            },
-            now,
-        );
-        Ok((decision, state.org))
-    }
-
-    pub async fn get_entitlements(&self, actor: &Actor, id: OrgId) -> Result<EntitlementsView> {
-        Self::require_entitlement_reader(actor)?;
-        let now = self.now();
-        let mut tx = self.store().begin().await?;
-        let org = load_org(&mut tx, id).await?;
-        let state = load_state(&mut tx, org, now).await?;
-        let plan = self.plan_of(&state.org)?.clone();
-        Ok(EntitlementsView {
-            access: state.access(now),
-            trial: state.trial(now),
-            org: state.org,
-            plan,
+            state.decide_instance(role, instance, now)
+        } else {
+            let plan = self.plan_of(&state.org)?;
+            let needs_credits = query.feature == PROXY_FEATURE
+                && query
+                    .model
+                    .as_deref()
+                    .is_some_and(|model| self.catalog().credits().model_needs_credits(model));
+            state.decide(
+                plan,
+                &AccessRequest {
+                    role,
+                    feature: &query.feature,
+                    model: query.model.as_deref(),
+                    provider: query.provider.as_deref(),
+                    needs_credits,
+                },
+                now,
+            )
+        };
+        Ok(Answer {
+            value: decision,
+            suppress_trial_messaging: state.org.suppress_trial_messaging,
+            version,
         })
     }
+
+    pub async fn get_entitlements(
+        &self,
+        actor: &Actor,
+        id: OrgId,
+        min_version: Option<StateVersion>,
+    ) -> Result<Answer<EntitlementsView>> {
+        Self::require_entitlement_reader(actor)?;
+        let now = self.now();
+        let (cached, version) = self.cached_org(id, min_version).await?;
+        let state = &cached.state;
+        let plan = self.plan_of(&state.org)?.clone();
+        Ok(Answer {
+            value: EntitlementsView {
+                access: state.access(now),
+                trial: state.trial(now),
+                org: state.org.clone(),
+                plan,
+            },
+            suppress_trial_messaging: state.org.suppress_trial_messaging,
+            version,
+        })
+    }
+
+    /// The organization from memory, and the version the answer stands at.
+    /// With `min_version` newer than the cache has seen, it waits briefly
+    /// for the notification, then reads the database. An organization the
+    /// cache does not know (created a moment ago) is read from the database.
+    async fn cached_org(
+        &self,
+        org: OrgId,
+        min_version: Option<StateVersion>,
+    ) -> Result<(Arc<CachedOrg>, StateVersion)> {
+        let cache = self.cache();
+        let behind = min_version.filter(|&min| cache.watermark() < min);
+        if let Some(min) = behind
+            && !cache
+                .wait_for(min, self.inner.settings.min_version_wait)
+                .await
+        {
+            // The database has every committed version; a `min_version`
+            // beyond it was never committed, and the answer says so.
+            let read_at = cache.refresh(self.store(), &[org], self.now()).await?;
+            let cached = cache.get(org).ok_or_else(|| super::org_not_found(org))?;
+            return Ok((cached, read_at));
+        }
+        if let Some(cached) = cache.get(org) {
+            return Ok((cached, cache.watermark()));
+        }
+        let read_at = cache.refresh(self.store(), &[org], self.now()).await?;
+        let cached = cache.get(org).ok_or_else(|| super::org_not_found(org))?;
+        Ok((cached, read_at))
+    }
+}
+
+/// An answer from the entitlement state, with the version it stands at.
+#[derive(Debug, Clone)]
+pub struct Answer<T> {
+    pub value: T,
+    pub suppress_trial_messaging: bool,
+    /// Every change up to this version is reflected in the answer.
+    pub version: StateVersion,
 }

@@ -168,7 +168,7 @@ impl Service {
         )
         .await?;
         let view = self.instance_view(&mut tx, instance, role, now).await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(view)
     }
 
@@ -209,7 +209,7 @@ impl Service {
         )
         .await?;
         let view = self.instance_view(&mut tx, instance, role, now).await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(view)
     }
 
@@ -298,7 +298,7 @@ impl Service {
         )
         .await?;
         let view = self.instance_view(&mut tx, instance, None, now).await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(view)
     }
 
@@ -337,7 +337,7 @@ impl Service {
             )
             .await?;
         }
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(opted_out)
     }
 
@@ -430,7 +430,7 @@ impl Service {
             }
             let mut ledger = Ledger::open(&mut tx, *org, now).await?;
             self.renew_due_instances(&mut tx, *org, &mut ledger).await?;
-            super::commit(tx).await?;
+            self.commit(tx).await?;
         }
         Ok(orgs.len())
     }

@@ -85,7 +85,7 @@ impl Service {
             now,
         )
         .await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(invitation)
     }
 
@@ -172,7 +172,7 @@ impl Service {
             now,
         )
         .await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(member)
     }
 
@@ -215,7 +215,7 @@ impl Service {
             now,
         )
         .await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(invitation)
     }
 
@@ -294,7 +294,7 @@ impl Service {
             now,
         )
         .await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(updated)
     }
 
@@ -343,7 +343,7 @@ impl Service {
             now,
         )
         .await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(removal)
     }
 

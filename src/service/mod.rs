@@ -11,6 +11,7 @@ mod billing;
 mod clock;
 mod credit_ledger;
 mod credits;
+mod entitlement_cache;
 mod entitlements;
 mod instances;
 mod members;
@@ -33,7 +34,8 @@ pub use credits::{
     CREDIT_PURCHASE_TYPE, CreditAdjustment, CreditBalanceView, CreditGrant, CreditPurchaseOrder,
     Posted, UsageReport,
 };
-pub use entitlements::{EntitlementQuery, EntitlementsView};
+pub use entitlement_cache::{CachedOrg, EntitlementCache};
+pub use entitlements::{Answer, EntitlementQuery, EntitlementsView};
 pub use instances::{InstanceView, NewInstance};
 pub use members::MembersView;
 pub use operators::{OrganizationOverrides, Page};
@@ -58,6 +60,9 @@ use crate::stripe::StripeApi;
 pub struct Settings {
     pub trial_length: TrialLength,
     pub signup_policy: SignupPolicy,
+    /// How long an entitlement read with `min_version` waits for the cache
+    /// to catch up before it reads the database instead.
+    pub min_version_wait: std::time::Duration,
 }
 
 /// The use cases, cheap to clone and share between adapters.
@@ -75,6 +80,8 @@ struct Inner {
     /// `None` when no Stripe key is configured: the Stripe-backed use cases
     /// then answer FAILED_PRECONDITION and everything else works.
     stripe: Option<StripeApi>,
+    /// Every organization's entitlement inputs, for answers from memory.
+    cache: Arc<EntitlementCache>,
 }
 
 impl Service {
@@ -84,6 +91,7 @@ impl Service {
         clock: Arc<dyn Clock>,
         settings: Settings,
         stripe: Option<StripeApi>,
+        cache: Arc<EntitlementCache>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -92,8 +100,13 @@ impl Service {
                 clock,
                 settings,
                 stripe,
+                cache,
             }),
         }
+    }
+
+    pub fn cache(&self) -> &EntitlementCache {
+        &self.inner.cache
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -158,6 +171,25 @@ impl Service {
         }
     }
 
+    /// Commits a use case's transaction. When it changed an input of the
+    /// entitlement decision, the version it took is noted for the caller's
+    /// response (see [`versions`]), and this replica's cache is given a
+    /// moment to take the change in, so the caller reads its own write here
+    /// even without `min_version`.
+    async fn commit(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    ) -> Result<Option<StateVersion>> {
+        let version = store::commit(tx).await?;
+        if let Some(version) = version {
+            versions::note_committed(version);
+            self.cache()
+                .wait_for(version, self.inner.settings.min_version_wait)
+                .await;
+        }
+        Ok(version)
+    }
+
     fn require_operator(actor: &Actor, what: &str) -> Result<()> {
         match actor {
             Actor::Operator => Ok(()),
@@ -166,17 +198,6 @@ impl Service {
             ))),
         }
     }
-}
-
-/// Commits a use case's transaction. When it changed an input of the
-/// entitlement decision, the version it took is noted for the caller's
-/// response (see [`versions`]).
-async fn commit(tx: sqlx::Transaction<'static, sqlx::Postgres>) -> Result<Option<StateVersion>> {
-    let version = store::commit(tx).await?;
-    if let Some(version) = version {
-        versions::note_committed(version);
-    }
-    Ok(version)
 }
 
 fn org_not_found(id: OrgId) -> Error {
@@ -202,12 +223,12 @@ async fn load_state(
     now: DateTime<Utc>,
 ) -> Result<OrgEntitlementState> {
     let subscriptions = store::subscriptions::list_for_org(conn, org.id).await?;
-    let used_seats = store::members::used_seats(conn, org.id, now).await?;
+    let seats = store::members::seat_holders(conn, org.id, now).await?;
     let credits = store::credits::horizon(conn, org.id).await?;
     Ok(OrgEntitlementState {
         org,
         subscriptions,
-        used_seats,
+        seats,
         credits,
     })
 }

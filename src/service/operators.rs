@@ -76,7 +76,7 @@ impl Service {
             now,
         )
         .await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         self.view(org, now)
     }
 
@@ -144,7 +144,7 @@ impl Service {
             )
             .await?;
         }
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(report)
     }
 

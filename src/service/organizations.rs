@@ -109,7 +109,7 @@ impl Service {
             )
             .await?;
         }
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         self.view(org, now)
     }
 
@@ -146,7 +146,7 @@ impl Service {
             now,
         )
         .await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         self.view(org, now)
     }
 
@@ -179,7 +179,7 @@ impl Service {
             now,
         )
         .await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(())
     }
 }

@@ -222,7 +222,7 @@ impl Service {
                 }
             }
         };
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(step)
     }
 

@@ -295,7 +295,7 @@ impl Service {
             self.now(),
         )
         .await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(SeatChange {
             subscription,
             authentication_url,
@@ -445,7 +445,7 @@ impl Service {
             self.now(),
         )
         .await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(subscription)
     }
 
@@ -487,7 +487,7 @@ impl Service {
             self.now(),
         )
         .await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(subscription)
     }
 
@@ -562,7 +562,7 @@ impl Service {
             self.now(),
         )
         .await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(subscription)
     }
 
@@ -590,7 +590,7 @@ impl Service {
             Some(ended) => ResubscribeDefaults {
                 plan: ended.plan.clone(),
                 cycle: ended.billing_cycle.unwrap_or(BillingCycle::Yearly),
-                seats: ended.paid_seats.max(state.used_seats).max(1),
+                seats: ended.paid_seats.max(state.seats.used_at(now)).max(1),
             },
             None => ResubscribeDefaults {
                 plan: state.org.plan.clone(),
@@ -634,7 +634,7 @@ impl Service {
     async fn finish_unchanged(&self, change: BillingChange, org_id: OrgId) -> Result<Subscription> {
         let BillingChange { mut tx, live, .. } = change;
         let subscription = self.store_live(&mut tx, org_id, &live).await?;
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(subscription)
     }
 }

@@ -110,7 +110,7 @@ impl Service {
             }
             (Some(_) | None, _) => None,
         };
-        super::commit(tx).await?;
+        self.commit(tx).await?;
         Ok(QuantitySync {
             billed_quantity,
             subscription_id,

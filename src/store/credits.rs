@@ -117,6 +117,30 @@ pub async fn set_horizon(
     Ok(())
 }
 
+/// Every organization's credit horizon (or those of `only`), for the
+/// entitlement cache; organizations without an account have none.
+pub async fn horizons_in_orgs(
+    conn: &mut PgConnection,
+    only: Option<&[Uuid]>,
+) -> Result<Vec<(OrgId, CreditHorizon)>> {
+    let rows = sqlx::query!(
+        r#"
+        select org_id, credit_positive, credit_positive_until from credit_accounts
+        where $1::uuid[] is null or org_id = any($1)
+        "#,
+        only,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let horizon = CreditHorizon::from_stored(r.credit_positive, r.credit_positive_until);
+            (r.org_id.into(), horizon)
+        })
+        .collect())
+}
+
 /// When the organization's credits are positive, as last stored.
 pub async fn horizon(conn: &mut PgConnection, org: OrgId) -> Result<CreditHorizon> {
     let account = sqlx::query!(

@@ -168,6 +168,30 @@ pub async fn list(
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
+/// Each instance's live subscription, or else its latest canceled one, in
+/// every organization or those of `only`, for the entitlement cache.
+pub async fn list_current(
+    conn: &mut PgConnection,
+    only: Option<&[Uuid]>,
+) -> Result<Vec<InstanceSubscription>> {
+    let rows = sqlx::query_as!(
+        InstanceRow,
+        r#"
+        select distinct on (org_id, instance_id)
+               org_id, instance_id, user_id, add_on, status, price_micros, trial_end,
+               current_period_start, current_period_end, cancel_at_period_end, canceled_at,
+               created_at
+        from instance_subscriptions
+        where $1::uuid[] is null or org_id = any($1)
+        order by org_id, instance_id, (status <> 'canceled') desc, id desc
+        "#,
+        only,
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
 /// Whether the user has had the add-on's trial in the organization.
 pub async fn had_trial(
     conn: &mut PgConnection,

@@ -8,6 +8,7 @@ use super::{corrupt, on_unique_violation};
 use crate::domain::ids::{EmailAddress, InvitationId, OrgId, UserId};
 use crate::domain::membership::{Invitation, Membership, RemovalRecord};
 use crate::domain::role::Role;
+use crate::domain::seats::SeatHolders;
 use crate::error::Result;
 
 fn parse_role(raw: &str) -> Result<Role> {
@@ -155,6 +156,85 @@ pub async fn used_seats(conn: &mut PgConnection, org: OrgId, now: DateTime<Utc>)
     .fetch_one(conn)
     .await?;
     Ok(used)
+}
+
+/// Who takes a seat: members other than billing managers, and when each
+/// pending seat-taking invitation expires.
+pub async fn seat_holders(
+    conn: &mut PgConnection,
+    org: OrgId,
+    now: DateTime<Utc>,
+) -> Result<SeatHolders> {
+    let members = sqlx::query_scalar!(
+        r#"
+        select count(*) as "members!" from memberships
+        where org_id = $1 and role <> 'billing_manager'
+        "#,
+        org.as_uuid(),
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let invitations_expiring = sqlx::query_scalar!(
+        r#"
+        select expires_at from invitations
+        where org_id = $1 and role <> 'billing_manager'
+          and accepted_at is null and revoked_at is null and expires_at > $2
+        "#,
+        org.as_uuid(),
+        now,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(SeatHolders {
+        members,
+        invitations_expiring,
+    })
+}
+
+/// Every membership as (organization, user, role), in every organization or
+/// those of `only`, for the entitlement cache.
+pub async fn roles_in_orgs(
+    conn: &mut PgConnection,
+    only: Option<&[Uuid]>,
+) -> Result<Vec<(OrgId, UserId, Role)>> {
+    let rows = sqlx::query!(
+        r#"
+        select org_id, user_id, role from memberships
+        where $1::uuid[] is null or org_id = any($1)
+        "#,
+        only,
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            let user = UserId::parse(&r.user_id).map_err(|e| corrupt("member user id", e))?;
+            Ok((r.org_id.into(), user, parse_role(&r.role)?))
+        })
+        .collect()
+}
+
+/// When each pending seat-taking invitation expires, by organization.
+pub async fn seat_invitations_in_orgs(
+    conn: &mut PgConnection,
+    only: Option<&[Uuid]>,
+    now: DateTime<Utc>,
+) -> Result<Vec<(OrgId, DateTime<Utc>)>> {
+    let rows = sqlx::query!(
+        r#"
+        select org_id, expires_at from invitations
+        where role <> 'billing_manager' and accepted_at is null and revoked_at is null
+          and expires_at > $2 and ($1::uuid[] is null or org_id = any($1))
+        "#,
+        only,
+        now,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.org_id.into(), r.expires_at))
+        .collect())
 }
 
 struct InvitationRow {

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod credits;
+pub mod entitlement_versions;
 pub mod erasure;
 pub mod instances;
 pub mod members;

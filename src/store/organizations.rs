@@ -130,6 +130,27 @@ pub async fn lock(conn: &mut PgConnection, id: OrgId) -> Result<Option<Organizat
     Ok(row.map(Into::into))
 }
 
+/// Every live organization, or those of `only`, for the entitlement cache.
+pub async fn list_live(
+    conn: &mut PgConnection,
+    only: Option<&[Uuid]>,
+) -> Result<Vec<Organization>> {
+    let rows = sqlx::query_as!(
+        OrganizationRow,
+        r#"
+        select id, name, plan, trial_end, require_seats, sponsorship_tier,
+               suppress_trial_messaging, instances_opted_out, model_deny_list, provider_allow_list,
+               created_at
+        from organizations
+        where deleted_at is null and ($1::uuid[] is null or id = any($1))
+        "#,
+        only,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
 /// One page of live organizations in creation order (ids are time-ordered).
 pub async fn list_page(
     conn: &mut PgConnection,

@@ -112,6 +112,53 @@ pub async fn list_for_org(conn: &mut PgConnection, org: OrgId) -> Result<Vec<Sub
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
+/// Every subscription with its organization, or those of `only`'s
+/// organizations, for the entitlement cache.
+pub async fn list_for_orgs(
+    conn: &mut PgConnection,
+    only: Option<&[Uuid]>,
+) -> Result<Vec<(OrgId, Subscription)>> {
+    let rows = sqlx::query!(
+        r#"
+        select org_id, stripe_subscription_id, status, plan, billing_cycle, paid_seats,
+               current_period_start, current_period_end, cancel_at_period_end, ended_at,
+               next_payment_minor, currency, created_at, pending_seats, pending_seats_from,
+               pending_cycle, pending_cycle_from, pending_cycle_payment_minor, schedule_id
+        from subscriptions
+        where $1::uuid[] is null or org_id = any($1)
+        order by created_at, stripe_subscription_id
+        "#,
+        only,
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            let row = SubscriptionRow {
+                stripe_subscription_id: r.stripe_subscription_id,
+                status: r.status,
+                plan: r.plan,
+                billing_cycle: r.billing_cycle,
+                paid_seats: r.paid_seats,
+                current_period_start: r.current_period_start,
+                current_period_end: r.current_period_end,
+                cancel_at_period_end: r.cancel_at_period_end,
+                ended_at: r.ended_at,
+                next_payment_minor: r.next_payment_minor,
+                currency: r.currency,
+                created_at: r.created_at,
+                pending_seats: r.pending_seats,
+                pending_seats_from: r.pending_seats_from,
+                pending_cycle: r.pending_cycle,
+                pending_cycle_from: r.pending_cycle_from,
+                pending_cycle_payment_minor: r.pending_cycle_payment_minor,
+                schedule_id: r.schedule_id,
+            };
+            Ok((OrgId::from(r.org_id), row.try_into()?))
+        })
+        .collect()
+}
+
 /// The organization a subscription we already know belongs to.
 pub async fn org_of(
     conn: &mut PgConnection,

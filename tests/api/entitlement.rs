@@ -102,6 +102,7 @@ async fn entitlements_follow_the_subscription_from_trial_to_paid_to_past_due_to_
             .execute(&mut *conn)
             .await
             .expect("status");
+        app.wait_for_cache().await;
         assert_eq!(
             app.check(&org.id, "alice").await.allowed,
             allowed,

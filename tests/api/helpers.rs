@@ -3,6 +3,7 @@
 
 use billing_service::app::{App, AppSettings};
 use billing_service::domain::catalog::{BillingCycle, Catalog, PlanId, PriceSlot, SignupPolicy};
+use billing_service::domain::entitlement::StateVersion;
 use billing_service::domain::ids::OrgId;
 use billing_service::domain::money::{Currency, Money};
 use billing_service::domain::subscription::Subscription;
@@ -14,8 +15,8 @@ use billing_service::grpc::proto::entitlement_service_client::EntitlementService
 use billing_service::grpc::proto::org_admin_service_client::OrgAdminServiceClient;
 use billing_service::grpc::proto::{self, Role};
 use billing_service::maintenance::MaintenanceSettings;
-use billing_service::service;
 use billing_service::service::RetryPolicy;
+use billing_service::service::{self, EntitlementCache, Service};
 use billing_service::store;
 use billing_service::stripe::{InboxSettings, StripeSettings, WEBHOOK_PATH, WebhookSecrets};
 use std::time::Duration;
@@ -101,8 +102,12 @@ pub struct TestApp {
     pub channel: Channel,
     /// `http://127.0.0.1:<port>/stripe/webhook`
     pub webhook_url: String,
+    service: Service,
     admin: PgConnectOptions,
     db_name: String,
+    /// Replicas share the first app's database and leave it be.
+    owns_database: bool,
+    options: TestOptions,
     /// A pool on the app's database, for putting state in place through the
     /// store layer.
     pub pool: PgPool,
@@ -129,7 +134,28 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         .await
         .expect("create test database");
     let database = admin.clone().database(&db_name);
+    let started = start(&options, database.clone()).await;
+    let pool = PgPool::connect_with(database).await.expect("pool");
+    TestApp {
+        channel: started.channel,
+        webhook_url: started.webhook_url,
+        service: started.service,
+        admin,
+        db_name,
+        owns_database: true,
+        options,
+        pool,
+    }
+}
 
+/// A running app.
+struct Started {
+    channel: Channel,
+    webhook_url: String,
+    service: Service,
+}
+
+async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
     let app = App::build(AppSettings {
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         webhook_addr: "127.0.0.1:0".parse().expect("addr"),
@@ -137,23 +163,27 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
             "{WEBHOOK_SECRET},{PREVIOUS_WEBHOOK_SECRET}"
         ))
         .expect("secrets"),
-        database: database.clone(),
+        database,
         database_max_connections: 5,
         caller_tokens: CallerTokens::parse(&format!(
             "gateway:{GATEWAY_TOKEN},bff:{BFF_TOKEN},ops:{OPS_TOKEN}"
         ))
         .expect("tokens"),
-        catalog: options.catalog,
+        catalog: options.catalog.clone(),
         service: service::Settings {
             trial_length: TrialLength::days(30),
             signup_policy: SignupPolicy {
                 monthly_enabled: options.monthly_signup,
             },
+            min_version_wait: Duration::from_millis(100),
         },
-        stripe: options.stripe_api_base.map(|api_base| StripeSettings {
-            secret_key: "sk_test_billing_service".into(),
-            api_base,
-        }),
+        stripe: options
+            .stripe_api_base
+            .clone()
+            .map(|api_base| StripeSettings {
+                secret_key: "sk_test_billing_service".into(),
+                api_base,
+            }),
         // Quick retries, so a test sees an event parked in moments.
         inbox: InboxSettings {
             retry: RetryPolicy {
@@ -172,19 +202,54 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     .expect("app builds");
     let addr = app.grpc_addr();
     let webhook_url = format!("http://{}{WEBHOOK_PATH}", app.webhook_addr());
+    let service = app.service().clone();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()
         .await
         .expect("connect");
-    let pool = PgPool::connect_with(database).await.expect("pool");
-    TestApp {
+    Started {
         channel,
         webhook_url,
-        admin,
-        db_name,
-        pool,
+        service,
+    }
+}
+
+impl TestApp {
+    /// A second replica on the same database, as a deployment runs them.
+    pub async fn spawn_replica(&self) -> TestApp {
+        let database = self.admin.clone().database(&self.db_name);
+        let started = start(&self.options, database.clone()).await;
+        TestApp {
+            channel: started.channel,
+            webhook_url: started.webhook_url,
+            service: started.service,
+            admin: self.admin.clone(),
+            db_name: self.db_name.clone(),
+            owns_database: false,
+            options: self.options.clone(),
+            pool: PgPool::connect_with(database).await.expect("pool"),
+        }
+    }
+
+    /// This replica's in-memory entitlement state.
+    pub fn cache(&self) -> &EntitlementCache {
+        self.service.cache()
+    }
+
+    /// Waits until this replica's in-memory state has every change
+    /// committed so far (for state put in place through the pool).
+    pub async fn wait_for_cache(&self) {
+        let clock: i64 = sqlx::query_scalar("select version from entitlement_clock")
+            .fetch_one(&self.pool)
+            .await
+            .expect("clock");
+        let target = StateVersion(u64::try_from(clock).expect("non-negative"));
+        assert!(
+            self.cache().wait_for(target, Duration::from_secs(10)).await,
+            "the replica did not catch up with version {clock}"
+        );
     }
 }
 
@@ -193,6 +258,9 @@ impl Drop for TestApp {
     /// so repeated runs on one machine do not pile databases up. Drop cannot
     /// await, so this runs on a thread with a runtime of its own.
     fn drop(&mut self) {
+        if !self.owns_database {
+            return;
+        }
         let admin = self.admin.clone();
         let db_name = std::mem::take(&mut self.db_name);
         let dropped = std::thread::spawn(move || {
@@ -382,6 +450,7 @@ impl TestApp {
                 As::Gateway,
                 proto::GetEntitlementsRequest {
                     org_id: org.to_owned(),
+                    min_version: None,
                 },
             ))
             .await
@@ -420,6 +489,7 @@ impl TestApp {
                     model: model.map(str::to_owned),
                     provider: provider.map(str::to_owned),
                     instance_id: None,
+                    min_version: None,
                 },
             ))
             .await
@@ -490,6 +560,7 @@ impl TestApp {
         store::subscriptions::upsert(&mut conn, org, subscription)
             .await
             .expect("upsert subscription");
+        self.wait_for_cache().await;
     }
 }
 
@@ -625,6 +696,7 @@ impl TestApp {
                     .await
                     .expect("count pending");
             if pending == 0 {
+                self.wait_for_cache().await;
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -29,6 +29,7 @@ async fn end_period_now(app: &TestApp, org: &str, instance: &str) {
     .execute(&app.pool)
     .await
     .expect("move the period end");
+    app.wait_for_cache().await;
 }
 
 #[tokio::test]

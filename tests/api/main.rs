@@ -13,6 +13,7 @@ mod instances;
 mod members;
 mod organizations;
 mod permissions;
+mod replicas;
 mod seats;
 mod stripe_fixtures;
 mod stripe_server;

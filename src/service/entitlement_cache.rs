@@ -1,0 +1,327 @@
+//! Every organization's entitlement inputs, in memory, so the gateway's
+//! `CheckEntitlement` needs no database round trip.
+//!
+//! The cache is loaded at start-up from one consistent read, then follows
+//! the changes the database announces (`LISTEN billing_entitlements`): each
+//! notification names an organization and the version its transaction
+//! took, and only that organization is read again. Versions follow commit
+//! order and notifications arrive in commit order, so after handling the
+//! notification of version v the cache has every change up to v: that is
+//! its *watermark*. Notifications sent while the listener was disconnected
+//! are lost, so after every (re)connection the cache reads every
+//! organization changed since its watermark. Time-based transitions (trial
+//! stages, expiries) are not changes: the decision reads them from the
+//! clock at check time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::domain::credits::CreditHorizon;
+use crate::domain::entitlement::{OrgEntitlementState, StateVersion};
+use crate::domain::ids::{OrgId, UserId};
+use crate::domain::instances::{InstanceId, InstanceSubscription};
+use crate::domain::role::Role;
+use crate::domain::seats::SeatHolders;
+use crate::error::Result;
+use crate::store::{self, Store};
+
+/// One organization as the cache holds it.
+#[derive(Debug)]
+pub struct CachedOrg {
+    /// The version of the organization's last change.
+    pub version: StateVersion,
+    pub state: OrgEntitlementState,
+    pub members: HashMap<UserId, Role>,
+    /// Each instance's live subscription, or else its latest canceled one.
+    pub instances: HashMap<InstanceId, InstanceSubscription>,
+}
+
+#[derive(Debug)]
+pub struct EntitlementCache {
+    orgs: RwLock<HashMap<OrgId, Arc<CachedOrg>>>,
+    watermark: watch::Sender<StateVersion>,
+}
+
+/// Which organizations one read covers.
+#[derive(Debug, Clone)]
+enum Selection {
+    All,
+    Orgs(Vec<OrgId>),
+    ChangedSince(StateVersion),
+}
+
+/// What one consistent read gave: the clock at the read, the organizations
+/// found, and those asked for that no longer exist (deleted).
+#[derive(Debug)]
+struct Read {
+    clock: StateVersion,
+    found: Vec<CachedOrg>,
+    gone: Vec<OrgId>,
+}
+
+impl EntitlementCache {
+    /// Loads every organization.
+    pub async fn load(store: &Store, now: DateTime<Utc>) -> Result<Self> {
+        let read = read(store, Selection::All, now).await?;
+        let cache = Self {
+            orgs: RwLock::new(HashMap::with_capacity(read.found.len())),
+            watermark: watch::Sender::new(read.clock),
+        };
+        cache.install(read);
+        Ok(cache)
+    }
+
+    pub fn get(&self, org: OrgId) -> Option<Arc<CachedOrg>> {
+        self.orgs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&org)
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.orgs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every change up to this version is in the cache.
+    pub fn watermark(&self) -> StateVersion {
+        *self.watermark.borrow()
+    }
+
+    /// Notes that every change up to `version` is in.
+    pub fn advance(&self, version: StateVersion) {
+        self.watermark.send_if_modified(|current| {
+            let newer = version > *current;
+            if newer {
+                *current = version;
+            }
+            newer
+        });
+    }
+
+    /// Waits up to `timeout` for the watermark to reach `version`.
+    pub async fn wait_for(&self, version: StateVersion, timeout: Duration) -> bool {
+        let mut watermark = self.watermark.subscribe();
+        tokio::time::timeout(timeout, watermark.wait_for(|seen| *seen >= version))
+            .await
+            .is_ok_and(|waited| waited.is_ok())
+    }
+
+    /// Reads the organizations again from the database and returns the
+    /// clock of that read.
+    pub async fn refresh(
+        &self,
+        store: &Store,
+        orgs: &[OrgId],
+        now: DateTime<Utc>,
+    ) -> Result<StateVersion> {
+        let read = read(store, Selection::Orgs(orgs.to_vec()), now).await?;
+        let clock = read.clock;
+        self.install(read);
+        Ok(clock)
+    }
+
+    /// Reads every organization changed since the watermark and moves the
+    /// watermark to the clock of that read: what a listener that was
+    /// disconnected may have missed.
+    pub async fn catch_up(&self, store: &Store, now: DateTime<Utc>) -> Result<usize> {
+        let read = read(store, Selection::ChangedSince(self.watermark()), now).await?;
+        let clock = read.clock;
+        let changed = read.found.len() + read.gone.len();
+        self.install(read);
+        self.advance(clock);
+        Ok(changed)
+    }
+
+    /// Puts a read in, never replacing an organization with an older state
+    /// than the one held.
+    fn install(&self, read: Read) {
+        let mut orgs = self
+            .orgs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for org in read.found {
+            let id = org.state.org.id;
+            let newer = orgs.get(&id).is_none_or(|held| held.version <= org.version);
+            if newer {
+                orgs.insert(id, Arc::new(org));
+            }
+        }
+        for id in read.gone {
+            orgs.remove(&id);
+        }
+    }
+}
+
+impl super::Service {
+    /// Follows the database's change announcements until `stop`, keeping
+    /// the cache current. `listening` is the connection that was listening
+    /// before the cache was loaded, so nothing fell between the two; after
+    /// each reconnection it first reads what changed while it was not
+    /// listening.
+    pub async fn follow_entitlement_changes(
+        &self,
+        listening: PgListener,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        const FIRST_RETRY: Duration = Duration::from_millis(100);
+        let mut retry = FIRST_RETRY;
+        let mut first = Some(listening);
+        while !*stop.borrow() {
+            let first = first.take();
+            let connected = async {
+                let listener = match first {
+                    Some(listener) => listener,
+                    None => store::entitlement_versions::listen(self.store()).await?,
+                };
+                let missed = self.cache().catch_up(self.store(), self.now()).await?;
+                Ok::<_, crate::error::Error>((listener, missed))
+            };
+            let mut listener = match connected.await {
+                Ok((listener, missed)) => {
+                    tracing::info!(
+                        missed,
+                        watermark = self.cache().watermark().0,
+                        "following entitlement changes"
+                    );
+                    retry = FIRST_RETRY;
+                    listener
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot follow entitlement changes; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(retry) => {}
+                        _ = stop.changed() => {}
+                    }
+                    retry = (retry * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    next = listener.try_recv() => next,
+                    _ = stop.changed() => return,
+                };
+                let applied = match next {
+                    Ok(Some(notification)) => self.apply_announcement(notification.payload()).await,
+                    // The connection dropped: announcements made meanwhile are lost.
+                    Ok(None) => Err(crate::error::Error::internal(anyhow::anyhow!(
+                        "the listening connection was lost"
+                    ))),
+                    Err(error) => Err(error.into()),
+                };
+                if let Err(error) = applied {
+                    tracing::warn!(error = %error, "stopped following entitlement changes; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn apply_announcement(&self, payload: &str) -> Result<()> {
+        let Some((org, version)) = store::entitlement_versions::parse_announcement(payload) else {
+            tracing::warn!(payload, "an entitlement announcement that does not parse");
+            return Ok(());
+        };
+        self.cache()
+            .refresh(self.store(), &[org], self.now())
+            .await?;
+        self.cache().advance(version);
+        Ok(())
+    }
+}
+
+/// One consistent (repeatable read) read of the selected organizations.
+async fn read(store: &Store, selection: Selection, now: DateTime<Utc>) -> Result<Read> {
+    let mut tx = store.begin().await?;
+    sqlx::query!("set transaction isolation level repeatable read, read only")
+        .execute(&mut *tx)
+        .await?;
+    let clock = store::entitlement_versions::clock(&mut tx).await?;
+    let asked: Option<Vec<Uuid>> = match &selection {
+        Selection::All => None,
+        Selection::Orgs(orgs) => Some(orgs.iter().map(OrgId::as_uuid).collect()),
+        Selection::ChangedSince(version) => {
+            Some(store::entitlement_versions::changed_since(&mut tx, *version).await?)
+        }
+    };
+    let only = asked.as_deref();
+    let organizations = store::organizations::list_live(&mut tx, only).await?;
+    let mut versions: HashMap<OrgId, StateVersion> =
+        store::entitlement_versions::of_orgs(&mut tx, only)
+            .await?
+            .into_iter()
+            .collect();
+    let mut members: HashMap<OrgId, HashMap<UserId, Role>> = HashMap::new();
+    let mut seats: HashMap<OrgId, SeatHolders> = HashMap::new();
+    for (org, user, role) in store::members::roles_in_orgs(&mut tx, only).await? {
+        if role.takes_seat() {
+            seats.entry(org).or_default().members += 1;
+        }
+        members.entry(org).or_default().insert(user, role);
+    }
+    for (org, expires) in store::members::seat_invitations_in_orgs(&mut tx, only, now).await? {
+        seats
+            .entry(org)
+            .or_default()
+            .invitations_expiring
+            .push(expires);
+    }
+    let mut subscriptions: HashMap<OrgId, Vec<_>> = HashMap::new();
+    for (org, subscription) in store::subscriptions::list_for_orgs(&mut tx, only).await? {
+        subscriptions.entry(org).or_default().push(subscription);
+    }
+    let mut horizons: HashMap<OrgId, CreditHorizon> =
+        store::credits::horizons_in_orgs(&mut tx, only)
+            .await?
+            .into_iter()
+            .collect();
+    let mut instances: HashMap<OrgId, HashMap<InstanceId, InstanceSubscription>> = HashMap::new();
+    for instance in store::instances::list_current(&mut tx, only).await? {
+        instances
+            .entry(instance.org_id)
+            .or_default()
+            .insert(instance.instance_id.clone(), instance);
+    }
+    tx.commit().await?;
+
+    let gone = match asked {
+        None => Vec::new(),
+        Some(asked) => asked
+            .into_iter()
+            .map(OrgId::from)
+            .filter(|id| !organizations.iter().any(|org| org.id == *id))
+            .collect(),
+    };
+    let found = organizations
+        .into_iter()
+        .map(|org| {
+            let id = org.id;
+            CachedOrg {
+                version: versions.remove(&id).unwrap_or_default(),
+                members: members.remove(&id).unwrap_or_default(),
+                instances: instances.remove(&id).unwrap_or_default(),
+                state: OrgEntitlementState {
+                    subscriptions: subscriptions.remove(&id).unwrap_or_default(),
+                    seats: seats.remove(&id).unwrap_or_default(),
+                    credits: horizons.remove(&id).unwrap_or(CreditHorizon::Never),
+                    org,
+                },
+            }
+        })
+        .collect();
+    Ok(Read { clock, found, gone })
+}

@@ -1,0 +1,67 @@
+//! The entitlement clock and each organization's version (see migration
+//! `..._entitlement_versions.sql`): which changes a replica has seen.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::entitlement::StateVersion;
+use crate::domain::ids::OrgId;
+use crate::error::Result;
+
+/// The channel the triggers announce changes on, as `<org id>:<version>`.
+pub const CHANNEL: &str = "billing_entitlements";
+
+/// The newest version committed.
+pub async fn clock(conn: &mut PgConnection) -> Result<StateVersion> {
+    let version = sqlx::query_scalar!("select version from entitlement_clock")
+        .fetch_one(conn)
+        .await?;
+    Ok(StateVersion::from_stored(version).unwrap_or_default())
+}
+
+/// Each organization's version, for all or those of `only`.
+pub async fn of_orgs(
+    conn: &mut PgConnection,
+    only: Option<&[Uuid]>,
+) -> Result<Vec<(OrgId, StateVersion)>> {
+    let rows = sqlx::query!(
+        "select org_id, version from entitlement_versions where $1::uuid[] is null or org_id = any($1)",
+        only,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.org_id.into(),
+                StateVersion::from_stored(r.version).unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+/// Organizations changed after `version`.
+pub async fn changed_since(conn: &mut PgConnection, version: StateVersion) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar!(
+        "select org_id from entitlement_versions where version > $1",
+        i64::try_from(version.0).unwrap_or(i64::MAX),
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// A connection listening on [`CHANNEL`].
+pub async fn listen(store: &super::Store) -> Result<sqlx::postgres::PgListener> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(store.pool()).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Reads an announcement's payload, `<org id>:<version>`.
+pub fn parse_announcement(payload: &str) -> Option<(OrgId, StateVersion)> {
+    let (org, version) = payload.split_once(':')?;
+    let org = OrgId::parse(org).ok()?;
+    let version = version.parse::<u64>().ok()?;
+    Some((org, StateVersion(version)))
+}
