@@ -24,8 +24,8 @@ use crate::grpc::proto::credit_service_server::CreditServiceServer;
 use crate::grpc::proto::entitlement_service_server::EntitlementServiceServer;
 use crate::grpc::proto::org_admin_service_server::OrgAdminServiceServer;
 use crate::grpc::{
-    self, Authenticator, BillingApi, CallerTokens, CreditApi, EntitlementApi, OrgAdminApi, Scope,
-    StateVersionLayer,
+    self, Authenticator, BillingApi, CallerTokens, ConcurrencyLimits, CreditApi, EntitlementApi,
+    LoadShedLayer, OrgAdminApi, Scope, StateVersionLayer,
 };
 use crate::maintenance::{MaintenanceSettings, run_maintenance};
 use crate::service::{self, Clock, EntitlementCache, Service, SystemClock};
@@ -50,6 +50,7 @@ pub struct AppSettings {
     pub stripe: Option<StripeSettings>,
     pub inbox: InboxSettings,
     pub maintenance: MaintenanceSettings,
+    pub limits: ConcurrencyLimits,
 }
 
 /// Names of the served services, for health reporting.
@@ -76,6 +77,7 @@ pub struct App {
     maintenance: MaintenanceSettings,
     /// The connection listening for entitlement changes since the load.
     listening: PgListener,
+    limits: ConcurrencyLimits,
     service: Service,
     authenticator: Authenticator,
 }
@@ -134,6 +136,7 @@ impl App {
             inbox: settings.inbox,
             maintenance: settings.maintenance,
             listening,
+            limits: settings.limits,
             service,
             authenticator: Authenticator::new(&settings.caller_tokens),
         })
@@ -233,6 +236,9 @@ impl App {
             .layer(TraceLayer::new_for_grpc())
             // The state version a call committed goes back in its metadata.
             .layer(StateVersionLayer)
+            // Over the cap of calls in flight, answer RESOURCE_EXHAUSTED at once;
+            // entitlement checks have their own cap, so billing cannot starve them.
+            .layer(LoadShedLayer::new(self.limits))
             // Health and reflection are open: probes and CLIs must reach them
             // without a token, and they reveal only the public schema.
             .add_service(health_service)

@@ -58,6 +58,18 @@ pub struct Config {
     #[arg(long, env = "BILLING_MIN_VERSION_WAIT_MS", default_value_t = 100)]
     pub min_version_wait_ms: u64,
 
+    /// Entitlement calls (and health checks) in flight at once; more are
+    /// answered RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "BILLING_MAX_CONCURRENT_CHECKS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_checks: u32,
+
+    /// Other calls (billing, credits, administration) in flight at once;
+    /// more are answered RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "BILLING_MAX_CONCURRENT_CALLS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_calls: u32,
+
     /// How often expired credit is written off and add-on instances whose
     /// period is up are renewed, in milliseconds.
     #[arg(long, env = "BILLING_MAINTENANCE_INTERVAL_MS", default_value_t = 60_000,

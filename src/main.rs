@@ -8,7 +8,7 @@ use billing_service::app::{App, AppSettings};
 use billing_service::config::{self, Config};
 use billing_service::domain::catalog::{Catalog, SignupPolicy};
 use billing_service::domain::trial::TrialLength;
-use billing_service::grpc::{CallerTokens, Scope};
+use billing_service::grpc::{CallerTokens, ConcurrencyLimits, Scope};
 use billing_service::maintenance::MaintenanceSettings;
 use billing_service::service::RetryPolicy;
 use billing_service::stripe::{InboxSettings, StripeSettings, WEBHOOK_PATH, WebhookSecrets};
@@ -78,6 +78,10 @@ async fn main() -> anyhow::Result<()> {
         },
         maintenance: MaintenanceSettings {
             interval: Duration::from_millis(config.maintenance_interval_ms),
+        },
+        limits: ConcurrencyLimits {
+            entitlement: config.max_concurrent_checks as usize,
+            other: config.max_concurrent_calls as usize,
         },
     })
     .await?;

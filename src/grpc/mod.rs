@@ -7,6 +7,7 @@ mod billing;
 mod convert;
 mod credits;
 mod entitlement;
+mod load_shed;
 mod org_admin;
 mod state_version;
 mod status;
@@ -15,6 +16,7 @@ pub use auth::{Authenticator, CallerTokens, Scope};
 pub use billing::BillingApi;
 pub use credits::CreditApi;
 pub use entitlement::EntitlementApi;
+pub use load_shed::{ConcurrencyLimits, LoadShedLayer};
 pub use org_admin::OrgAdminApi;
 pub use state_version::{STATE_VERSION_HEADER, StateVersionLayer};
 

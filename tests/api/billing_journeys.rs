@@ -329,6 +329,7 @@ async fn journey_monthly_checkout_only_where_the_deployment_offers_it() {
         catalog: catalog_with_stripe_prices(),
         stripe_api_base: Some(stripe.base_url.clone()),
         monthly_signup: false,
+        ..TestOptions::default()
     })
     .await;
     let org = org(&app).await;

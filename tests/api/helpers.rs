@@ -8,12 +8,12 @@ use billing_service::domain::ids::OrgId;
 use billing_service::domain::money::{Currency, Money};
 use billing_service::domain::subscription::Subscription;
 use billing_service::domain::trial::TrialLength;
-use billing_service::grpc::CallerTokens;
 use billing_service::grpc::proto::billing_service_client::BillingServiceClient;
 use billing_service::grpc::proto::credit_service_client::CreditServiceClient;
 use billing_service::grpc::proto::entitlement_service_client::EntitlementServiceClient;
 use billing_service::grpc::proto::org_admin_service_client::OrgAdminServiceClient;
 use billing_service::grpc::proto::{self, Role};
+use billing_service::grpc::{CallerTokens, ConcurrencyLimits};
 use billing_service::maintenance::MaintenanceSettings;
 use billing_service::service::RetryPolicy;
 use billing_service::service::{self, EntitlementCache, Service};
@@ -58,6 +58,7 @@ pub struct TestOptions {
     pub monthly_signup: bool,
     /// The Stripe API the app calls; `None` runs without Stripe.
     pub stripe_api_base: Option<String>,
+    pub limits: ConcurrencyLimits,
 }
 
 impl Default for TestOptions {
@@ -66,6 +67,7 @@ impl Default for TestOptions {
             catalog: Catalog::from_toml(Catalog::DEFAULT_TOML).expect("default catalog"),
             monthly_signup: true,
             stripe_api_base: None,
+            limits: ConcurrencyLimits::default(),
         }
     }
 }
@@ -197,6 +199,7 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
         maintenance: MaintenanceSettings {
             interval: Duration::from_millis(100),
         },
+        limits: options.limits,
     })
     .await
     .expect("app builds");

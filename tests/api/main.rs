@@ -10,6 +10,7 @@ mod entitlement;
 mod gdpr;
 mod helpers;
 mod instances;
+mod load_shedding;
 mod members;
 mod organizations;
 mod permissions;

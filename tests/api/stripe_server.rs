@@ -142,6 +142,8 @@ struct Stripe {
     unreadable: Vec<String>,
     /// Whether updates of schedules fail (to exercise orphan clean-up).
     refuse_schedule_updates: bool,
+    /// How long each answer takes (to exercise a slow Stripe).
+    delay: std::time::Duration,
 }
 
 /// The server and the handle tests drive it with.
@@ -995,6 +997,8 @@ async fn serve(
     } else {
         parse_form(&body)
     };
+    let delay = state.lock().expect("lock").delay;
+    tokio::time::sleep(delay).await;
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let key = headers
         .get("idempotency-key")
@@ -1256,6 +1260,11 @@ impl FakeStripe {
 
     pub fn refuse_schedule_updates(&self, refuse: bool) {
         self.lock().refuse_schedule_updates = refuse;
+    }
+
+    /// Makes every answer take `delay`.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.lock().delay = delay;
     }
 
     pub fn set_card_needs_authentication(&self, needs: bool) {

@@ -1,0 +1,105 @@
+//! Load shedding: a cap on calls in flight, per class of call. A call over
+//! its cap is answered RESOURCE_EXHAUSTED at once instead of queueing into
+//! a timeout, and the gateway's entitlement calls have a cap of their own,
+//! so slow billing calls (waiting on Stripe or the database) can never
+//! starve `CheckEntitlement`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::Semaphore;
+use tonic::codegen::http;
+use tower::{Layer, Service};
+
+/// Calls in flight allowed at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConcurrencyLimits {
+    /// `billing.v1.EntitlementService`: the gateway's hot path.
+    pub entitlement: usize,
+    /// Everything else (billing, credits, administration, reflection).
+    pub other: usize,
+}
+
+impl Default for ConcurrencyLimits {
+    fn default() -> Self {
+        Self {
+            entitlement: 4096,
+            other: 256,
+        }
+    }
+}
+
+/// Paths counted with the entitlement calls: the gateway's service, and
+/// health checks, which probes must get through when billing is busy.
+const QUICK_PREFIXES: [&str; 2] = ["/billing.v1.EntitlementService/", "/grpc.health.v1.Health/"];
+
+#[derive(Debug, Clone)]
+pub struct LoadShedLayer {
+    entitlement: Arc<Semaphore>,
+    other: Arc<Semaphore>,
+}
+
+impl LoadShedLayer {
+    pub fn new(limits: ConcurrencyLimits) -> Self {
+        Self {
+            entitlement: Arc::new(Semaphore::new(limits.entitlement)),
+            other: Arc::new(Semaphore::new(limits.other)),
+        }
+    }
+}
+
+impl<S> Layer<S> for LoadShedLayer {
+    type Service = LoadShed<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LoadShed {
+            inner,
+            limits: self.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadShed<S> {
+    inner: S,
+    limits: LoadShedLayer,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for LoadShed<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let path = request.uri().path();
+        let class = if QUICK_PREFIXES.iter().any(|prefix| path.starts_with(prefix)) {
+            &self.limits.entitlement
+        } else {
+            &self.limits.other
+        };
+        let Ok(permit) = class.clone().try_acquire_owned() else {
+            let overloaded = tonic::Status::resource_exhausted(
+                "the service is at its limit of calls in flight; retry with backoff",
+            );
+            return Box::pin(std::future::ready(Ok(overloaded.into_http())));
+        };
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await;
+            drop(permit);
+            response
+        })
+    }
+}

@@ -1,0 +1,81 @@
+//! Overload: calls over their class's cap are answered RESOURCE_EXHAUSTED
+//! at once, and slow billing calls never starve entitlement checks.
+
+use std::time::Duration;
+
+use billing_service::grpc::ConcurrencyLimits;
+use billing_service::grpc::proto::{self, EntitlementReason};
+use tonic::Code;
+
+use crate::helpers::{As, TestOptions, catalog_with_stripe_prices, request, spawn_app_with};
+use crate::stripe_server::FakeStripe;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_billing_calls_over_the_cap_are_shed_and_checks_still_answer() {
+    let stripe = FakeStripe::start().await;
+    let app = spawn_app_with(TestOptions {
+        catalog: catalog_with_stripe_prices(),
+        stripe_api_base: Some(stripe.base_url.clone()),
+        limits: ConcurrencyLimits {
+            entitlement: 64,
+            other: 2,
+        },
+        ..TestOptions::default()
+    })
+    .await;
+    let org = app.create_org("alice").await;
+    // Stripe answers slowly: each portal session takes two seconds.
+    stripe.set_delay(Duration::from_secs(2));
+
+    let mut slow = tokio::task::JoinSet::new();
+    for n in 0..6 {
+        let mut billing = app.billing();
+        let portal = request(
+            As::User("alice"),
+            proto::CreateBillingPortalSessionRequest {
+                org_id: org.id.clone(),
+                // Distinct requests, so none is an idempotent replay of another.
+                return_url: format!("https://app.example.com/billing/{n}"),
+            },
+        );
+        slow.spawn(async move {
+            let result = billing.create_billing_portal_session(portal).await;
+            result.map(drop).map_err(|s| s.code())
+        });
+    }
+    // While billing is saturated, the gateway's checks go through.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut checks = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let mut entitlements = app.entitlements();
+        let check = request(
+            As::Gateway,
+            proto::CheckEntitlementRequest {
+                org_id: org.id.clone(),
+                user_id: "alice".into(),
+                feature: "proxy".into(),
+                ..Default::default()
+            },
+        );
+        checks.spawn(async move { entitlements.check_entitlement(check).await });
+    }
+    while let Some(check) = checks.join_next().await {
+        let reply = check
+            .expect("task")
+            .expect("checks are not shed")
+            .into_inner();
+        assert_eq!(reply.reason(), EntitlementReason::TrialActive);
+    }
+
+    let (mut served, mut shed) = (0, 0);
+    while let Some(outcome) = slow.join_next().await {
+        match outcome.expect("task") {
+            Ok(()) => served += 1,
+            Err(Code::ResourceExhausted) => shed += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((served, shed), (2, 4));
+    // The shed calls never reached Stripe: they were answered, not queued.
+    assert_eq!(stripe.writes("POST /v1/billing_portal/sessions").len(), 2);
+}
