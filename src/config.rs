@@ -70,6 +70,23 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_calls: u32,
 
+    /// How long, in milliseconds, entitlement answers may come from state
+    /// that is not following changes (the database unreachable) before the
+    /// features in BILLING_FAIL_CLOSED_FEATURES are denied. Other features
+    /// keep answering from the last known state, marked stale.
+    #[arg(long, env = "BILLING_MAX_STALENESS_MS", default_value_t = 60_000)]
+    pub max_staleness_ms: u64,
+
+    /// Features that fail closed once the state is too stale,
+    /// comma-separated (for example `instance`); empty: all fail open.
+    #[arg(
+        long,
+        env = "BILLING_FAIL_CLOSED_FEATURES",
+        default_value = "",
+        value_delimiter = ','
+    )]
+    pub fail_closed_features: Vec<String>,
+
     /// How often expired credit is written off and add-on instances whose
     /// period is up are renewed, in milliseconds.
     #[arg(long, env = "BILLING_MAINTENANCE_INTERVAL_MS", default_value_t = 60_000,

@@ -17,6 +17,9 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// A dependency (the database) cannot be reached now; retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
     /// Anything the caller cannot fix; logged with its cause chain and
     /// answered without detail.
     #[error("internal error: {0:#}")]

@@ -7,6 +7,7 @@ use anyhow::Context;
 use billing_service::app::{App, AppSettings};
 use billing_service::config::{self, Config};
 use billing_service::domain::catalog::{Catalog, SignupPolicy};
+use billing_service::domain::entitlement::StalePolicy;
 use billing_service::domain::trial::TrialLength;
 use billing_service::grpc::{CallerTokens, ConcurrencyLimits, Scope};
 use billing_service::maintenance::MaintenanceSettings;
@@ -59,6 +60,17 @@ async fn main() -> anyhow::Result<()> {
                 monthly_enabled: config.monthly_signup,
             },
             min_version_wait: Duration::from_millis(config.min_version_wait_ms),
+            stale_policy: StalePolicy {
+                max_staleness: chrono::TimeDelta::milliseconds(
+                    i64::try_from(config.max_staleness_ms).unwrap_or(i64::MAX),
+                ),
+                fail_closed_features: config
+                    .fail_closed_features
+                    .iter()
+                    .map(|f| f.trim().to_owned())
+                    .filter(|f| !f.is_empty())
+                    .collect(),
+            },
         },
         stripe: config
             .stripe_secret_key

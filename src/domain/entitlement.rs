@@ -42,6 +42,38 @@ impl StateVersion {
     }
 }
 
+/// What a replica does with a feature once its state has been stale (the
+/// database unreachable) for longer than allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StalePolicy {
+    pub max_staleness: chrono::TimeDelta,
+    /// Features denied after that; every other feature keeps answering
+    /// from the last known state.
+    pub fail_closed_features: Vec<String>,
+}
+
+impl StalePolicy {
+    /// The decision to give when the state has been stale since `since`.
+    pub fn apply(
+        &self,
+        decision: Decision,
+        feature: &str,
+        since: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Decision {
+        let too_stale = since.is_some_and(|since| now - since > self.max_staleness);
+        if too_stale && self.fail_closed_features.iter().any(|f| f == feature) {
+            Decision {
+                allowed: false,
+                reason: Reason::StateStale,
+                ..decision
+            }
+        } else {
+            decision
+        }
+    }
+}
+
 /// Everything the decision reads about one organization.
 #[derive(Debug, Clone)]
 pub struct OrgEntitlementState {
@@ -123,6 +155,9 @@ pub enum Reason {
     InstancesDisabled,
     InstanceSuspended,
     InstanceCanceled,
+    /// Denied: the replica has not been able to follow changes for longer
+    /// than allowed, and the feature fails closed.
+    StateStale,
 }
 
 /// What is being asked for.
@@ -562,6 +597,22 @@ mod tests {
     fn with_credits(mut s: OrgEntitlementState) -> OrgEntitlementState {
         s.credits = CreditHorizon::Always;
         s
+    }
+
+    #[test]
+    fn a_stale_state_fails_closed_only_for_listed_features_and_only_after_the_limit() {
+        let policy = StalePolicy {
+            max_staleness: TimeDelta::seconds(30),
+            fail_closed_features: vec!["instance".into()],
+        };
+        let allowed = state(20).decide(&plan("teams"), &proxy(MEMBER), now());
+        let since = |secs| Some(now() - TimeDelta::seconds(secs));
+        let reason =
+            |feature, stale_since| policy.apply(allowed, feature, stale_since, now()).reason;
+        assert_eq!(reason("instance", None), Reason::TrialActive);
+        assert_eq!(reason("instance", since(30)), Reason::TrialActive);
+        assert_eq!(reason("instance", since(31)), Reason::StateStale);
+        assert_eq!(reason("proxy", since(3600)), Reason::TrialActive);
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub fn reason(reason: Reason) -> proto::EntitlementReason {
         Reason::InstancesDisabled => R::InstancesDisabled,
         Reason::InstanceSuspended => R::InstanceSuspended,
         Reason::InstanceCanceled => R::InstanceCanceled,
+        Reason::StateStale => R::StateStale,
     }
 }
 

@@ -88,6 +88,7 @@ impl EntitlementService for EntitlementApi {
             credits_locked: decision.credits_locked(),
             suppress_trial_messaging: answer.suppress_trial_messaging,
             state_version: answer.version.0,
+            stale: answer.stale,
         }))
     }
 
@@ -121,6 +122,7 @@ impl EntitlementService for EntitlementApi {
             credits_locked: view.access.locks_credits(),
             suppress_trial_messaging: answer.suppress_trial_messaging,
             state_version: answer.version.0,
+            stale: answer.stale,
         }))
     }
 

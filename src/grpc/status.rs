@@ -14,6 +14,7 @@ impl From<Error> for Status {
             Error::PermissionDenied(message) => Status::permission_denied(message),
             Error::FailedPrecondition(message) => Status::failed_precondition(message),
             Error::AlreadyExists(message) => Status::already_exists(message),
+            Error::Unavailable(message) => Status::unavailable(message),
             Error::Internal(cause) => {
                 // The cause stays in our logs; callers learn nothing about internals.
                 tracing::error!(error = format!("{cause:#}"), "internal error");

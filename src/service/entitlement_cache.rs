@@ -46,6 +46,8 @@ pub struct CachedOrg {
 pub struct EntitlementCache {
     orgs: RwLock<HashMap<OrgId, Arc<CachedOrg>>>,
     watermark: watch::Sender<StateVersion>,
+    /// Since when the cache has not been following changes, if it is not.
+    stale_since: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
 /// Which organizations one read covers.
@@ -72,6 +74,7 @@ impl EntitlementCache {
         let cache = Self {
             orgs: RwLock::new(HashMap::with_capacity(read.found.len())),
             watermark: watch::Sender::new(read.clock),
+            stale_since: std::sync::Mutex::new(None),
         };
         cache.install(read);
         Ok(cache)
@@ -99,6 +102,27 @@ impl EntitlementCache {
     /// Every change up to this version is in the cache.
     pub fn watermark(&self) -> StateVersion {
         *self.watermark.borrow()
+    }
+
+    /// Since when the cache has not been following changes; `None` while it
+    /// is.
+    pub fn stale_since(&self) -> Option<DateTime<Utc>> {
+        *self
+            .stale_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_stale_since(&self, since: Option<DateTime<Utc>>) {
+        let mut stale = self
+            .stale_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *stale = match (since, *stale) {
+            // The first moment counts.
+            (Some(_), Some(earlier)) => Some(earlier),
+            (since, _) => since,
+        };
     }
 
     /// Notes that every change up to `version` is in.
@@ -192,6 +216,7 @@ impl super::Service {
             };
             let mut listener = match connected.await {
                 Ok((listener, missed)) => {
+                    self.cache().set_stale_since(None);
                     tracing::info!(
                         missed,
                         watermark = self.cache().watermark().0,
@@ -201,6 +226,7 @@ impl super::Service {
                     listener
                 }
                 Err(error) => {
+                    self.cache().set_stale_since(Some(self.now()));
                     tracing::warn!(error = %error, "cannot follow entitlement changes; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(retry) => {}
@@ -224,6 +250,7 @@ impl super::Service {
                     Err(error) => Err(error.into()),
                 };
                 if let Err(error) = applied {
+                    self.cache().set_stale_since(Some(self.now()));
                     tracing::warn!(error = %error, "stopped following entitlement changes; reconnecting");
                     break;
                 }

@@ -102,10 +102,17 @@ impl Service {
                 now,
             )
         };
+        let stale_since = self.cache().stale_since();
+        let decision =
+            self.inner
+                .settings
+                .stale_policy
+                .apply(decision, &query.feature, stale_since, now);
         Ok(Answer {
             value: decision,
             suppress_trial_messaging: state.org.suppress_trial_messaging,
             version,
+            stale: stale_since.is_some(),
         })
     }
 
@@ -129,6 +136,7 @@ impl Service {
             },
             suppress_trial_messaging: state.org.suppress_trial_messaging,
             version,
+            stale: self.cache().stale_since().is_some(),
         })
     }
 
@@ -150,16 +158,44 @@ impl Service {
         {
             // The database has every committed version; a `min_version`
             // beyond it was never committed, and the answer says so.
-            let read_at = cache.refresh(self.store(), &[org], self.now()).await?;
+            let read_at = self.read_through(org, Some(min)).await?;
             let cached = cache.get(org).ok_or_else(|| super::org_not_found(org))?;
             return Ok((cached, read_at));
         }
         if let Some(cached) = cache.get(org) {
             return Ok((cached, cache.watermark()));
         }
-        let read_at = cache.refresh(self.store(), &[org], self.now()).await?;
+        let read_at = self.read_through(org, None).await?;
         let cached = cache.get(org).ok_or_else(|| super::org_not_found(org))?;
         Ok((cached, read_at))
+    }
+
+    /// Reads the organization from the database into the cache. When the
+    /// database cannot be reached there is no answer to give: not one older
+    /// than the caller asked for, nor one about an organization never seen.
+    async fn read_through(
+        &self,
+        org: OrgId,
+        min_version: Option<StateVersion>,
+    ) -> Result<StateVersion> {
+        self.cache()
+            .refresh(self.store(), &[org], self.now())
+            .await
+            .map_err(|error| match error {
+                Error::Internal(cause) => {
+                    tracing::warn!(error = format!("{cause:#}"), %org, "reading an organization's entitlements failed");
+                    Error::Unavailable(match min_version {
+                        Some(min) => format!(
+                            "this replica has not seen version {} and cannot reach the database",
+                            min.0
+                        ),
+                        None => format!(
+                            "organization {org} is not known here and the database cannot be reached"
+                        ),
+                    })
+                }
+                other => other,
+            })
     }
 }
 
@@ -170,4 +206,6 @@ pub struct Answer<T> {
     pub suppress_trial_messaging: bool,
     /// Every change up to this version is reflected in the answer.
     pub version: StateVersion,
+    /// Whether the replica is not following changes (database unreachable).
+    pub stale: bool,
 }

@@ -46,7 +46,7 @@ pub use unit_items::QuantityReport;
 pub use versions::capture_committed_version;
 
 use crate::domain::catalog::{Catalog, Plan, SignupPolicy};
-use crate::domain::entitlement::{OrgEntitlementState, StateVersion};
+use crate::domain::entitlement::{OrgEntitlementState, StalePolicy, StateVersion};
 use crate::domain::ids::OrgId;
 use crate::domain::organization::Organization;
 use crate::domain::role::{OrgAction, Role};
@@ -63,6 +63,8 @@ pub struct Settings {
     /// How long an entitlement read with `min_version` waits for the cache
     /// to catch up before it reads the database instead.
     pub min_version_wait: std::time::Duration,
+    /// What entitlement answers do once the state has been stale too long.
+    pub stale_policy: StalePolicy,
 }
 
 /// The use cases, cheap to clone and share between adapters.

@@ -3,7 +3,7 @@
 
 use billing_service::app::{App, AppSettings};
 use billing_service::domain::catalog::{BillingCycle, Catalog, PlanId, PriceSlot, SignupPolicy};
-use billing_service::domain::entitlement::StateVersion;
+use billing_service::domain::entitlement::{StalePolicy, StateVersion};
 use billing_service::domain::ids::OrgId;
 use billing_service::domain::money::{Currency, Money};
 use billing_service::domain::subscription::Subscription;
@@ -59,6 +59,7 @@ pub struct TestOptions {
     /// The Stripe API the app calls; `None` runs without Stripe.
     pub stripe_api_base: Option<String>,
     pub limits: ConcurrencyLimits,
+    pub stale_policy: StalePolicy,
 }
 
 impl Default for TestOptions {
@@ -68,6 +69,10 @@ impl Default for TestOptions {
             monthly_signup: true,
             stripe_api_base: None,
             limits: ConcurrencyLimits::default(),
+            stale_policy: StalePolicy {
+                max_staleness: TimeDelta::seconds(60),
+                fail_closed_features: vec![],
+            },
         }
     }
 }
@@ -178,6 +183,7 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
                 monthly_enabled: options.monthly_signup,
             },
             min_version_wait: Duration::from_millis(100),
+            stale_policy: options.stale_policy.clone(),
         },
         stripe: options
             .stripe_api_base
@@ -239,6 +245,30 @@ impl TestApp {
     /// This replica's in-memory entitlement state.
     pub fn cache(&self) -> &EntitlementCache {
         self.service.cache()
+    }
+
+    /// Makes the app's database refuse connections (and drops the open
+    /// ones), or lets them in again: the database as if stopped and started.
+    pub async fn set_database_reachable(&self, reachable: bool) {
+        let admin = sqlx::PgPool::connect_with(self.admin.clone())
+            .await
+            .expect("admin");
+        let db = &self.db_name;
+        sqlx::query(&format!(
+            "alter database {db} allow_connections {reachable}"
+        ))
+        .execute(&admin)
+        .await
+        .expect("alter database");
+        if !reachable {
+            sqlx::query(
+                "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1",
+            )
+            .bind(db)
+            .execute(&admin)
+            .await
+            .expect("terminate");
+        }
     }
 
     /// Waits until this replica's in-memory state has every change
@@ -574,16 +604,6 @@ pub fn stripe_signature(payload: &str, secret: &str, age_seconds: i64) -> String
 }
 
 impl TestApp {
-    /// How to reach the PostgreSQL server's maintenance database.
-    pub fn admin_options(&self) -> &PgConnectOptions {
-        &self.admin
-    }
-
-    /// The name of this test's database.
-    pub fn database_name(&self) -> &str {
-        &self.db_name
-    }
-
     /// Posts a webhook body with the given signature header (if any) and
     /// returns the HTTP status.
     pub async fn post_webhook(&self, body: String, signature: Option<String>) -> u16 {

@@ -6,6 +6,7 @@ mod auth;
 mod billing_journeys;
 mod catalog;
 mod credits;
+mod degraded;
 mod entitlement;
 mod gdpr;
 mod helpers;

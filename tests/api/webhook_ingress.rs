@@ -2,9 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    PREVIOUS_WEBHOOK_SECRET, TestApp, WEBHOOK_SECRET, spawn_app, stripe_signature,
-};
+use crate::helpers::{PREVIOUS_WEBHOOK_SECRET, WEBHOOK_SECRET, spawn_app, stripe_signature};
 
 /// A `customer.subscription.updated` event built from Stripe's example
 /// objects, with its own id.
@@ -110,40 +108,18 @@ async fn an_event_type_we_do_not_handle_is_still_stored() {
     assert_eq!(app.stored_events("evt_unknown_type").await, 1);
 }
 
-/// Makes the app's database refuse connections (and drops the open ones),
-/// or lets them in again.
-async fn set_database_reachable(app: &TestApp, reachable: bool) {
-    let db = app.database_name();
-    let admin = sqlx::PgPool::connect_with(app.admin_options().clone())
-        .await
-        .expect("admin");
-    sqlx::query(&format!(
-        "alter database {db} allow_connections {reachable}"
-    ))
-    .execute(&admin)
-    .await
-    .expect("alter database");
-    if !reachable {
-        sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1")
-            .bind(db)
-            .execute(&admin)
-            .await
-            .expect("terminate");
-    }
-}
-
 #[tokio::test]
 async fn while_the_database_is_down_an_event_is_not_acknowledged_and_is_stored_once_it_returns() {
     let app = spawn_app().await;
     let payload = subscription_event("evt_db_down", "customer.subscription.updated");
-    set_database_reachable(&app, false).await;
+    app.set_database_reachable(false).await;
     let status = app.deliver(&payload).await;
     assert!(
         (500..600).contains(&status),
         "answered {status} while the database was down"
     );
 
-    set_database_reachable(&app, true).await;
+    app.set_database_reachable(true).await;
     assert_eq!(app.deliver(&payload).await, 200, "Stripe's retry");
     assert_eq!(app.stored_events("evt_db_down").await, 1);
 }
