@@ -114,9 +114,10 @@ impl App {
         let listening = store::entitlement_versions::listen(&store)
             .await
             .context("listening for entitlement changes")?;
-        let cache = EntitlementCache::load(&store, clock.now())
-            .await
-            .context("loading the entitlement state")?;
+        let cache =
+            EntitlementCache::load(&store, clock.now(), settings.service.watch_log_capacity)
+                .await
+                .context("loading the entitlement state")?;
         tracing::info!(organizations = cache.len(), "entitlement state loaded");
         let service = Service::new(
             store,

@@ -87,6 +87,11 @@ pub struct Config {
     )]
     pub fail_closed_features: Vec<String>,
 
+    /// How many recent changes a WatchEntitlements caller may resume from;
+    /// one further behind is told to resync.
+    #[arg(long, env = "BILLING_WATCH_LOG", default_value_t = 10_000)]
+    pub watch_log_capacity: usize,
+
     /// How often expired credit is written off and add-on instances whose
     /// period is up are renewed, in milliseconds.
     #[arg(long, env = "BILLING_MAINTENANCE_INTERVAL_MS", default_value_t = 60_000,

@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
                 monthly_enabled: config.monthly_signup,
             },
             min_version_wait: Duration::from_millis(config.min_version_wait_ms),
+            watch_log_capacity: config.watch_log_capacity,
             stale_policy: StalePolicy {
                 max_staleness: chrono::TimeDelta::milliseconds(
                     i64::try_from(config.max_staleness_ms).unwrap_or(i64::MAX),

@@ -1,5 +1,9 @@
 //! `billing.v1.EntitlementService`: the gateway's questions.
 
+use std::collections::HashSet;
+
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::auth::actor;
@@ -11,7 +15,7 @@ use crate::domain::ids::IdempotencyKey;
 use crate::domain::instances::InstanceId;
 use crate::domain::organization::ModelRestrictions;
 use crate::error::{Error, FieldContext, Result};
-use crate::service::{EntitlementQuery, QuantityReport, Service, UsageReport};
+use crate::service::{EntitlementQuery, QuantityReport, Service, UsageReport, WatchUpdate};
 
 #[derive(Debug, Clone)]
 pub struct EntitlementApi {
@@ -177,5 +181,91 @@ impl EntitlementService for EntitlementApi {
             billed_quantity: synced.billed_quantity,
             stripe_subscription_id: synced.subscription_id.unwrap_or_default(),
         }))
+    }
+
+    type WatchEntitlementsStream =
+        std::pin::Pin<Box<dyn Stream<Item = Result<proto::EntitlementUpdate, Status>> + Send>>;
+
+    async fn watch_entitlements(
+        &self,
+        request: Request<proto::WatchEntitlementsRequest>,
+    ) -> Result<Response<Self::WatchEntitlementsStream>, Status> {
+        let actor = actor(&request)?;
+        let request = request.get_ref();
+        let orgs = if request.org_ids.is_empty() {
+            None
+        } else {
+            Some(
+                request
+                    .org_ids
+                    .iter()
+                    .map(|raw| org_id(raw))
+                    .collect::<Result<HashSet<_>>>()?,
+            )
+        };
+        let updates =
+            self.service
+                .watch_entitlements(&actor, orgs, request.resume_from.map(StateVersion))?;
+        let api = self.clone();
+        let stream = ReceiverStream::new(updates).map(move |update| Ok(api.update(update)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+impl EntitlementApi {
+    fn update(&self, update: WatchUpdate) -> proto::EntitlementUpdate {
+        use proto::entitlement_update::Update;
+        let (version, update) = match update {
+            WatchUpdate::Org {
+                org,
+                version,
+                access: state,
+                used_seats,
+                paid_seats,
+            } => {
+                let plan = self.service.catalog().plan(&org.state.org.plan);
+                let (credits_positive, credits_positive_until) = org.state.credits.to_stored();
+                let mut members: Vec<proto::WatchedMember> = org
+                    .members
+                    .iter()
+                    .map(|(user, role)| proto::WatchedMember {
+                        user_id: user.to_string(),
+                        role: convert::role(*role).into(),
+                    })
+                    .collect();
+                members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+                let o = &org.state.org;
+                let message = proto::OrgEntitlements {
+                    org_id: o.id.to_string(),
+                    version: org.version.0,
+                    plan: o.plan.as_str().to_owned(),
+                    features: plan.map(|p| p.features.clone()).unwrap_or_default(),
+                    trial_end: Some(convert::timestamp(o.trial_end)),
+                    bypasses_billing: o.bypasses_billing(),
+                    access: access(state).into(),
+                    members,
+                    used_seats,
+                    paid_seats,
+                    enforces_model_restrictions: plan
+                        .is_some_and(|p| p.enforces_model_restrictions),
+                    model_deny_list: o.restrictions.model_deny_list.clone(),
+                    provider_allow_list: o.restrictions.provider_allow_list.clone(),
+                    credits_positive,
+                    credits_positive_until: credits_positive_until.map(convert::timestamp),
+                    suppress_trial_messaging: o.suppress_trial_messaging,
+                    instances_opted_out: o.instances_opted_out,
+                };
+                (version, Update::Organization(message))
+            }
+            WatchUpdate::Removed { org, version } => {
+                (version, Update::RemovedOrgId(org.to_string()))
+            }
+            WatchUpdate::Resync { version } => (version, Update::Resync(true)),
+            WatchUpdate::SnapshotComplete { version } => (version, Update::SnapshotComplete(true)),
+        };
+        proto::EntitlementUpdate {
+            version: version.0,
+            update: Some(update),
+        }
     }
 }

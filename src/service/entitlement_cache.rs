@@ -13,13 +13,13 @@
 //! stages, expiries) are not changes: the decision reads them from the
 //! clock at check time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgListener;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::domain::credits::CreditHorizon;
@@ -42,10 +42,28 @@ pub struct CachedOrg {
     pub instances: HashMap<InstanceId, InstanceSubscription>,
 }
 
+/// One organization's change, as watchers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub version: StateVersion,
+    pub org: OrgId,
+}
+
+/// The latest changes, for watchers that resume from a version.
+#[derive(Debug)]
+struct ChangeLog {
+    recent: VecDeque<Change>,
+    capacity: usize,
+    /// The log holds every change after this version.
+    complete_after: StateVersion,
+}
+
 #[derive(Debug)]
 pub struct EntitlementCache {
     orgs: RwLock<HashMap<OrgId, Arc<CachedOrg>>>,
     watermark: watch::Sender<StateVersion>,
+    log: std::sync::Mutex<ChangeLog>,
+    live: broadcast::Sender<Change>,
     /// Since when the cache has not been following changes, if it is not.
     stale_since: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
@@ -68,12 +86,19 @@ struct Read {
 }
 
 impl EntitlementCache {
-    /// Loads every organization.
-    pub async fn load(store: &Store, now: DateTime<Utc>) -> Result<Self> {
+    /// Loads every organization. Watchers may resume from up to
+    /// `log_capacity` changes back.
+    pub async fn load(store: &Store, now: DateTime<Utc>, log_capacity: usize) -> Result<Self> {
         let read = read(store, Selection::All, now).await?;
         let cache = Self {
             orgs: RwLock::new(HashMap::with_capacity(read.found.len())),
             watermark: watch::Sender::new(read.clock),
+            log: std::sync::Mutex::new(ChangeLog {
+                recent: VecDeque::with_capacity(log_capacity.min(65_536)),
+                capacity: log_capacity,
+                complete_after: read.clock,
+            }),
+            live: broadcast::Sender::new(log_capacity.clamp(16, 65_536)),
             stale_since: std::sync::Mutex::new(None),
         };
         cache.install(read);
@@ -102,6 +127,60 @@ impl EntitlementCache {
     /// Every change up to this version is in the cache.
     pub fn watermark(&self) -> StateVersion {
         *self.watermark.borrow()
+    }
+
+    /// Every organization held, for a watcher's snapshot.
+    pub fn all(&self) -> Vec<Arc<CachedOrg>> {
+        self.orgs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Changes from now on. Subscribe before taking a snapshot, so nothing
+    /// falls between the two.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.live.subscribe()
+    }
+
+    /// The organizations changed after `version`, or `None` when the log no
+    /// longer reaches back that far.
+    pub fn changed_since(&self, version: StateVersion) -> Option<Vec<OrgId>> {
+        let log = self
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if version < log.complete_after {
+            return None;
+        }
+        let mut orgs: Vec<OrgId> = log
+            .recent
+            .iter()
+            .filter(|change| change.version > version)
+            .map(|change| change.org)
+            .collect();
+        orgs.sort_unstable();
+        orgs.dedup();
+        Some(orgs)
+    }
+
+    fn record(&self, change: Change) {
+        {
+            let mut log = self
+                .log
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            log.recent.push_back(change);
+            while log.recent.len() > log.capacity {
+                if let Some(dropped) = log.recent.pop_front() {
+                    log.complete_after = dropped.version;
+                }
+            }
+        }
+        // No watcher is no error.
+        let _ = self.live.send(change);
     }
 
     /// Since when the cache has not been following changes; `None` while it
@@ -164,10 +243,24 @@ impl EntitlementCache {
     pub async fn catch_up(&self, store: &Store, now: DateTime<Utc>) -> Result<usize> {
         let read = read(store, Selection::ChangedSince(self.watermark()), now).await?;
         let clock = read.clock;
-        let changed = read.found.len() + read.gone.len();
+        let changes: Vec<Change> = read
+            .found
+            .iter()
+            .map(|org| Change {
+                version: org.version,
+                org: org.state.org.id,
+            })
+            .chain(read.gone.iter().map(|&org| Change {
+                version: clock,
+                org,
+            }))
+            .collect();
         self.install(read);
         self.advance(clock);
-        Ok(changed)
+        for change in &changes {
+            self.record(*change);
+        }
+        Ok(changes.len())
     }
 
     /// Puts a read in, never replacing an organization with an older state
@@ -267,6 +360,7 @@ impl super::Service {
             .refresh(self.store(), &[org], self.now())
             .await?;
         self.cache().advance(version);
+        self.cache().record(Change { version, org });
         Ok(())
     }
 }

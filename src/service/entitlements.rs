@@ -35,7 +35,7 @@ pub struct EntitlementsView {
 }
 
 impl Service {
-    fn require_entitlement_reader(actor: &Actor) -> Result<()> {
+    pub(super) fn require_entitlement_reader(actor: &Actor) -> Result<()> {
         match actor {
             Actor::Gateway | Actor::Operator => Ok(()),
             Actor::User(_) => Err(Error::PermissionDenied(

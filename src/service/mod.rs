@@ -21,6 +21,7 @@ mod stripe_sync;
 mod subscriptions;
 mod unit_items;
 mod versions;
+mod watch;
 
 use std::sync::Arc;
 
@@ -34,7 +35,7 @@ pub use credits::{
     CREDIT_PURCHASE_TYPE, CreditAdjustment, CreditBalanceView, CreditGrant, CreditPurchaseOrder,
     Posted, UsageReport,
 };
-pub use entitlement_cache::{CachedOrg, EntitlementCache};
+pub use entitlement_cache::{CachedOrg, Change, EntitlementCache};
 pub use entitlements::{Answer, EntitlementQuery, EntitlementsView};
 pub use instances::{InstanceView, NewInstance};
 pub use members::MembersView;
@@ -44,6 +45,7 @@ pub use stripe_sync::{RetryPolicy, WorkerStep};
 pub use subscriptions::{CheckoutOrder, ResubscribeDefaults, SeatChange};
 pub use unit_items::QuantityReport;
 pub use versions::capture_committed_version;
+pub use watch::WatchUpdate;
 
 use crate::domain::catalog::{Catalog, Plan, SignupPolicy};
 use crate::domain::entitlement::{OrgEntitlementState, StalePolicy, StateVersion};
@@ -65,6 +67,8 @@ pub struct Settings {
     pub min_version_wait: std::time::Duration,
     /// What entitlement answers do once the state has been stale too long.
     pub stale_policy: StalePolicy,
+    /// How many recent changes a watcher may resume from.
+    pub watch_log_capacity: usize,
 }
 
 /// The use cases, cheap to clone and share between adapters.
@@ -127,7 +131,7 @@ impl Service {
         &self.inner.store
     }
 
-    fn now(&self) -> DateTime<Utc> {
+    pub(crate) fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
     }
 

@@ -60,6 +60,7 @@ pub struct TestOptions {
     pub stripe_api_base: Option<String>,
     pub limits: ConcurrencyLimits,
     pub stale_policy: StalePolicy,
+    pub watch_log_capacity: usize,
 }
 
 impl Default for TestOptions {
@@ -73,6 +74,7 @@ impl Default for TestOptions {
                 max_staleness: TimeDelta::seconds(60),
                 fail_closed_features: vec![],
             },
+            watch_log_capacity: 10_000,
         }
     }
 }
@@ -184,6 +186,7 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
             },
             min_version_wait: Duration::from_millis(100),
             stale_policy: options.stale_policy.clone(),
+            watch_log_capacity: options.watch_log_capacity,
         },
         stripe: options
             .stripe_api_base

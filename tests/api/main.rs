@@ -21,5 +21,6 @@ mod stripe_fixtures;
 mod stripe_server;
 mod trial;
 mod unit_items;
+mod watch;
 mod webhook_ingress;
 mod webhook_ordering;
