@@ -1,0 +1,612 @@
+//! The entitlement hot path, measured: `CheckEntitlement` throughput and
+//! latency against a no-op tonic baseline in the same run, propagation
+//! between two replicas, and memory and start-up with many organizations.
+//!
+//! ```sh
+//! cargo run --release --example entitlement_bench
+//! cargo run --release --example entitlement_bench -- --orgs 10000 --concurrency 64 --seconds 10
+//! ```
+//!
+//! It needs the PostgreSQL the tests use (`BENCH_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`), creates its own
+//! databases and drops them afterwards. The service runs in this process
+//! (client and server share the machine, as the targets ask); memory and
+//! start-up are measured in a child process per size, so each starts clean.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use billing_service::app::{App, AppSettings};
+use billing_service::domain::catalog::{Catalog, SignupPolicy};
+use billing_service::domain::entitlement::StalePolicy;
+use billing_service::domain::trial::TrialLength;
+use billing_service::grpc::proto::entitlement_service_client::EntitlementServiceClient;
+use billing_service::grpc::proto::org_admin_service_client::OrgAdminServiceClient;
+use billing_service::grpc::proto::{self, EntitlementReason};
+use billing_service::grpc::{CallerTokens, ConcurrencyLimits, STATE_VERSION_HEADER};
+use billing_service::maintenance::MaintenanceSettings;
+use billing_service::service;
+use billing_service::stripe::{InboxSettings, WebhookSecrets};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use tonic::transport::{Channel, Server};
+use tonic::{Request, metadata::MetadataValue};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+const GATEWAY_TOKEN: &str = "gateway-bench-token-0001";
+const OPS_TOKEN: &str = "ops-bench-token-00000001";
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Organizations seeded for the load and propagation runs.
+    #[arg(long, default_value_t = 10_000)]
+    orgs: usize,
+    /// Calls in flight at once, for both the service and the baseline.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Seconds of load on each server.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// HTTP/2 connections the client spreads its calls over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Committed changes timed from one replica to the other.
+    #[arg(long, default_value_t = 200)]
+    changes: usize,
+    /// Sizes whose resident memory and start-up are measured.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    memory_orgs: Vec<usize>,
+    #[arg(
+        long,
+        env = "BENCH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    admin_url: String,
+    /// Internal: start the service on this database, report memory and
+    /// start-up as one line, and exit.
+    #[arg(long, hide = true)]
+    probe: Option<String>,
+}
+
+/// What the seeded organization `i` is, and what its member is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seeded {
+    Trial,
+    Expired,
+    Paid,
+    OverSeats,
+}
+
+impl Seeded {
+    fn of(i: usize) -> Self {
+        match i % 4 {
+            0 => Self::Trial,
+            1 => Self::Expired,
+            2 => Self::Paid,
+            _ => Self::OverSeats,
+        }
+    }
+
+    fn member_answer(self) -> (bool, EntitlementReason) {
+        match self {
+            Self::Trial => (true, EntitlementReason::TrialActive),
+            Self::Expired => (false, EntitlementReason::TrialExpired),
+            Self::Paid => (true, EntitlementReason::SubscriptionActive),
+            Self::OverSeats => (false, EntitlementReason::SeatsExceeded),
+        }
+    }
+}
+
+fn org_id(i: usize) -> String {
+    format!("00000000-0000-4000-8000-{i:012x}")
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match &args.probe {
+        Some(url) => runtime.block_on(probe(url)),
+        None => runtime.block_on(run(args)),
+    }
+}
+
+/// The child: start the service, report memory and start-up.
+async fn probe(url: &str) -> anyhow::Result<()> {
+    let before = resident_kib()?;
+    let started = Instant::now();
+    let app = App::build(settings(url.parse()?, 10)).await?;
+    let startup = started.elapsed();
+    let after = resident_kib()?;
+    println!(
+        "{} {} {} {}",
+        app.service().cache().len(),
+        startup.as_millis(),
+        before,
+        after
+    );
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let admin: PgConnectOptions = args.admin_url.parse()?;
+    println!("# entitlement_bench\n");
+    println!(
+        "machine: {} cores, {}; build: {}",
+        std::thread::available_parallelism()?.get(),
+        cpu_model(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+
+    println!("\n## Memory and start-up (child process per size)\n");
+    println!(
+        "| orgs loaded | start-up to ready | resident memory | beyond the empty service | per org |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: |");
+    let mut empty_rss = None;
+    for n in std::iter::once(0).chain(args.memory_orgs.iter().copied()) {
+        let db = Database::create(&admin, n).await?;
+        let line = std::process::Command::new(std::env::current_exe()?)
+            .arg("--probe")
+            .arg(db.url())
+            .output()?;
+        db.drop_now().await?;
+        let out = String::from_utf8(line.stdout)?;
+        let fields: Vec<u64> = out
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("probe said {out:?}: {e}"))?;
+        let [loaded, startup_ms, _before, after] = fields[..] else {
+            anyhow::bail!("probe said {out:?}");
+        };
+        let base = *empty_rss.get_or_insert(after);
+        let extra = after.saturating_sub(base);
+        let per_org = if loaded == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.0} B", extra as f64 * 1024.0 / loaded as f64)
+        };
+        println!(
+            "| {loaded} | {startup_ms} ms | {:.1} MiB | {:.1} MiB | {per_org} |",
+            after as f64 / 1024.0,
+            extra as f64 / 1024.0
+        );
+    }
+
+    let db = Database::create(&admin, args.orgs).await?;
+    let options: PgConnectOptions = db.url().parse()?;
+    let replica_a = App::build(settings(options.clone(), 20)).await?;
+    let a_addr = replica_a.grpc_addr();
+    tokio::spawn(replica_a.run_until_stopped(std::future::pending()));
+
+    println!(
+        "\n## CheckEntitlement vs a no-op baseline ({} orgs, concurrency {}, {} s each, {} connections)\n",
+        args.orgs, args.concurrency, args.seconds, args.connections
+    );
+    let service = load(
+        &args,
+        &format!("http://{a_addr}"),
+        Target::Entitlement { orgs: args.orgs },
+    )
+    .await?;
+    let baseline_addr = start_baseline().await?;
+    let baseline = load(&args, &format!("http://{baseline_addr}"), Target::Baseline).await?;
+    println!("| server | calls/s | p50 | p90 | p99 | max | errors | wrong decisions |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (name, result) in [
+        ("CheckEntitlement", &service),
+        ("no-op baseline (health Check)", &baseline),
+    ] {
+        println!(
+            "| {name} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            result.throughput(),
+            micros(result.latency.value_at_quantile(0.5)),
+            micros(result.latency.value_at_quantile(0.9)),
+            micros(result.latency.value_at_quantile(0.99)),
+            micros(result.latency.max()),
+            result.errors,
+            result.wrong
+        );
+    }
+    println!(
+        "\nthroughput ratio (CheckEntitlement / baseline): {:.2}; p99 ratio: {:.2}",
+        service.throughput() / baseline.throughput(),
+        service.latency.value_at_quantile(0.99) as f64
+            / baseline.latency.value_at_quantile(0.99).max(1) as f64
+    );
+
+    println!(
+        "\n## Propagation between two replicas ({} changes)\n",
+        args.changes
+    );
+    let replica_b = App::build(settings(options, 20)).await?;
+    let b_addr = replica_b.grpc_addr();
+    tokio::spawn(replica_b.run_until_stopped(std::future::pending()));
+    propagation(
+        &args,
+        &format!("http://{a_addr}"),
+        &format!("http://{b_addr}"),
+    )
+    .await?;
+
+    db.drop_now().await?;
+    Ok(())
+}
+
+fn settings(database: PgConnectOptions, max_connections: u32) -> AppSettings {
+    AppSettings {
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        webhook_addr: "127.0.0.1:0".parse().expect("addr"),
+        webhook_secrets: WebhookSecrets::none(),
+        database,
+        database_max_connections: max_connections,
+        caller_tokens: CallerTokens::parse(&format!("gateway:{GATEWAY_TOKEN},ops:{OPS_TOKEN}"))
+            .expect("tokens"),
+        catalog: Catalog::from_toml(Catalog::DEFAULT_TOML).expect("catalog"),
+        service: service::Settings {
+            trial_length: TrialLength::days(30),
+            signup_policy: SignupPolicy {
+                monthly_enabled: true,
+            },
+            min_version_wait: Duration::from_millis(100),
+            stale_policy: StalePolicy {
+                max_staleness: chrono::TimeDelta::seconds(60),
+                fail_closed_features: vec![],
+            },
+            watch_log_capacity: 10_000,
+        },
+        stripe: None,
+        inbox: InboxSettings::default(),
+        maintenance: MaintenanceSettings::default(),
+        limits: ConcurrencyLimits::default(),
+    }
+}
+
+/// A scratch database, migrated and seeded.
+struct Database {
+    admin: PgConnectOptions,
+    name: String,
+}
+
+impl Database {
+    async fn create(admin: &PgConnectOptions, orgs: usize) -> anyhow::Result<Self> {
+        let name = format!("billing_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect_with(admin).await?;
+        sqlx::query(&format!("create database {name}"))
+            .execute(&mut conn)
+            .await?;
+        let db = Self {
+            admin: admin.clone(),
+            name,
+        };
+        let mut conn = PgConnection::connect_with(&admin.clone().database(&db.name)).await?;
+        billing_service::store::MIGRATOR.run(&mut conn).await?;
+        seed(&mut conn, orgs).await?;
+        Ok(db)
+    }
+
+    fn url(&self) -> String {
+        let host = self.admin.get_host();
+        let port = self.admin.get_port();
+        let user = self.admin.get_username();
+        format!("postgres://{user}@{host}:{port}/{}", self.name)
+    }
+
+    async fn drop_now(self) -> anyhow::Result<()> {
+        let mut conn = PgConnection::connect_with(&self.admin).await?;
+        sqlx::query(&format!(
+            "drop database if exists {} with (force)",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Seeds `n` organizations of three members each, a quarter of each kind.
+/// Written in bulk with the announcing triggers off (nothing listens yet).
+async fn seed(conn: &mut PgConnection, n: usize) -> anyhow::Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let n = i64::try_from(n)?;
+    let mut tx = conn.begin().await?;
+    for statement in [
+        "set local session_replication_role = replica",
+        "insert into organizations (id, name, plan, trial_end, require_seats, creator_user_id, created_at)
+         select ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'Org ' || i, 'teams',
+                case when i % 4 = 0 then now() + interval '20 days' else now() - interval '20 days' end,
+                true, 'u' || i || '-0', now()
+         from generate_series(0, $1 - 1) i",
+        "insert into memberships (org_id, user_id, role, joined_at)
+         select ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'u' || i || '-' || m,
+                case when m = 0 then 'owner' else 'member' end, now()
+         from generate_series(0, $1 - 1) i, generate_series(0, 2) m",
+        "insert into subscriptions (id, org_id, stripe_subscription_id, status, plan, billing_cycle,
+                                    paid_seats, current_period_start, current_period_end, created_at)
+         select gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid,
+                'sub_bench_' || i, 'active', 'teams', 'monthly',
+                case when i % 4 = 2 then 5 else 1 end, now() - interval '3 days',
+                now() + interval '27 days', now()
+         from generate_series(0, $1 - 1) i where i % 4 in (2, 3)",
+    ] {
+        let query = sqlx::query(statement);
+        let query = if statement.contains("$1") { query.bind(n) } else { query };
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+enum Target {
+    Entitlement { orgs: usize },
+    Baseline,
+}
+
+struct LoadResult {
+    calls: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+    errors: u64,
+    wrong: u64,
+}
+
+impl LoadResult {
+    fn throughput(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+async fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::with_capacity(n);
+    for _ in 0..n {
+        channels.push(Channel::from_shared(url.to_owned())?.connect().await?);
+    }
+    Ok(channels)
+}
+
+/// Drives the target at the chosen concurrency: a second of warm-up, then
+/// the measured run.
+async fn load(args: &Args, url: &str, target: Target) -> anyhow::Result<LoadResult> {
+    let target = Arc::new(target);
+    let channels = channels(url, args.connections).await?;
+    let token: MetadataValue<_> = format!("Bearer {GATEWAY_TOKEN}").parse()?;
+    let mut result = None;
+    for (phase, seconds) in [("warm-up", 1), ("measure", args.seconds)] {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..args.concurrency {
+            let channel = channels[worker % channels.len()].clone();
+            let target = target.clone();
+            let token = token.clone();
+            tasks.spawn(async move {
+                let mut latency =
+                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+                let (mut calls, mut errors, mut wrong) = (0u64, 0u64, 0u64);
+                let mut entitlements = EntitlementServiceClient::new(channel.clone());
+                let mut health = HealthClient::new(channel);
+                let mut rng = rand::rngs::StdRng::from_os_rng();
+                while Instant::now() < deadline {
+                    let sent = Instant::now();
+                    let ok = match target.as_ref() {
+                        Target::Entitlement { orgs } => {
+                            let i = rng.random_range(0..*orgs);
+                            let stranger = rng.random_range(0..10) == 0;
+                            let user = if stranger {
+                                "stranger".to_owned()
+                            } else {
+                                format!("u{i}-1")
+                            };
+                            let mut request = Request::new(proto::CheckEntitlementRequest {
+                                org_id: org_id(i),
+                                user_id: user,
+                                feature: "proxy".into(),
+                                ..Default::default()
+                            });
+                            request
+                                .metadata_mut()
+                                .insert("authorization", token.clone());
+                            match entitlements.check_entitlement(request).await {
+                                Ok(reply) => {
+                                    let reply = reply.into_inner();
+                                    let want = if stranger {
+                                        (false, EntitlementReason::NotAMember)
+                                    } else {
+                                        Seeded::of(i).member_answer()
+                                    };
+                                    if (reply.allowed, reply.reason()) != want {
+                                        wrong += 1;
+                                    }
+                                    true
+                                }
+                                Err(_) => false,
+                            }
+                        }
+                        Target::Baseline => health
+                            .check(HealthCheckRequest {
+                                service: String::new(),
+                            })
+                            .await
+                            .is_ok(),
+                    };
+                    let took = sent.elapsed();
+                    calls += 1;
+                    if !ok {
+                        errors += 1;
+                    }
+                    latency.saturating_record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+                }
+                (calls, errors, wrong, latency)
+            });
+        }
+        let mut merged = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let (mut calls, mut errors, mut wrong) = (0, 0, 0);
+        while let Some(done) = tasks.join_next().await {
+            let (c, e, w, h) = done?;
+            calls += c;
+            errors += e;
+            wrong += w;
+            merged.add(h)?;
+        }
+        if phase == "measure" {
+            result = Some(LoadResult {
+                calls,
+                elapsed: started.elapsed(),
+                latency: merged,
+                errors,
+                wrong,
+            });
+        }
+    }
+    result.ok_or_else(|| anyhow::anyhow!("no measurement"))
+}
+
+/// A tonic server with only the health service: the no-op baseline.
+async fn start_baseline() -> anyhow::Result<std::net::SocketAddr> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(
+        Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    Ok(addr)
+}
+
+/// Flips trial organizations between active and expired on replica A and
+/// times until replica B answers the new decision; also asks B with
+/// `min_version` right after each commit and counts stale answers.
+async fn propagation(args: &Args, a: &str, b: &str) -> anyhow::Result<()> {
+    let ops: MetadataValue<_> = format!("Bearer {OPS_TOKEN}").parse()?;
+    let gateway: MetadataValue<_> = format!("Bearer {GATEWAY_TOKEN}").parse()?;
+    let mut admin =
+        OrgAdminServiceClient::new(Channel::from_shared(a.to_owned())?.connect().await?);
+    let b_channel = Channel::from_shared(b.to_owned())?.connect().await?;
+    let mut checks = EntitlementServiceClient::new(b_channel);
+    let mut propagation = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut stale = 0;
+    let mut expired: HashMap<usize, bool> = HashMap::new();
+    let trial_orgs: Vec<usize> = (0..args.orgs)
+        .filter(|i| Seeded::of(*i) == Seeded::Trial)
+        .collect();
+    for n in 0..args.changes {
+        let i = trial_orgs[n % trial_orgs.len()];
+        let now_expired = !expired.get(&i).copied().unwrap_or(false);
+        expired.insert(i, now_expired);
+        let days = if now_expired { -20 } else { 20 };
+        let end = chrono::Utc::now() + chrono::TimeDelta::days(days);
+        let mut request = Request::new(proto::SetTrialEndRequest {
+            org_id: org_id(i),
+            trial_end: Some(prost_types::Timestamp {
+                seconds: end.timestamp(),
+                nanos: 0,
+            }),
+        });
+        request.metadata_mut().insert("authorization", ops.clone());
+        let response = admin.set_trial_end(request).await?;
+        let committed = Instant::now();
+        let version: u64 = response
+            .metadata()
+            .get(STATE_VERSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no state version"))?;
+        let want = if now_expired {
+            EntitlementReason::TrialExpired
+        } else {
+            EntitlementReason::TrialActive
+        };
+        let ask = |min_version: Option<u64>| {
+            let mut request = Request::new(proto::CheckEntitlementRequest {
+                org_id: org_id(i),
+                user_id: format!("u{i}-1"),
+                feature: "proxy".into(),
+                min_version,
+                ..Default::default()
+            });
+            request
+                .metadata_mut()
+                .insert("authorization", gateway.clone());
+            request
+        };
+        // Without min_version: poll until B has it.
+        loop {
+            let reply = checks.check_entitlement(ask(None)).await?.into_inner();
+            if reply.reason() == want {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        propagation
+            .saturating_record(u64::try_from(committed.elapsed().as_micros()).unwrap_or(u64::MAX));
+        // With min_version, asked at once: never stale.
+        let reply = checks
+            .check_entitlement(ask(Some(version)))
+            .await?
+            .into_inner();
+        if reply.reason() != want || reply.state_version < version {
+            stale += 1;
+        }
+    }
+    println!("| from commit on A to B answering the new decision | p50 | p99 | max |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| {} changes | {} | {} | {} |",
+        args.changes,
+        micros(propagation.value_at_quantile(0.5)),
+        micros(propagation.value_at_quantile(0.99)),
+        micros(propagation.max())
+    );
+    println!(
+        "\nstale answers with min_version: {stale} of {}",
+        args.changes
+    );
+    Ok(())
+}
+
+fn micros(value: u64) -> String {
+    if value >= 10_000 {
+        format!("{:.1} ms", value as f64 / 1000.0)
+    } else {
+        format!("{value} µs")
+    }
+}
+
+/// The process's resident memory in KiB (Linux).
+fn resident_kib() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/self/status"))
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
