@@ -225,15 +225,13 @@ impl EntitlementApi {
             } => {
                 let plan = self.service.catalog().plan(&org.state.org.plan);
                 let (credits_positive, credits_positive_until) = org.state.credits.to_stored();
-                let mut members: Vec<proto::WatchedMember> = org
-                    .members
-                    .iter()
+                let members: Vec<proto::WatchedMember> = org
+                    .members()
                     .map(|(user, role)| proto::WatchedMember {
-                        user_id: user.to_string(),
-                        role: convert::role(*role).into(),
+                        user_id: user.to_owned(),
+                        role: convert::role(role).into(),
                     })
                     .collect();
-                members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
                 let o = &org.state.org;
                 let message = proto::OrgEntitlements {
                     org_id: o.id.to_string(),

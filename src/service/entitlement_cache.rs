@@ -28,18 +28,46 @@ use crate::domain::ids::{OrgId, UserId};
 use crate::domain::instances::{InstanceId, InstanceSubscription};
 use crate::domain::role::Role;
 use crate::domain::seats::SeatHolders;
+use crate::domain::subscription::Subscription;
 use crate::error::Result;
 use crate::store::{self, Store};
 
-/// One organization as the cache holds it.
+/// One organization as the cache holds it: only what decisions read, kept
+/// compact, since every replica holds every organization (the display name
+/// is left out; subscriptions that are over are dropped, except the newest,
+/// which tells "never subscribed" from "subscription ended").
 #[derive(Debug)]
 pub struct CachedOrg {
     /// The version of the organization's last change.
     pub version: StateVersion,
     pub state: OrgEntitlementState,
-    pub members: HashMap<UserId, Role>,
-    /// Each instance's live subscription, or else its latest canceled one.
-    pub instances: HashMap<InstanceId, InstanceSubscription>,
+    /// Members and their roles, sorted by user id.
+    members: Box<[(Box<str>, Role)]>,
+    /// Each instance's live subscription, or else its latest canceled one,
+    /// sorted by instance id.
+    instances: Box<[InstanceSubscription]>,
+}
+
+impl CachedOrg {
+    pub fn role_of(&self, user: &UserId) -> Option<Role> {
+        self.members
+            .binary_search_by(|(member, _)| member.as_ref().cmp(user.as_str()))
+            .ok()
+            .map(|at| self.members[at].1)
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = (&str, Role)> {
+        self.members
+            .iter()
+            .map(|(user, role)| (user.as_ref(), *role))
+    }
+
+    pub fn instance(&self, id: &InstanceId) -> Option<&InstanceSubscription> {
+        self.instances
+            .binary_search_by(|instance| instance.instance_id.cmp(id))
+            .ok()
+            .map(|at| &self.instances[at])
+    }
 }
 
 /// One organization's change, as watchers see it.
@@ -365,6 +393,24 @@ impl super::Service {
     }
 }
 
+/// The subscriptions decisions can still need: those not over, and the
+/// newest of all.
+fn relevant(mut subscriptions: Vec<Subscription>, now: DateTime<Utc>) -> Vec<Subscription> {
+    let newest = subscriptions
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, s)| s.created_at)
+        .map(|(at, _)| at);
+    let mut at = 0;
+    subscriptions.retain(|s| {
+        let keep = Some(at) == newest || !s.is_over(now);
+        at += 1;
+        keep
+    });
+    subscriptions.shrink_to_fit();
+    subscriptions
+}
+
 /// One consistent (repeatable read) read of the selected organizations.
 async fn read(store: &Store, selection: Selection, now: DateTime<Utc>) -> Result<Read> {
     let mut tx = store.begin().await?;
@@ -386,13 +432,16 @@ async fn read(store: &Store, selection: Selection, now: DateTime<Utc>) -> Result
             .await?
             .into_iter()
             .collect();
-    let mut members: HashMap<OrgId, HashMap<UserId, Role>> = HashMap::new();
+    let mut members: HashMap<OrgId, Vec<(Box<str>, Role)>> = HashMap::new();
     let mut seats: HashMap<OrgId, SeatHolders> = HashMap::new();
     for (org, user, role) in store::members::roles_in_orgs(&mut tx, only).await? {
         if role.takes_seat() {
             seats.entry(org).or_default().members += 1;
         }
-        members.entry(org).or_default().insert(user, role);
+        members
+            .entry(org)
+            .or_default()
+            .push((user.as_str().into(), role));
     }
     for (org, expires) in store::members::seat_invitations_in_orgs(&mut tx, only, now).await? {
         seats
@@ -410,12 +459,9 @@ async fn read(store: &Store, selection: Selection, now: DateTime<Utc>) -> Result
             .await?
             .into_iter()
             .collect();
-    let mut instances: HashMap<OrgId, HashMap<InstanceId, InstanceSubscription>> = HashMap::new();
+    let mut instances: HashMap<OrgId, Vec<InstanceSubscription>> = HashMap::new();
     for instance in store::instances::list_current(&mut tx, only).await? {
-        instances
-            .entry(instance.org_id)
-            .or_default()
-            .insert(instance.instance_id.clone(), instance);
+        instances.entry(instance.org_id).or_default().push(instance);
     }
     tx.commit().await?;
 
@@ -429,15 +475,22 @@ async fn read(store: &Store, selection: Selection, now: DateTime<Utc>) -> Result
     };
     let found = organizations
         .into_iter()
-        .map(|org| {
+        .map(|mut org| {
             let id = org.id;
+            org.name = String::new();
+            let mut members = members.remove(&id).unwrap_or_default();
+            members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut instances = instances.remove(&id).unwrap_or_default();
+            instances.sort_unstable_by(|a, b| a.instance_id.cmp(&b.instance_id));
+            let mut seats = seats.remove(&id).unwrap_or_default();
+            seats.invitations_expiring.shrink_to_fit();
             CachedOrg {
                 version: versions.remove(&id).unwrap_or_default(),
-                members: members.remove(&id).unwrap_or_default(),
-                instances: instances.remove(&id).unwrap_or_default(),
+                members: members.into_boxed_slice(),
+                instances: instances.into_boxed_slice(),
                 state: OrgEntitlementState {
-                    subscriptions: subscriptions.remove(&id).unwrap_or_default(),
-                    seats: seats.remove(&id).unwrap_or_default(),
+                    subscriptions: relevant(subscriptions.remove(&id).unwrap_or_default(), now),
+                    seats,
                     credits: horizons.remove(&id).unwrap_or(CreditHorizon::Never),
                     org,
                 },

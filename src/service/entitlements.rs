@@ -69,7 +69,7 @@ impl Service {
         Self::require_entitlement_reader(actor)?;
         let now = self.now();
         let (cached, version) = self.cached_org(query.org, min_version).await?;
-        let role = cached.members.get(&query.user).copied();
+        let role = cached.role_of(&query.user);
         let state = &cached.state;
         let decision = if let Some(add_on) = self.catalog().add_on_for_feature(&query.feature) {
             let instance_id = query.instance.as_ref().ok_or_else(|| {
@@ -79,8 +79,7 @@ impl Service {
                 )
             })?;
             let instance = cached
-                .instances
-                .get(instance_id)
+                .instance(instance_id)
                 .filter(|instance| instance.add_on == add_on.id);
             state.decide_instance(role, instance, now)
         } else {
