@@ -80,10 +80,6 @@ impl fmt::Display for Micros {
 pub struct Balance(pub i64);
 
 impl Balance {
-    pub fn is_positive(self) -> bool {
-        self.0 > 0
-    }
-
     pub fn covers(self, amount: Micros) -> bool {
         self.0 >= amount.0
     }

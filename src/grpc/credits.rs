@@ -236,7 +236,6 @@ impl CreditService for CreditApi {
         let actor = actor(&request)?;
         let request = request.get_ref();
         let org = org_id(&request.org_id)?;
-        Micros::parse_positive(request.amount_micros.saturating_abs()).field("amount_micros")?;
         let adjustment = CreditAdjustment {
             amount: request.amount_micros,
             reason: reason_text(&request.reason)?,

@@ -409,6 +409,7 @@ impl Service {
         if store::credits::payment_credited(conn, &payment.payment_id).await? {
             return Ok(Outcome::NoEffect);
         }
+        // A payment of nothing credits nothing.
         let Ok(amount) = Micros::parse_positive(Micros::from_minor(payment.amount_minor).get())
         else {
             return Ok(Outcome::NoEffect);

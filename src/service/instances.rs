@@ -272,10 +272,7 @@ impl Service {
         let now = self.now();
         let mut tx = self.store().begin().await?;
         lock_org(&mut tx, org).await?;
-        let mut instance = store::instances::get(&mut tx, org, instance_id)
-            .await?
-            .filter(|i| i.status != InstanceStatus::Canceled)
-            .ok_or_else(|| instance_not_found(instance_id))?;
+        let mut instance = live_instance(&mut tx, org, instance_id).await?;
         if instance.status != InstanceStatus::Trialing {
             return Err(Error::FailedPrecondition(format!(
                 "instance {} is {}, not in its trial",
@@ -471,10 +468,7 @@ impl Service {
         org: OrgId,
         instance_id: &InstanceId,
     ) -> Result<InstanceSubscription> {
-        let instance = store::instances::get(conn, org, instance_id)
-            .await?
-            .filter(|i| i.status != InstanceStatus::Canceled)
-            .ok_or_else(|| instance_not_found(instance_id))?;
+        let instance = live_instance(conn, org, instance_id).await?;
         if !billing_admin(role) && Some(&instance.user_id) != actor_user(actor) {
             return Err(Error::PermissionDenied(
                 "members may only manage instances of their own".into(),
@@ -506,6 +500,18 @@ fn actor_user(actor: &Actor) -> Option<&UserId> {
         Actor::User(user) => Some(user),
         Actor::Operator | Actor::Gateway => None,
     }
+}
+
+/// The instance's subscription that has not been canceled.
+async fn live_instance(
+    conn: &mut PgConnection,
+    org: OrgId,
+    instance_id: &InstanceId,
+) -> Result<InstanceSubscription> {
+    store::instances::get(conn, org, instance_id)
+        .await?
+        .filter(|i| i.status != InstanceStatus::Canceled)
+        .ok_or_else(|| instance_not_found(instance_id))
 }
 
 fn instance_not_found(instance_id: &InstanceId) -> Error {

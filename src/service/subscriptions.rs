@@ -220,7 +220,10 @@ impl Service {
             ));
         }
         let mut change = self.begin_billing_change(actor, org_id).await?;
-        let used = store::members::used_seats(&mut change.tx, org_id, self.now()).await?;
+        let now = self.now();
+        let used = store::members::seat_holders(&mut change.tx, org_id, now)
+            .await?
+            .used_at(now);
         if seats < used {
             return Err(Error::FailedPrecondition(format!(
                 "cannot reduce to {seats} seats: {used} seats are in use"

@@ -346,13 +346,3 @@ pub async fn orgs_with_expired_credit(
     .await?;
     Ok(rows.into_iter().map(Into::into).collect())
 }
-
-/// The ledger's sum: equals the balance once expired credit is written off.
-pub async fn ledger_sum(conn: &mut PgConnection, org: OrgId) -> Result<i64> {
-    Ok(sqlx::query_scalar!(
-        r#"select coalesce(sum(amount_micros), 0)::bigint as "sum!" from credit_entries where org_id = $1"#,
-        org.as_uuid(),
-    )
-    .fetch_one(conn)
-    .await?)
-}

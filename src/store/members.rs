@@ -138,26 +138,6 @@ pub async fn count_owners(conn: &mut PgConnection, org: OrgId) -> Result<i64> {
     Ok(count)
 }
 
-/// Members plus pending, unexpired invitations, not counting billing managers.
-pub async fn used_seats(conn: &mut PgConnection, org: OrgId, now: DateTime<Utc>) -> Result<i64> {
-    let used = sqlx::query_scalar!(
-        r#"
-        select
-            (select count(*) from memberships
-             where org_id = $1 and role <> 'billing_manager')
-          + (select count(*) from invitations
-             where org_id = $1 and role <> 'billing_manager'
-               and accepted_at is null and revoked_at is null and expires_at > $2)
-            as "used!"
-        "#,
-        org.as_uuid(),
-        now,
-    )
-    .fetch_one(conn)
-    .await?;
-    Ok(used)
-}
-
 /// Who takes a seat: members other than billing managers, and when each
 /// pending seat-taking invitation expires.
 pub async fn seat_holders(

@@ -194,15 +194,9 @@ impl StripeApi {
             .metadata(request.subscription_metadata)
             .allow_promotion_codes(true)
             .success_url(request.success_url)
-            .cancel_url(request.cancel_url)
-            .customize()
-            .request_strategy(idempotent(idempotency_key)?)
-            .send(&self.client)
+            .cancel_url(request.cancel_url);
+        self.send_checkout(session, idempotency_key, "creating the checkout session")
             .await
-            .map_err(|e| stripe_error("creating the checkout session", e))?;
-        session
-            .url
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("Stripe returned no checkout URL")))
     }
 
     /// Creates a Checkout session in payment mode for one amount and returns
@@ -233,12 +227,28 @@ impl StripeApi {
             .payment_intent_data(payment_intent_data)
             .metadata(request.metadata)
             .success_url(request.success_url)
-            .cancel_url(request.cancel_url)
+            .cancel_url(request.cancel_url);
+        self.send_checkout(
+            session,
+            idempotency_key,
+            "creating the credit checkout session",
+        )
+        .await
+    }
+
+    /// Creates a Checkout session (either mode) and returns its URL.
+    async fn send_checkout(
+        &self,
+        session: CreateCheckoutSession,
+        idempotency_key: String,
+        doing: &str,
+    ) -> Result<String> {
+        let session = session
             .customize()
             .request_strategy(idempotent(idempotency_key)?)
             .send(&self.client)
             .await
-            .map_err(|e| stripe_error("creating the credit checkout session", e))?;
+            .map_err(|e| stripe_error(doing, e))?;
         session
             .url
             .ok_or_else(|| Error::internal(anyhow::anyhow!("Stripe returned no checkout URL")))
