@@ -25,9 +25,9 @@ use billing_service::grpc::proto::entitlement_service_client::EntitlementService
 use billing_service::grpc::proto::org_admin_service_client::OrgAdminServiceClient;
 use billing_service::grpc::proto::{self, EntitlementReason};
 use billing_service::grpc::{CallerTokens, ConcurrencyLimits, STATE_VERSION_HEADER};
-use billing_service::maintenance::MaintenanceSettings;
 use billing_service::service;
-use billing_service::stripe::{InboxSettings, WebhookSecrets};
+use billing_service::stripe::WebhookSecrets;
+use billing_service::worker::{InboxSettings, MaintenanceSettings};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
@@ -271,6 +271,8 @@ fn settings(database: PgConnectOptions, max_connections: u32) -> AppSettings {
                 fail_closed_features: vec![],
             },
             watch_log_capacity: 10_000,
+            operation_lease: Duration::from_secs(120),
+            operation_wait: Duration::from_secs(5),
         },
         stripe: None,
         inbox: InboxSettings::default(),

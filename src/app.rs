@@ -27,11 +27,11 @@ use crate::grpc::{
     self, Authenticator, BillingApi, CallerTokens, ConcurrencyLimits, CreditApi, EntitlementApi,
     LoadShedLayer, OrgAdminApi, Scope, StateVersionLayer,
 };
-use crate::maintenance::{MaintenanceSettings, run_maintenance};
 use crate::service::{self, Clock, EntitlementCache, Service, SystemClock};
 use crate::store::{self, Store};
-use crate::stripe::{
-    InboxSettings, StripeApi, StripeSettings, WebhookSecrets, run_inbox_worker, webhook_router,
+use crate::stripe::{StripeApi, StripeSettings, WebhookSecrets, webhook_router};
+use crate::worker::{
+    InboxSettings, MaintenanceSettings, run_inbox_worker, run_maintenance, run_operations,
 };
 
 /// Everything `App::build` needs, already resolved.
@@ -186,6 +186,14 @@ impl App {
                 service.follow_entitlement_changes(listening, stopped).await;
             })
         };
+        // Resuming operations needs Stripe too; without it they wait.
+        let operations = self.service.stripe_configured().then(|| {
+            tokio::spawn(run_operations(
+                self.service.clone(),
+                self.inbox.poll_interval,
+                stopped.clone(),
+            ))
+        });
         let maintenance = tokio::spawn(run_maintenance(
             self.service.clone(),
             self.maintenance,
@@ -277,6 +285,9 @@ impl App {
             .context("the entitlement change listener panicked")?;
         if let Some(worker) = worker {
             worker.await.context("the inbox worker panicked")?;
+        }
+        if let Some(operations) = operations {
+            operations.await.context("the operations loop panicked")?;
         }
         grpc.context("serving gRPC")?;
         webhooks.context("serving webhooks")?;

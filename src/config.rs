@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
-use crate::domain::catalog::{BillingCycle, PlanId, PriceSlot};
+use crate::domain::catalog::PriceSlot;
+use crate::domain::pricing::{BillingCycle, PlanId};
 use crate::grpc::CallerTokens;
 use crate::stripe::WebhookSecrets;
 
@@ -97,6 +98,18 @@ pub struct Config {
     #[arg(long, env = "BILLING_MAINTENANCE_INTERVAL_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(10..))]
     pub maintenance_interval_ms: u64,
+
+    /// How long a billing operation's claim holds, in milliseconds: a
+    /// running operation whose performer died is taken over by the
+    /// operations loop after this. Longer than any billing call takes.
+    #[arg(long, env = "BILLING_OPERATION_LEASE_MS", default_value_t = 120_000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub operation_lease_ms: u64,
+
+    /// How long a billing change waits for another change of the same
+    /// organization before answering ABORTED, in milliseconds.
+    #[arg(long, env = "BILLING_OPERATION_WAIT_MS", default_value_t = 5_000)]
+    pub operation_wait_ms: u64,
 
     /// PostgreSQL URL. When unset, a local PostgreSQL is used: the one on
     /// 127.0.0.1:5432 if it answers, else a private one started from the

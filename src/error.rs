@@ -17,9 +17,13 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     AlreadyExists(String),
-    /// A dependency (the database) cannot be reached now; retrying later may work.
+    /// A dependency (the database, Stripe) cannot be reached now; retrying
+    /// later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// A conflicting change of the same organization is under way; retry.
+    #[error("{0}")]
+    Aborted(String),
     /// Anything the caller cannot fix; logged with its cause chain and
     /// answered without detail.
     #[error("internal error: {0:#}")]

@@ -5,16 +5,17 @@
 //!   subscription states and the entitlement decision. No I/O.
 //! - [`store`]: Postgres through sqlx, one file per table group.
 //! - [`service`]: use cases: load, decide with the domain, persist in one
-//!   transaction together with the audit entry.
+//!   transaction together with the audit entry; billing changes as
+//!   recorded operations that never hold a transaction across Stripe.
 //! - [`stripe`]: the only code that talks to Stripe: the API client, the
-//!   webhook ingress and the inbox worker.
+//!   planned writes, the webhook ingress and the event mapping.
 //! - [`grpc`]: the tonic adapters for `billing.v1`, authentication, the
 //!   proto conversions and the single error-to-status mapping.
 //! - [`config`], [`telemetry`], [`app`]: settings, tracing, and assembling
 //!   the server so both `main` and the tests can start it.
 //! - [`local_postgres`]: the run command's embedded database default.
-//! - [`maintenance`]: the loop that writes off expired credit and renews
-//!   add-on instances.
+//! - [`worker`]: the background loops: the webhook inbox, resuming billing
+//!   operations, and maintenance (credit expiry, add-on renewals).
 
 pub mod app;
 pub mod config;
@@ -22,8 +23,8 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod local_postgres;
-pub mod maintenance;
 pub mod service;
 pub mod store;
 pub mod stripe;
 pub mod telemetry;
+pub mod worker;

@@ -8,11 +8,11 @@ use billing_service::app::{App, AppSettings};
 use billing_service::config::{self, Config};
 use billing_service::domain::catalog::{Catalog, SignupPolicy};
 use billing_service::domain::entitlement::StalePolicy;
+use billing_service::domain::retry::RetryPolicy;
 use billing_service::domain::trial::TrialLength;
 use billing_service::grpc::{CallerTokens, ConcurrencyLimits, Scope};
-use billing_service::maintenance::MaintenanceSettings;
-use billing_service::service::RetryPolicy;
-use billing_service::stripe::{InboxSettings, StripeSettings, WEBHOOK_PATH, WebhookSecrets};
+use billing_service::stripe::{StripeSettings, WEBHOOK_PATH, WebhookSecrets};
+use billing_service::worker::{InboxSettings, MaintenanceSettings};
 use billing_service::{local_postgres, service, telemetry};
 use clap::Parser;
 use sqlx::postgres::PgConnectOptions;
@@ -61,6 +61,8 @@ async fn main() -> anyhow::Result<()> {
             },
             min_version_wait: Duration::from_millis(config.min_version_wait_ms),
             watch_log_capacity: config.watch_log_capacity,
+            operation_lease: Duration::from_millis(config.operation_lease_ms),
+            operation_wait: Duration::from_millis(config.operation_wait_ms),
             stale_policy: StalePolicy {
                 max_staleness: chrono::TimeDelta::milliseconds(
                     i64::try_from(config.max_staleness_ms).unwrap_or(i64::MAX),

@@ -5,9 +5,9 @@
 
 use serde::Deserialize;
 
-use super::catalog::BillingCycle;
 use super::credits::Micros;
 use super::money::{Currency, Money};
+use super::pricing::BillingCycle;
 
 /// A credit-funded add-on, bought one subscription per instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub struct AddOn {
 }
 
 /// How Stripe settles a quantity change within the period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Proration {
     /// Prorate and invoice the difference at once.

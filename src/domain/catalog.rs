@@ -2,78 +2,20 @@
 //! limits. Plans are data loaded from a TOML file, not code, so one build
 //! serves a seat-priced product and a flat-priced SaaS alike.
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt;
-
 use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
 
 use super::InvalidValue;
 use super::add_ons::{AddOn, AddOnFile, UnitItem, UnitItemFile};
 use super::credits::{CreditPolicy, Micros};
-use super::line_items::KnownSeatPrice;
 use super::money::{Currency, Money};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BillingCycle {
-    Monthly,
-    Yearly,
-}
-
-impl BillingCycle {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Monthly => "monthly",
-            Self::Yearly => "yearly",
-        }
-    }
-
-    /// The per-month share of an amount billed once per cycle, rounded to
-    /// the nearest minor unit ($540 a year is $45 a month).
-    pub fn per_month(self, amount_minor: i64) -> i64 {
-        match self {
-            Self::Monthly => amount_minor,
-            Self::Yearly => (amount_minor + 6).div_euclid(12),
-        }
-    }
-
-    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
-        match raw {
-            "monthly" => Ok(Self::Monthly),
-            "yearly" => Ok(Self::Yearly),
-            other => Err(InvalidValue::new(format!(
-                "{other:?} is not a billing cycle"
-            ))),
-        }
-    }
-}
+use super::pricing::{BillingCycle, KnownSeatPrice, PlanId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PricingModel {
     PerSeat,
     Flat,
-}
-
-/// A plan's id in the catalog ("teams", "pro").
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
-#[serde(transparent)]
-pub struct PlanId(String);
-
-impl PlanId {
-    pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for PlanId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -487,7 +429,8 @@ mod tests {
     #[test]
     fn default_catalog_prices_teams_and_enterprise_per_seat() {
         let catalog = Catalog::from_toml(Catalog::DEFAULT_TOML).unwrap();
-        assert_eq!(catalog.default_plan().as_str(), "teams");
+        // Trials start on Enterprise; checkout may choose Teams.
+        assert_eq!(catalog.default_plan().as_str(), "enterprise");
         assert_eq!(amount(&catalog, "teams", BillingCycle::Monthly), 1800);
         assert_eq!(amount(&catalog, "teams", BillingCycle::Yearly), 18000);
         assert_eq!(amount(&catalog, "enterprise", BillingCycle::Monthly), 7200);

@@ -16,8 +16,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 
 use super::InvalidValue;
-use super::ids::{CreditEntryId, OrgId, UserId};
-use super::instances::InstanceId;
+use super::ids::{CreditEntryId, InstanceId, OrgId, UserId};
 
 /// Micro-units in one minor unit of a two-decimal currency (one cent).
 pub const MICROS_PER_MINOR: i64 = 10_000;
@@ -357,6 +356,17 @@ impl CreditBalance {
             into_lot: amount.get() - repays_overdraft,
         }
     }
+}
+
+/// A credit purchase Stripe reports paid: applied from the event itself,
+/// since a succeeded payment never changes again, and keyed by the
+/// payment's id so it is credited once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SucceededPayment {
+    pub payment_id: String,
+    pub org: OrgId,
+    pub amount_minor: i64,
+    pub purchaser: Option<UserId>,
 }
 
 /// The catalog's rules for credits.

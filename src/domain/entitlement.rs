@@ -208,12 +208,13 @@ impl OrgEntitlementState {
         if self.org.bypasses_billing() {
             return Access::Bypass;
         }
-        if let Some(paid) = self.counting_subscription(now) {
-            let used = self.seats.used_at(now);
-            return if used > paid.paid_seats {
+        if self.counting_subscription(now).is_some() {
+            // The seat rule's own verdict, so the gate and the decision agree.
+            let usage = self.seat_usage(now);
+            return if usage.over_seats() {
                 Access::SeatsExceeded {
-                    used,
-                    paid: paid.paid_seats,
+                    used: usage.used,
+                    paid: usage.paid,
                 }
             } else {
                 Access::Subscribed
@@ -310,8 +311,9 @@ impl OrgEntitlementState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::catalog::{Catalog, PlanId};
+    use crate::domain::catalog::Catalog;
     use crate::domain::organization::ModelRestrictions;
+    use crate::domain::pricing::PlanId;
     use crate::domain::test_fixtures::{self, organization};
     use chrono::TimeDelta;
 
@@ -515,6 +517,14 @@ mod tests {
                 false,
             ),
             (
+                "over seats while the trial still runs",
+                with_sub(10, "active", 1),
+                MEMBER,
+                false,
+                Reason::SeatsExceeded,
+                false,
+            ),
+            (
                 "exactly full",
                 with_sub(-100, "active", 2),
                 MEMBER,
@@ -645,8 +655,9 @@ mod tests {
     #[test]
     fn instances_answer_membership_then_opt_out_then_org_access_then_their_own_state() {
         use crate::domain::credits::Micros;
+        use crate::domain::ids::InstanceId;
         use crate::domain::ids::{OrgId, UserId};
-        use crate::domain::instances::{InstanceId, InstanceStatus, InstanceSubscription};
+        use crate::domain::instances::{InstanceStatus, InstanceSubscription};
         let instance = |status| InstanceSubscription {
             org_id: OrgId::generate(),
             instance_id: InstanceId::parse("agent-1").unwrap(),

@@ -11,34 +11,7 @@ use chrono::{DateTime, Months, TimeDelta, Utc};
 
 use super::InvalidValue;
 use super::credits::{Balance, Micros};
-use super::ids::{OrgId, UserId};
-
-/// The caller's name for an instance: 1 to 64 ASCII letters, digits, `.`,
-/// `_` or `-`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct InstanceId(String);
-
-impl InstanceId {
-    pub const MAX_LEN: usize = 64;
-
-    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
-        if raw.is_empty() {
-            return Err(InvalidValue::new("is required"));
-        }
-        let allowed = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
-        if raw.len() > Self::MAX_LEN || !raw.chars().all(allowed) {
-            return Err(InvalidValue::new(format!(
-                "must be 1 to {} ASCII letters, digits, '.', '_' or '-'",
-                Self::MAX_LEN
-            )));
-        }
-        Ok(Self(raw.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+use super::ids::{InstanceId, OrgId, UserId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InstanceStatus {

@@ -9,7 +9,7 @@
 //!   seats at $0; add-ons (unknown prices) are not seats;
 //! - the next payment sums every item, add-ons included.
 
-use super::catalog::{BillingCycle, PlanId};
+use super::pricing::{BillingCycle, KnownSeatPrice, PlanId};
 
 /// One line of a subscription as the billing provider reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,13 +22,6 @@ pub struct LineItem {
     pub quantity: i64,
     /// The price's recurring interval, when it is monthly or yearly.
     pub interval: Option<BillingCycle>,
-}
-
-/// A seat price the catalog knows: its plan and cycle.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KnownSeatPrice {
-    pub plan: PlanId,
-    pub cycle: BillingCycle,
 }
 
 /// What the items say about seats.

@@ -1,27 +1,37 @@
-//! The billing domain: plans, money, trials, roles, seats, subscription state
-//! and the entitlement decision.
+//! The billing domain: plans, money, trials, roles, seats, subscription
+//! state, the entitlement decision, and the plans of every billing change
+//! (checkout, seats, cycle, cancellation, upkeep) as Stripe requests.
 //!
 //! Everything here is pure: no database, transport or Stripe types, and time
 //! is always passed in. The adapters around it parse their inputs into these
 //! types and persist what the decisions say.
 
 pub mod add_ons;
+pub mod cancellation;
 pub mod catalog;
+pub mod checkout;
 pub mod credits;
+pub mod cycle_change;
 pub mod entitlement;
 pub mod ids;
 pub mod instances;
 pub mod line_items;
 pub mod membership;
+pub mod metadata;
 pub mod money;
+pub mod operation;
 pub mod organization;
+pub mod pricing;
+pub mod retry;
 pub mod role;
+pub mod seat_change;
 pub mod seats;
 pub mod subscription;
 pub mod subscription_sync;
 #[cfg(test)]
 mod test_fixtures;
 pub mod trial;
+pub mod upkeep;
 
 /// A value that failed validation, with a reason fit to show the caller.
 /// The adapter that parsed it adds the field name.

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 
 use super::InvalidValue;
-use super::catalog::PlanId;
 use super::ids::OrgId;
+use super::pricing::PlanId;
 
 /// A display name: trimmed, 1..=100 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,9 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::catalog::{BillingCycle, PlanId};
 use super::money::Money;
-use super::subscription_sync::{PendingCycleChange, PendingSeatDecrease};
+use super::pricing::{BillingCycle, PlanId};
 
 /// Stripe's subscription statuses. The raw text is stored verbatim; this
 /// enum is what decisions match on, exhaustively, so a status added later
@@ -57,6 +56,20 @@ impl SubscriptionStatus {
 }
 
 impl SubscriptionStatus {
+    /// Whether a subscription in this status, ended at `ended_at` (if it
+    /// has), grants access at `now`.
+    pub fn counts(self, ended_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+        self.grants_access() && !ended_by(ended_at, now)
+    }
+
+    /// Whether a subscription in this status is over for good at `now`:
+    /// ended, or in a status Stripe never leaves. A `canceled` one is over
+    /// even while its `ended_at` is a moment ahead of our clock (Stripe's
+    /// test clocks, or clock skew).
+    pub fn is_over(self, ended_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+        ended_by(ended_at, now) || self.is_terminal()
+    }
+
     /// Whether Stripe will never move a subscription out of this status.
     pub fn is_terminal(self) -> bool {
         match self {
@@ -70,6 +83,22 @@ impl SubscriptionStatus {
             | Self::Unrecognized => false,
         }
     }
+}
+
+/// Seats that drop when the next period starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSeatDecrease {
+    pub seats: i64,
+    pub effective_at: DateTime<Utc>,
+}
+
+/// A billing-cycle change waiting for the renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCycleChange {
+    pub cycle: BillingCycle,
+    pub effective_at: DateTime<Utc>,
+    /// What each period of the new cycle will cost, summed over its items.
+    pub next_payment: Money,
 }
 
 /// What we know locally about one subscription of an organization.
@@ -93,6 +122,9 @@ pub struct Subscription {
     pub pending_cycle_change: Option<PendingCycleChange>,
     /// The subscription schedule that drives it, while one is active.
     pub schedule_id: Option<String>,
+    /// The user who bought it (checkout metadata), unparsed. Paying changes
+    /// nobody's role; this only records who did.
+    pub purchaser: Option<String>,
 }
 
 impl Subscription {
@@ -100,20 +132,20 @@ impl Subscription {
         SubscriptionStatus::parse(&self.status_raw)
     }
 
-    pub fn has_ended(&self, now: DateTime<Utc>) -> bool {
-        self.ended_at.is_some_and(|ended| ended <= now)
-    }
-
     /// Whether the subscription is over for good: ended, or in a status
     /// Stripe never leaves.
     pub fn is_over(&self, now: DateTime<Utc>) -> bool {
-        self.has_ended(now) || self.status().is_terminal()
+        self.status().is_over(self.ended_at, now)
     }
 
     /// Whether this subscription grants access at `now`.
     pub fn counts_at(&self, now: DateTime<Utc>) -> bool {
-        self.status().grants_access() && !self.has_ended(now)
+        self.status().counts(self.ended_at, now)
     }
+}
+
+fn ended_by(ended_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    ended_at.is_some_and(|ended| ended <= now)
 }
 
 /// Of an organization's subscriptions, the one that matters at `now`: the
@@ -174,6 +206,9 @@ mod tests {
         let mut ended = subscription("active", now);
         ended.ended_at = Some(now - TimeDelta::seconds(1));
         assert!(ended.is_over(now));
+        let mut ending_a_moment_ahead = subscription("canceled", now);
+        ending_a_moment_ahead.ended_at = Some(now + TimeDelta::seconds(5));
+        assert!(ending_a_moment_ahead.is_over(now));
     }
 
     #[test]

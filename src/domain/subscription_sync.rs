@@ -1,34 +1,23 @@
 //! Turning the billing provider's view of a subscription into ours.
 //!
 //! The Stripe adapter reads a subscription (with its schedule) into a
-//! [`ProviderSubscription`]; [`reconcile`] decides what it means locally,
-//! given what we stored before. Two rules need the previous state:
-//! - seat increases apply at once, but a decrease keeps the paid seats until
-//!   the next period starts (Stripe already shows the lower quantity, since
-//!   decreases are made without proration);
-//! - everything else is taken from the provider as it is now, so applying
-//!   the latest state twice, or after an older one, gives the same result.
+//! [`ProviderSubscription`]; [`reconcile`] decides what it means locally.
+//! Everything is taken from the provider as it is now, so applying the
+//! latest state twice, or after an older one, gives the same result. The
+//! one thing Stripe's quantities do not show is what was paid for the
+//! current period after a decrease (decreases apply, unprorated, at the
+//! next period): [`paid_seats_this_period`] reads it from the metadata the
+//! decrease wrote, and from our copy of the same period.
 
 use chrono::{DateTime, Utc};
 
-use super::catalog::{BillingCycle, PlanId};
-use super::line_items::{KnownSeatPrice, LineItem, seat_terms};
+use super::line_items::{LineItem, SeatTerms, seat_terms};
+use super::metadata::KeptSeats;
 use super::money::{Currency, Money};
-use super::subscription::Subscription;
-
-/// The metadata key that names the organization on our Stripe objects.
-pub const ORG_ID_KEY: &str = "org_id";
-/// The metadata key that names the user who started the checkout.
-pub const PURCHASER_KEY: &str = "purchaser_user_id";
-/// The metadata key that names the plan bought at checkout.
-pub const PLAN_KEY: &str = "plan";
-/// The metadata key that says what a subscription is for (`seats`).
-pub const TYPE_KEY: &str = "type";
-/// `TYPE_KEY`'s value on seat subscriptions.
-pub const SEATS_TYPE: &str = "seats";
-/// The metadata key that marks a subscription schedule as created by this
-/// service for a billing-cycle change.
-pub const CYCLE_CHANGE_KEY: &str = "billing_service_cycle_change";
+use super::pricing::{BillingCycle, KnownSeatPrice, PlanId};
+use super::subscription::{
+    PendingCycleChange, PendingSeatDecrease, Subscription, SubscriptionStatus,
+};
 
 /// A subscription as the provider reports it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,10 +37,44 @@ pub struct ProviderSubscription {
     pub org_id: Option<String>,
     /// The user who bought it, from the metadata, unparsed.
     pub purchaser: Option<String>,
+    /// Seats paid for a period after a decrease during it (metadata).
+    pub kept_seats: Option<KeptSeats>,
     /// The discounts on the subscription as a whole, carried into both
     /// phases of a billing-cycle change.
     pub discount_ids: Vec<String>,
     pub schedule: Option<ProviderSchedule>,
+}
+
+impl ProviderSubscription {
+    pub fn status(&self) -> SubscriptionStatus {
+        SubscriptionStatus::parse(&self.status_raw)
+    }
+
+    /// Whether it grants access at `now` (the rule of [`Subscription::counts_at`]).
+    pub fn counts_at(&self, now: DateTime<Utc>) -> bool {
+        self.status().counts(self.ended_at, now)
+    }
+
+    /// Whether it is over for good (the rule of [`Subscription::is_over`]).
+    pub fn is_over(&self, now: DateTime<Utc>) -> bool {
+        self.status().is_over(self.ended_at, now)
+    }
+
+    /// What the items say about seats, plan and cycle.
+    pub fn seat_terms(&self, seat_price: impl Fn(&str) -> Option<KnownSeatPrice>) -> SeatTerms {
+        seat_terms(&self.items, seat_price)
+    }
+
+    /// The schedule, while it still drives the subscription.
+    pub fn active_schedule(&self) -> Option<&ProviderSchedule> {
+        self.schedule.as_ref().filter(|s| s.active)
+    }
+
+    /// The schedule of a billing-cycle change this service made, while it
+    /// still drives the subscription.
+    pub fn our_cycle_change(&self) -> Option<&ProviderSchedule> {
+        self.schedule.as_ref().filter(|s| s.is_our_cycle_change())
+    }
 }
 
 /// A subscription schedule attached to a subscription.
@@ -71,22 +94,6 @@ pub struct SchedulePhase {
     pub start: DateTime<Utc>,
     pub end: Option<DateTime<Utc>>,
     pub items: Vec<LineItem>,
-}
-
-/// Seats that drop when the next period starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingSeatDecrease {
-    pub seats: i64,
-    pub effective_at: DateTime<Utc>,
-}
-
-/// A billing-cycle change waiting for the renewal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingCycleChange {
-    pub cycle: BillingCycle,
-    pub effective_at: DateTime<Utc>,
-    /// What each period of the new cycle will cost, summed over its items.
-    pub next_payment: Money,
 }
 
 impl ProviderSchedule {
@@ -123,6 +130,29 @@ pub fn pending_cycle_change(
         })
 }
 
+/// The seats paid for `live`'s current period: its seat quantity, or more
+/// when a decrease during the period left paid seats behind, as the
+/// decrease recorded on the subscription or as our copy of the same period
+/// (`previous`) says. A copy of an older period says nothing: the renewal
+/// already billed the lower quantity.
+pub fn paid_seats_this_period(
+    previous: Option<&Subscription>,
+    live: &ProviderSubscription,
+    seat_price: &impl Fn(&str) -> Option<KnownSeatPrice>,
+) -> i64 {
+    let shown = seat_terms(&live.items, seat_price).paid_seats;
+    let period = live.current_period_start;
+    let recorded = live.kept_seats.and_then(|kept| kept.for_period(period));
+    let stored = previous
+        .filter(|p| p.current_period_start.is_some() && p.current_period_start == period)
+        .map(|p| p.paid_seats);
+    [Some(shown), recorded, stored]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(shown)
+}
+
 /// The local subscription that `live` amounts to, given what was stored
 /// before (`previous`) and the plan to fall back on when no item is a known
 /// seat price.
@@ -134,24 +164,16 @@ pub fn reconcile(
     seat_price: &impl Fn(&str) -> Option<KnownSeatPrice>,
 ) -> Subscription {
     let terms = seat_terms(&live.items, seat_price);
-    let same_period = previous.is_some_and(|p| {
-        p.current_period_start.is_some() && p.current_period_start == live.current_period_start
-    });
-    // The seats paid for in this period: a decrease made during the period
-    // shows in Stripe at once, but what was paid stays until it ends.
-    let kept_seats = previous
-        .filter(|_| same_period)
-        .map(|p| p.paid_seats)
-        .filter(|&kept| kept > terms.paid_seats);
-    let (paid_seats, pending_seat_decrease) = match (kept_seats, live.current_period_end) {
-        (Some(kept), Some(period_end)) => (
-            kept,
+    let paid = paid_seats_this_period(previous, live, seat_price);
+    let (paid_seats, pending_seat_decrease) = match live.current_period_end {
+        Some(period_end) if paid > terms.paid_seats => (
+            paid,
             Some(PendingSeatDecrease {
                 seats: terms.paid_seats,
                 effective_at: period_end,
             }),
         ),
-        (Some(_), None) | (None, _) => (terms.paid_seats, None),
+        Some(_) | None => (terms.paid_seats, None),
     };
     let pending_cycle_change = pending_cycle_change(
         live.schedule.as_ref(),
@@ -177,11 +199,8 @@ pub fn reconcile(
         created_at: live.created_at,
         pending_seat_decrease,
         pending_cycle_change,
-        schedule_id: live
-            .schedule
-            .as_ref()
-            .filter(|s| s.active)
-            .map(|s| s.id.clone()),
+        schedule_id: live.active_schedule().map(|s| s.id.clone()),
+        purchaser: live.purchaser.clone(),
     }
 }
 
@@ -232,6 +251,7 @@ mod tests {
             created_at: period_start,
             org_id: None,
             purchaser: None,
+            kept_seats: None,
             discount_ids: vec![],
             schedule: None,
         }

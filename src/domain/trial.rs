@@ -32,18 +32,6 @@ impl TrialStage {
             ..=-4 => Self::HardExpired,
         }
     }
-
-    /// Whether the trial alone still lets members in.
-    pub fn grants_access(self) -> bool {
-        match self {
-            Self::Active
-            | Self::EndingSoon
-            | Self::EndingVerySoon
-            | Self::ExpiresToday
-            | Self::SoftExpired => true,
-            Self::HardExpired => false,
-        }
-    }
 }
 
 /// The trial as seen at one instant.
@@ -64,11 +52,6 @@ impl TrialStatus {
             days_remaining,
             stage: TrialStage::from_days_remaining(days_remaining),
         }
-    }
-
-    /// Whether the trial period itself is over (grace days included).
-    pub fn has_ended(&self, now: DateTime<Utc>) -> bool {
-        now >= self.trial_end
     }
 }
 
@@ -129,12 +112,5 @@ mod tests {
             status_with(-(day * 3) - TimeDelta::seconds(1)).stage,
             HardExpired
         );
-    }
-
-    #[test]
-    fn only_hard_expiry_ends_access() {
-        assert!(SoftExpired.grants_access());
-        assert!(ExpiresToday.grants_access());
-        assert!(!HardExpired.grants_access());
     }
 }

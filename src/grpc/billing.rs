@@ -6,11 +6,14 @@ use tonic::{Request, Response, Status};
 use super::auth::{actor, caller};
 use super::convert::{self, org_id};
 use super::proto::{self, billing_service_server::BillingService};
-use crate::domain::catalog::{BillingCycle, Plan, PricingModel, SignupPolicy};
-use crate::domain::ids::{OrgId, RedirectUrl};
+use crate::domain::catalog::{Plan, PricingModel, SignupPolicy};
+use crate::domain::checkout::CheckoutOrder;
+use crate::domain::ids::{IdempotencyKey, OrgId, RedirectUrl};
 use crate::domain::money::Money;
+use crate::domain::pricing::BillingCycle;
+use crate::domain::seat_change::SeatDirection;
 use crate::error::{Error, FieldContext};
-use crate::service::{Actor, CheckoutOrder, Service, SubscriptionView};
+use crate::service::{Actor, SeatChangeOutcome, Service, SubscriptionView};
 
 #[derive(Debug, Clone)]
 pub struct BillingApi {
@@ -96,6 +99,7 @@ fn subscription_reply(view: SubscriptionView) -> proto::Subscription {
                     next_payment: Some(convert::money(&change.next_payment)),
                     next_payment_monthly: Some(per_month(&change.next_payment, change.cycle)),
                 });
+        reply.purchaser_user_id = sub.purchaser.clone().unwrap_or_default();
         reply.pending_seat_decrease =
             sub.pending_seat_decrease
                 .as_ref()
@@ -117,6 +121,31 @@ fn per_month(amount: &Money, cycle: BillingCycle) -> proto::Money {
 
 fn redirect_url(field: &str, raw: &str) -> Result<RedirectUrl, Status> {
     Ok(RedirectUrl::parse(raw).field(field)?)
+}
+
+fn idempotency_key(raw: &str) -> Result<Option<IdempotencyKey>, Status> {
+    Ok(IdempotencyKey::parse_optional(raw).field("idempotency_key")?)
+}
+
+/// Per-unit item commitments: known ids are checked by the domain, so here
+/// only their shape.
+fn unit_items(
+    raw: &std::collections::HashMap<String, i64>,
+) -> Result<std::collections::BTreeMap<String, i64>, Status> {
+    if raw.len() > 16 {
+        return Err(Error::invalid("unit_items", "at most 16 items").into());
+    }
+    raw.iter()
+        .map(|(item, &quantity)| {
+            if item.is_empty() || item.len() > 64 {
+                return Err(Error::invalid("unit_items", "item ids are 1 to 64 characters").into());
+            }
+            if !(0..=1_000_000).contains(&quantity) {
+                return Err(Error::invalid("unit_items", "quantities are 0 to 1000000").into());
+            }
+            Ok((item.clone(), quantity))
+        })
+        .collect()
 }
 
 #[tonic::async_trait]
@@ -163,12 +192,14 @@ impl BillingService for BillingApi {
                 .field("plan")?,
             cycle: convert::parse_billing_cycle("billing_cycle", req.billing_cycle)?,
             seats: req.seats,
+            unit_items: unit_items(&req.unit_items)?,
             success_url: redirect_url("success_url", &req.success_url)?,
             cancel_url: redirect_url("cancel_url", &req.cancel_url)?,
         };
+        let key = idempotency_key(&req.idempotency_key)?;
         let url = self
             .service
-            .create_checkout_session(&actor, org, order)
+            .create_checkout_session(&actor, org, order, key.as_ref())
             .await?;
         Ok(Response::new(proto::CreateCheckoutSessionResponse { url }))
     }
@@ -178,16 +209,33 @@ impl BillingService for BillingApi {
         request: Request<proto::UpdateSeatCountRequest>,
     ) -> Result<Response<proto::UpdateSeatCountResponse>, Status> {
         let actor = actor(&request)?;
-        let org = org_id(&request.get_ref().org_id)?;
-        let change = self
+        let req = request.get_ref();
+        let org = org_id(&req.org_id)?;
+        let key = idempotency_key(&req.idempotency_key)?;
+        let outcome = self
             .service
-            .update_seat_count(&actor, org, request.get_ref().seats)
+            .update_seat_count(&actor, org, req.seats, key.as_ref())
             .await?;
         let view = self.service.get_subscription(&actor, org).await?;
+        let (status, authentication_url) = match outcome {
+            SeatChangeOutcome::Unchanged => (proto::SeatChangeStatus::Unchanged, None),
+            SeatChangeOutcome::Applied { direction } => (
+                match direction {
+                    SeatDirection::Increase => proto::SeatChangeStatus::Increased,
+                    SeatDirection::Decrease => proto::SeatChangeStatus::DecreasePending,
+                    SeatDirection::Restore => proto::SeatChangeStatus::Restored,
+                },
+                None,
+            ),
+            SeatChangeOutcome::AwaitingAuthentication { url } => {
+                (proto::SeatChangeStatus::AwaitingAuthentication, url)
+            }
+        };
         Ok(Response::new(proto::UpdateSeatCountResponse {
             subscription: Some(subscription_reply(view)),
-            requires_authentication: change.requires_authentication,
-            authentication_url: change.authentication_url.unwrap_or_default(),
+            requires_authentication: status == proto::SeatChangeStatus::AwaitingAuthentication,
+            authentication_url: authentication_url.unwrap_or_default(),
+            status: status.into(),
         }))
     }
 
@@ -198,8 +246,9 @@ impl BillingService for BillingApi {
         let actor = actor(&request)?;
         let org = org_id(&request.get_ref().org_id)?;
         let cycle = convert::parse_billing_cycle("billing_cycle", request.get_ref().billing_cycle)?;
+        let key = idempotency_key(&request.get_ref().idempotency_key)?;
         self.service
-            .change_billing_cycle(&actor, org, cycle)
+            .change_billing_cycle(&actor, org, cycle, key.as_ref())
             .await?;
         self.overview(&actor, org).await
     }
@@ -210,8 +259,9 @@ impl BillingService for BillingApi {
     ) -> Result<Response<proto::Subscription>, Status> {
         let actor = actor(&request)?;
         let org = org_id(&request.get_ref().org_id)?;
+        let key = idempotency_key(&request.get_ref().idempotency_key)?;
         self.service
-            .cancel_billing_cycle_change(&actor, org)
+            .cancel_billing_cycle_change(&actor, org, key.as_ref())
             .await?;
         self.overview(&actor, org).await
     }
@@ -222,7 +272,10 @@ impl BillingService for BillingApi {
     ) -> Result<Response<proto::Subscription>, Status> {
         let actor = actor(&request)?;
         let org = org_id(&request.get_ref().org_id)?;
-        self.service.cancel_subscription(&actor, org).await?;
+        let key = idempotency_key(&request.get_ref().idempotency_key)?;
+        self.service
+            .set_cancellation(&actor, org, true, key.as_ref())
+            .await?;
         self.overview(&actor, org).await
     }
 
@@ -232,7 +285,10 @@ impl BillingService for BillingApi {
     ) -> Result<Response<proto::Subscription>, Status> {
         let actor = actor(&request)?;
         let org = org_id(&request.get_ref().org_id)?;
-        self.service.resume_subscription(&actor, org).await?;
+        let key = idempotency_key(&request.get_ref().idempotency_key)?;
+        self.service
+            .set_cancellation(&actor, org, false, key.as_ref())
+            .await?;
         self.overview(&actor, org).await
     }
 
@@ -257,9 +313,10 @@ impl BillingService for BillingApi {
         let actor = actor(&request)?;
         let org = org_id(&request.get_ref().org_id)?;
         let return_url = redirect_url("return_url", &request.get_ref().return_url)?;
+        let key = idempotency_key(&request.get_ref().idempotency_key)?;
         let url = self
             .service
-            .create_billing_portal_session(&actor, org, return_url)
+            .create_billing_portal_session(&actor, org, return_url, key.as_ref())
             .await?;
         Ok(Response::new(proto::CreateBillingPortalSessionResponse {
             url,

@@ -5,10 +5,10 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
 use super::proto;
-use crate::domain::catalog::BillingCycle;
 use crate::domain::entitlement::Reason;
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::money::Money;
+use crate::domain::pricing::BillingCycle;
 use crate::domain::role::Role;
 use crate::domain::seats::{SeatGate, SeatUsage};
 use crate::domain::trial::{TrialStage, TrialStatus};
@@ -134,6 +134,7 @@ pub fn seat_usage(usage: &SeatUsage) -> proto::SeatUsage {
         SeatGate::NoSubscription => proto::SeatGate::NoSubscription,
         SeatGate::SeatAvailable => proto::SeatGate::SeatAvailable,
         SeatGate::SeatsFull => proto::SeatGate::SeatsFull,
+        SeatGate::OverSeats => proto::SeatGate::OverSeats,
     };
     proto::SeatUsage {
         used_seats: usage.used,

@@ -7,8 +7,9 @@ use super::auth::actor;
 use super::convert::{self, optional_timestamp, org_id, parse_timestamp, reason, timestamp};
 use super::proto::{self, credit_service_server::CreditService};
 use crate::domain::credits::{CreditEntry, CreditEntryKind, Micros};
+use crate::domain::ids::InstanceId;
 use crate::domain::ids::{CreditEntryId, IdempotencyKey, RedirectUrl, UserId};
-use crate::domain::instances::{InstanceId, InstanceStatus};
+use crate::domain::instances::InstanceStatus;
 use crate::domain::money::Money;
 use crate::error::{Error, FieldContext, Result};
 use crate::service::{
@@ -200,6 +201,8 @@ impl CreditService for CreditApi {
                 .field("amount_micros")?,
             success_url: RedirectUrl::parse(&request.success_url).field("success_url")?,
             cancel_url: RedirectUrl::parse(&request.cancel_url).field("cancel_url")?,
+            idempotency_key: IdempotencyKey::parse_optional(&request.idempotency_key)
+                .field("idempotency_key")?,
         };
         let url = self
             .service

@@ -12,7 +12,7 @@ use super::proto::{self, entitlement_service_server::EntitlementService};
 use crate::domain::credits::Micros;
 use crate::domain::entitlement::{Access, StateVersion};
 use crate::domain::ids::IdempotencyKey;
-use crate::domain::instances::InstanceId;
+use crate::domain::ids::InstanceId;
 use crate::domain::organization::ModelRestrictions;
 use crate::error::{Error, FieldContext, Result};
 use crate::service::{EntitlementQuery, QuantityReport, Service, UsageReport, WatchUpdate};

@@ -15,6 +15,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition(message) => Status::failed_precondition(message),
             Error::AlreadyExists(message) => Status::already_exists(message),
             Error::Unavailable(message) => Status::unavailable(message),
+            Error::Aborted(message) => Status::aborted(message),
             Error::Internal(cause) => {
                 // The cause stays in our logs; callers learn nothing about internals.
                 tracing::error!(error = format!("{cause:#}"), "internal error");

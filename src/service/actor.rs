@@ -22,4 +22,12 @@ impl Actor {
             Self::Gateway => "gateway".to_owned(),
         }
     }
+
+    /// The end user, when the actor is one.
+    pub fn user(&self) -> Option<&UserId> {
+        match self {
+            Self::User(user) => Some(user),
+            Self::Operator | Self::Gateway => None,
+        }
+    }
 }

@@ -1,11 +1,14 @@
-//! Prepaid credits: balance, operator grants and adjustments, purchases
-//! through Stripe Checkout, and usage debits from the gateway.
+//! Prepaid credits: balance, operator grants and adjustments, and usage
+//! debits from the gateway (purchases are in `credit_purchases`).
 //!
 //! Credits are locked while the organization is not entitled (its trial is
 //! hard-expired with no subscription, or its subscription ended): the
 //! balance stays, usage is refused, and buying a subscription unlocks it.
-
-use std::collections::HashMap;
+//!
+//! Lock order, the same for every credit change so none can deadlock:
+//! grants, adjustments, purchases and instance charges lock the
+//! organization (`for no key update`) and then the credit account; usage
+//! debits and expiry write-offs lock the account alone.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -13,24 +16,17 @@ use sqlx::PgConnection;
 
 use super::audit_trail::{AuditAction, record};
 use super::credit_ledger::Ledger;
-use super::subscriptions::derived_key;
 use super::{Actor, Service, load_org, load_state, lock_org};
 use crate::domain::credits::{
     Balance, CreditEntry, CreditEntryKind, EntryDetails, Micros, NextExpiry,
 };
-use crate::domain::ids::{CreditEntryId, OrgId, RedirectUrl, UserId};
+use crate::domain::ids::{CreditEntryId, OrgId, UserId};
 use crate::domain::role::{OrgAction, Role};
-use crate::domain::subscription_sync::{ORG_ID_KEY, PURCHASER_KEY, TYPE_KEY};
 use crate::error::{Error, Result};
-use crate::store::audit::{self, NewAuditEvent};
-use crate::store::{self, stripe_events::Outcome};
-use crate::stripe::api::PaymentCheckoutRequest;
+use crate::store;
 
-/// The metadata type of a credit purchase's Checkout session and payment.
-pub const CREDIT_PURCHASE_TYPE: &str = "credit_purchase";
 /// The most entries one ledger page holds.
 pub const MAX_LEDGER_PAGE: i64 = 200;
-const PURCHASE_KEY_WINDOW_SECS: i64 = 3600;
 
 /// An operator's grant.
 #[derive(Debug, Clone)]
@@ -72,23 +68,6 @@ pub struct CreditBalanceView {
     pub next_expiry: Option<NextExpiry>,
     pub locked: bool,
     pub amounts_visible: bool,
-}
-
-/// A credit purchase the caller asked for.
-#[derive(Debug, Clone)]
-pub struct CreditPurchaseOrder {
-    pub amount: Micros,
-    pub success_url: RedirectUrl,
-    pub cancel_url: RedirectUrl,
-}
-
-/// A payment Stripe reports as succeeded, read from the event.
-#[derive(Debug, Clone)]
-pub(super) struct SucceededPayment {
-    pub payment_id: String,
-    pub org: OrgId,
-    pub amount_minor: i64,
-    pub purchaser: Option<UserId>,
 }
 
 /// Whether owners and billing managers (and operators) see amounts.
@@ -334,115 +313,6 @@ impl Service {
         })
     }
 
-    /// A Stripe Checkout session in payment mode for `amount` of credit.
-    /// The credit is added when Stripe reports the payment succeeded.
-    pub async fn create_credit_purchase(
-        &self,
-        actor: &Actor,
-        org: OrgId,
-        order: CreditPurchaseOrder,
-    ) -> Result<String> {
-        let stripe = self.stripe()?;
-        let amount_minor = order
-            .amount
-            .whole_minor()
-            .ok_or_else(|| Error::invalid("amount_micros", "must be whole cents"))?;
-        let now = self.now();
-        let mut conn = self.store().pool().acquire().await?;
-        let organization = load_org(&mut conn, org).await?;
-        self.authorize(&mut conn, actor, org, OrgAction::ManageBilling)
-            .await?;
-        let customer = self
-            .customer_for(&mut conn, org, &organization.name)
-            .await?;
-        let mut metadata = HashMap::from([
-            (ORG_ID_KEY.to_owned(), org.to_string()),
-            (TYPE_KEY.to_owned(), CREDIT_PURCHASE_TYPE.to_owned()),
-        ]);
-        if let Actor::User(user) = actor {
-            metadata.insert(PURCHASER_KEY.to_owned(), user.to_string());
-        }
-        let key = derived_key(
-            "credit-purchase",
-            &[
-                &org.to_string(),
-                &actor.audit_name(),
-                &amount_minor.to_string(),
-                order.success_url.as_str(),
-                order.cancel_url.as_str(),
-                &(now.timestamp() / PURCHASE_KEY_WINDOW_SECS).to_string(),
-            ],
-        );
-        stripe
-            .create_payment_checkout_session(
-                PaymentCheckoutRequest {
-                    customer_id: &customer,
-                    currency: self.catalog().currency().as_str(),
-                    amount_minor,
-                    product_name: "Prepaid credits",
-                    success_url: order.success_url.as_str(),
-                    cancel_url: order.cancel_url.as_str(),
-                    metadata,
-                },
-                key,
-            )
-            .await
-    }
-
-    /// Adds a succeeded payment's credit, once per payment: the payment id
-    /// keys the entry, so the same payment reported by its Checkout session
-    /// and by its payment event, or redelivered, adds nothing more.
-    pub(super) async fn credit_payment(
-        &self,
-        conn: &mut PgConnection,
-        payment: SucceededPayment,
-    ) -> Result<Outcome> {
-        let now = self.now();
-        // A deleted organization is ours no more.
-        if store::organizations::lock(conn, payment.org)
-            .await?
-            .is_none()
-        {
-            return Ok(Outcome::NoEffect);
-        }
-        let mut ledger = Ledger::open(conn, payment.org, now).await?;
-        if store::credits::payment_credited(conn, &payment.payment_id).await? {
-            return Ok(Outcome::NoEffect);
-        }
-        // A payment of nothing credits nothing.
-        let Ok(amount) = Micros::parse_positive(Micros::from_minor(payment.amount_minor).get())
-        else {
-            return Ok(Outcome::NoEffect);
-        };
-        let entry = ledger
-            .credit(
-                conn,
-                CreditEntryKind::Purchase,
-                amount,
-                EntryDetails {
-                    stripe_payment_id: Some(payment.payment_id),
-                    user_id: payment.purchaser,
-                    ..EntryDetails::default()
-                },
-            )
-            .await?;
-        audit::record(
-            conn,
-            NewAuditEvent {
-                org_id: payment.org,
-                actor: super::stripe_sync::STRIPE_ACTOR,
-                action: "credits.purchased",
-                before: None,
-                after: Some(entry_snapshot(&entry)),
-                occurred_at: now,
-            },
-        )
-        .await?;
-        self.renew_due_instances(conn, payment.org, &mut ledger)
-            .await?;
-        Ok(Outcome::Applied)
-    }
-
     /// Writes off expired credit of up to `limit` organizations; returns how
     /// many it visited.
     pub async fn expire_credits(&self, limit: i64) -> Result<usize> {
@@ -461,7 +331,7 @@ impl Service {
 }
 
 /// A ledger entry for the audit trail.
-fn entry_snapshot(entry: &CreditEntry) -> serde_json::Value {
+pub(super) fn entry_snapshot(entry: &CreditEntry) -> serde_json::Value {
     json!({
         "entry_id": entry.id,
         "kind": entry.kind.as_str(),

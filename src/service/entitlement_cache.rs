@@ -24,8 +24,9 @@ use uuid::Uuid;
 
 use crate::domain::credits::CreditHorizon;
 use crate::domain::entitlement::{OrgEntitlementState, StateVersion};
+use crate::domain::ids::InstanceId;
 use crate::domain::ids::{OrgId, UserId};
-use crate::domain::instances::{InstanceId, InstanceSubscription};
+use crate::domain::instances::InstanceSubscription;
 use crate::domain::role::Role;
 use crate::domain::seats::SeatHolders;
 use crate::domain::subscription::Subscription;
@@ -435,20 +436,16 @@ async fn read(store: &Store, selection: Selection, now: DateTime<Utc>) -> Result
     let mut members: HashMap<OrgId, Vec<(Box<str>, Role)>> = HashMap::new();
     let mut seats: HashMap<OrgId, SeatHolders> = HashMap::new();
     for (org, user, role) in store::members::roles_in_orgs(&mut tx, only).await? {
-        if role.takes_seat() {
-            seats.entry(org).or_default().members += 1;
-        }
+        seats.entry(org).or_default().add_member(role);
         members
             .entry(org)
             .or_default()
             .push((user.as_str().into(), role));
     }
-    for (org, expires) in store::members::seat_invitations_in_orgs(&mut tx, only, now).await? {
-        seats
-            .entry(org)
-            .or_default()
-            .invitations_expiring
-            .push(expires);
+    for (org, role, expires) in
+        store::members::pending_invitations_in_orgs(&mut tx, only, now).await?
+    {
+        seats.entry(org).or_default().add_invitation(role, expires);
     }
     let mut subscriptions: HashMap<OrgId, Vec<_>> = HashMap::new();
     for (org, subscription) in store::subscriptions::list_for_orgs(&mut tx, only).await? {

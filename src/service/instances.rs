@@ -15,22 +15,19 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 use sqlx::PgConnection;
 
-use super::audit_trail::{AuditAction, record};
+use super::audit_trail::{AuditAction, RENEWAL_ACTOR, STRIPE_ACTOR, record, record_as};
 use super::credit_ledger::Ledger;
 use super::{Actor, Service, load_state, lock_org};
 use crate::domain::credits::{CreditEntryKind, EntryDetails};
 use crate::domain::entitlement::Decision;
+use crate::domain::ids::InstanceId;
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::instances::{
-    InstanceId, InstanceStatus, InstanceSubscription, Renewal, RenewalFunds, one_month_after,
+    InstanceStatus, InstanceSubscription, Renewal, RenewalFunds, one_month_after,
 };
 use crate::domain::role::{OrgAction, Role};
 use crate::error::{Error, Result};
 use crate::store;
-use crate::store::audit::{self, NewAuditEvent};
-
-/// How the audit trail names changes made by the renewal sweep.
-const RENEWAL_ACTOR: &str = "renewals";
 
 #[derive(Debug, Clone)]
 pub struct NewInstance {
@@ -80,7 +77,7 @@ impl Service {
                 return Err(Error::invalid("user_id", "is required for operators"));
             }
         };
-        if !billing_admin(role) && Some(&user) != actor_user(actor) {
+        if !billing_admin(role) && Some(&user) != actor.user() {
             return Err(Error::PermissionDenied(
                 "members may only create instances of their own".into(),
             ));
@@ -226,7 +223,7 @@ impl Service {
         let instance = store::instances::get(&mut tx, org, instance_id)
             .await?
             .ok_or_else(|| instance_not_found(instance_id))?;
-        if !billing_admin(role) && Some(&instance.user_id) != actor_user(actor) {
+        if !billing_admin(role) && Some(&instance.user_id) != actor.user() {
             return Err(Error::PermissionDenied(
                 "members may only read instances of their own".into(),
             ));
@@ -245,7 +242,7 @@ impl Service {
         let mut tx = self.store().begin().await?;
         let organization = super::load_org(&mut tx, org).await?;
         let role = self.authorize(&mut tx, actor, org, OrgAction::View).await?;
-        let only = (!billing_admin(role)).then(|| actor_user(actor)).flatten();
+        let only = (!billing_admin(role)).then(|| actor.user()).flatten();
         let instances = store::instances::list(&mut tx, org, only).await?;
         let state = load_state(&mut tx, organization, now).await?;
         Ok(instances
@@ -371,7 +368,7 @@ impl Service {
                 Renewal::Cancel => {
                     instance.status = InstanceStatus::Canceled;
                     instance.canceled_at = Some(instance.current_period_end);
-                    "instance.canceled"
+                    AuditAction::InstanceCanceled
                 }
                 Renewal::Charge {
                     period_start,
@@ -383,28 +380,26 @@ impl Service {
                     instance.current_period_end = period_end;
                     charge(conn, ledger, &instance).await?;
                     if resumed {
-                        "instance.resumed"
+                        AuditAction::InstanceResumed
                     } else {
-                        "instance.renewed"
+                        AuditAction::InstanceRenewed
                     }
                 }
                 Renewal::Suspend if instance.status == InstanceStatus::Suspended => continue,
                 Renewal::Suspend => {
                     instance.status = InstanceStatus::Suspended;
-                    "instance.suspended"
+                    AuditAction::InstanceSuspended
                 }
             };
             store::instances::update(conn, &instance).await?;
-            audit::record(
+            record_as(
                 conn,
-                NewAuditEvent {
-                    org_id: org,
-                    actor: RENEWAL_ACTOR,
-                    action,
-                    before: Some(before),
-                    after: Some(instance_snapshot(&instance)),
-                    occurred_at: now,
-                },
+                org,
+                RENEWAL_ACTOR,
+                action,
+                Some(before),
+                Some(instance_snapshot(&instance)),
+                now,
             )
             .await?;
         }
@@ -445,16 +440,14 @@ impl Service {
             return Ok(());
         }
         let ids: Vec<&str> = canceled.iter().map(InstanceId::as_str).collect();
-        audit::record(
+        record_as(
             conn,
-            NewAuditEvent {
-                org_id: org,
-                actor: super::stripe_sync::STRIPE_ACTOR,
-                action: "instance.canceled_with_subscription",
-                before: None,
-                after: Some(json!({ "instance_ids": ids })),
-                occurred_at: now,
-            },
+            org,
+            STRIPE_ACTOR,
+            AuditAction::InstanceCanceledWithSubscription,
+            None,
+            Some(json!({ "instance_ids": ids })),
+            now,
         )
         .await
     }
@@ -469,7 +462,7 @@ impl Service {
         instance_id: &InstanceId,
     ) -> Result<InstanceSubscription> {
         let instance = live_instance(conn, org, instance_id).await?;
-        if !billing_admin(role) && Some(&instance.user_id) != actor_user(actor) {
+        if !billing_admin(role) && Some(&instance.user_id) != actor.user() {
             return Err(Error::PermissionDenied(
                 "members may only manage instances of their own".into(),
             ));
@@ -492,13 +485,6 @@ impl Service {
             decision: state.decide_instance(Some(Role::Member), Some(&instance), now),
             subscription: instance,
         })
-    }
-}
-
-fn actor_user(actor: &Actor) -> Option<&UserId> {
-    match actor {
-        Actor::User(user) => Some(user),
-        Actor::Operator | Actor::Gateway => None,
     }
 }
 

@@ -37,11 +37,17 @@ impl Service {
         Ok(load_state(conn, org, now).await?.seat_usage(now))
     }
 
-    /// Refuses with FAILED_PRECONDITION when one more seat is not available.
-    async fn admit_one_seat(&self, conn: &mut PgConnection, org: Organization) -> Result<()> {
+    /// Refuses with FAILED_PRECONDITION unless `extra` more seats fit the
+    /// seat rule, so nothing admitted here is then denied as over seats.
+    async fn admit_seats(
+        &self,
+        conn: &mut PgConnection,
+        org: Organization,
+        extra: i64,
+    ) -> Result<()> {
         self.seat_usage_locked(conn, org)
             .await?
-            .admit(1)
+            .admit(extra)
             .map_err(|exhausted| Error::FailedPrecondition(exhausted.to_string()))
     }
 
@@ -59,7 +65,7 @@ impl Service {
             .await?;
         store::members::close_expired_invitations(&mut tx, org_id, &email, now).await?;
         if role.takes_seat() {
-            self.admit_one_seat(&mut tx, org).await?;
+            self.admit_seats(&mut tx, org, 1).await?;
         }
         let invitation = Invitation {
             id: InvitationId::generate(),
@@ -114,7 +120,7 @@ impl Service {
             .await?
             .ok_or_else(|| invitation_not_found(id))?
             .org_id;
-        lock_org(&mut tx, org_id).await?;
+        let org = lock_org(&mut tx, org_id).await?;
         let invitation = store::members::lock_invitation(&mut tx, id)
             .await?
             .ok_or_else(|| invitation_not_found(id))?;
@@ -149,6 +155,11 @@ impl Service {
             return Err(Error::FailedPrecondition(format!(
                 "user {user} is already a member of organization {org_id}; change their role instead"
             )));
+        }
+        if invitation.role.takes_seat() {
+            // The pending invitation already holds its seat: accepting adds
+            // none, but is refused while the organization is over its seats.
+            self.admit_seats(&mut tx, org, 0).await?;
         }
         let member = Membership {
             org_id,
@@ -277,7 +288,7 @@ impl Service {
             ));
         }
         if role.takes_seat() && !member.role.takes_seat() {
-            self.admit_one_seat(&mut tx, org).await?;
+            self.admit_seats(&mut tx, org, 1).await?;
         }
         store::members::update_role(&mut tx, org_id, &user, role).await?;
         let updated = Membership {

@@ -1,6 +1,8 @@
 //! Use cases. Each one loads what it needs, asks the domain to decide, and
 //! persists the outcome with its audit entry in one transaction, so nothing
-//! is ever half-written.
+//! is ever half-written. Changes that touch Stripe are operations (see
+//! `operations`): recorded, planned from Stripe's live state, performed
+//! with no transaction open, and finished in a short transaction.
 //!
 //! Callers arrive as an [`Actor`] already authenticated by the adapter; the
 //! role checks against organization membership happen here.
@@ -8,18 +10,24 @@
 mod actor;
 mod audit_trail;
 mod billing;
+mod checkout;
 mod clock;
 mod credit_ledger;
+mod credit_purchases;
 mod credits;
 mod entitlement_cache;
 mod entitlements;
+mod inbox;
 mod instances;
 mod members;
+mod operations;
 mod operators;
 mod organizations;
-mod stripe_sync;
-mod subscriptions;
+mod seat_changes;
+mod subscription_changes;
+mod subscription_sync;
 mod unit_items;
+mod upkeep;
 mod versions;
 mod watch;
 
@@ -31,18 +39,16 @@ use sqlx::PgConnection;
 pub use actor::Actor;
 pub use billing::SubscriptionView;
 pub use clock::{Clock, SystemClock};
-pub use credits::{
-    CREDIT_PURCHASE_TYPE, CreditAdjustment, CreditBalanceView, CreditGrant, CreditPurchaseOrder,
-    Posted, UsageReport,
-};
+pub use credit_purchases::CreditPurchaseOrder;
+pub use credits::{CreditAdjustment, CreditBalanceView, CreditGrant, Posted, UsageReport};
 pub use entitlement_cache::{CachedOrg, Change, EntitlementCache};
 pub use entitlements::{Answer, EntitlementQuery, EntitlementsView};
+pub use inbox::WorkerStep;
 pub use instances::{InstanceView, NewInstance};
 pub use members::MembersView;
 pub use operators::{OrganizationOverrides, Page};
 pub use organizations::{NewOrganization, OrganizationView};
-pub use stripe_sync::{RetryPolicy, WorkerStep};
-pub use subscriptions::{CheckoutOrder, ResubscribeDefaults, SeatChange};
+pub use seat_changes::SeatChangeOutcome;
 pub use unit_items::QuantityReport;
 pub use versions::capture_committed_version;
 pub use watch::WatchUpdate;
@@ -69,6 +75,12 @@ pub struct Settings {
     pub stale_policy: StalePolicy,
     /// How many recent changes a watcher may resume from.
     pub watch_log_capacity: usize,
+    /// How long an operation's claim holds: past it, the operations loop
+    /// takes a running operation over (its performer died).
+    pub operation_lease: std::time::Duration,
+    /// How long a billing change waits for another change of the same
+    /// organization (or a retried key for its first call) before ABORTED.
+    pub operation_wait: std::time::Duration,
 }
 
 /// The use cases, cheap to clone and share between adapters.
@@ -129,6 +141,13 @@ impl Service {
 
     fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub(super) fn stripe(&self) -> Result<&StripeApi> {
+        self.inner
+            .stripe
+            .as_ref()
+            .ok_or_else(|| Error::FailedPrecondition("Stripe is not configured".into()))
     }
 
     pub(crate) fn now(&self) -> DateTime<Utc> {

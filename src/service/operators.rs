@@ -4,9 +4,9 @@ use chrono::{DateTime, Utc};
 
 use super::audit_trail::{AuditAction, record, snapshot};
 use super::{Actor, OrganizationView, Service, load_org, lock_org};
-use crate::domain::catalog::PlanId;
 use crate::domain::ids::{EmailAddress, OrgId, UserId};
 use crate::domain::organization::Organization;
+use crate::domain::pricing::PlanId;
 use crate::domain::role::OrgAction;
 use crate::error::{Error, Result};
 use crate::store::stripe_events::ParkedEvent;

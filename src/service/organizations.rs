@@ -4,10 +4,10 @@ use chrono::{DateTime, Utc};
 
 use super::audit_trail::{AuditAction, record, snapshot};
 use super::{Actor, Service, load_org, load_state, lock_org};
-use crate::domain::catalog::PlanId;
 use crate::domain::ids::{IdempotencyKey, OrgId, UserId};
 use crate::domain::membership::Membership;
 use crate::domain::organization::{ModelRestrictions, Organization, OrganizationName};
+use crate::domain::pricing::PlanId;
 use crate::domain::role::{OrgAction, Role};
 use crate::domain::trial::TrialStatus;
 use crate::error::{Error, Result};

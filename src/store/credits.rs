@@ -10,8 +10,8 @@ use super::corrupt;
 use crate::domain::credits::{
     Balance, CreditBalance, CreditEntry, CreditEntryKind, CreditHorizon, CreditLot, EntryDetails,
 };
+use crate::domain::ids::InstanceId;
 use crate::domain::ids::{CreditEntryId, OrgId, UserId};
-use crate::domain::instances::InstanceId;
 use crate::error::Result;
 
 struct EntryRow {

@@ -6,8 +6,9 @@ use uuid::Uuid;
 
 use super::{corrupt, on_unique_violation};
 use crate::domain::credits::Micros;
+use crate::domain::ids::InstanceId;
 use crate::domain::ids::{OrgId, UserId};
-use crate::domain::instances::{InstanceId, InstanceStatus, InstanceSubscription};
+use crate::domain::instances::{InstanceStatus, InstanceSubscription};
 use crate::error::{Error, Result};
 
 struct InstanceRow {

@@ -138,37 +138,39 @@ pub async fn count_owners(conn: &mut PgConnection, org: OrgId) -> Result<i64> {
     Ok(count)
 }
 
-/// Who takes a seat: members other than billing managers, and when each
-/// pending seat-taking invitation expires.
+/// The inputs of the seat rule: every member's role, and the role and
+/// expiry of every pending invitation. Who of them takes a seat is the
+/// domain's to say ([`SeatHolders::from_roles`]).
 pub async fn seat_holders(
     conn: &mut PgConnection,
     org: OrgId,
     now: DateTime<Utc>,
 ) -> Result<SeatHolders> {
     let members = sqlx::query_scalar!(
-        r#"
-        select count(*) as "members!" from memberships
-        where org_id = $1 and role <> 'billing_manager'
-        "#,
+        "select role from memberships where org_id = $1",
         org.as_uuid(),
     )
-    .fetch_one(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    let invitations_expiring = sqlx::query_scalar!(
+    let invitations = sqlx::query!(
         r#"
-        select expires_at from invitations
-        where org_id = $1 and role <> 'billing_manager'
-          and accepted_at is null and revoked_at is null and expires_at > $2
+        select role, expires_at from invitations
+        where org_id = $1 and accepted_at is null and revoked_at is null and expires_at > $2
         "#,
         org.as_uuid(),
         now,
     )
     .fetch_all(conn)
     .await?;
-    Ok(SeatHolders {
-        members,
-        invitations_expiring,
-    })
+    let members = members
+        .iter()
+        .map(|role| parse_role(role))
+        .collect::<Result<Vec<_>>>()?;
+    let invitations = invitations
+        .into_iter()
+        .map(|r| Ok((parse_role(&r.role)?, r.expires_at)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(SeatHolders::from_roles(members, invitations))
 }
 
 /// Every membership as (organization, user, role), in every organization or
@@ -194,16 +196,16 @@ pub async fn roles_in_orgs(
         .collect()
 }
 
-/// When each pending seat-taking invitation expires, by organization.
-pub async fn seat_invitations_in_orgs(
+/// Every pending invitation's role and expiry, by organization.
+pub async fn pending_invitations_in_orgs(
     conn: &mut PgConnection,
     only: Option<&[Uuid]>,
     now: DateTime<Utc>,
-) -> Result<Vec<(OrgId, DateTime<Utc>)>> {
+) -> Result<Vec<(OrgId, Role, DateTime<Utc>)>> {
     let rows = sqlx::query!(
         r#"
-        select org_id, expires_at from invitations
-        where role <> 'billing_manager' and accepted_at is null and revoked_at is null
+        select org_id, role, expires_at from invitations
+        where accepted_at is null and revoked_at is null
           and expires_at > $2 and ($1::uuid[] is null or org_id = any($1))
         "#,
         only,
@@ -211,10 +213,9 @@ pub async fn seat_invitations_in_orgs(
     )
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.org_id.into(), r.expires_at))
-        .collect())
+    rows.into_iter()
+        .map(|r| Ok((r.org_id.into(), parse_role(&r.role)?, r.expires_at)))
+        .collect()
 }
 
 struct InvitationRow {

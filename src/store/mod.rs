@@ -5,11 +5,13 @@
 //! in one transaction; rows are converted into domain types here.
 
 pub mod audit;
+pub mod checkout_sessions;
 pub mod credits;
 pub mod entitlement_versions;
 pub mod erasure;
 pub mod instances;
 pub mod members;
+pub mod operations;
 pub mod organizations;
 pub mod stripe_events;
 pub mod subscriptions;

@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::catalog::PlanId;
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::organization::{ModelRestrictions, Organization};
+use crate::domain::pricing::PlanId;
 use crate::error::Result;
 
 struct OrganizationRow {
@@ -111,7 +111,12 @@ pub async fn get(conn: &mut PgConnection, id: OrgId) -> Result<Option<Organizati
 }
 
 /// Reads the organization and locks its row until the transaction ends, so
-/// that changes to its members and seats are serialized.
+/// that changes to its members and seats are serialized. `for no key
+/// update` still lets rows that reference the organization be written
+/// (their foreign keys take a key-share lock), so a usage debit holding the
+/// credit account never waits here: every credit posting locks the
+/// organization, then the account, or the account alone, and none can
+/// deadlock with another.
 pub async fn lock(conn: &mut PgConnection, id: OrgId) -> Result<Option<Organization>> {
     let row = sqlx::query_as!(
         OrganizationRow,
@@ -121,7 +126,7 @@ pub async fn lock(conn: &mut PgConnection, id: OrgId) -> Result<Option<Organizat
                created_at
         from organizations
         where id = $1 and deleted_at is null
-        for update
+        for no key update
         "#,
         id.as_uuid(),
     )

@@ -43,23 +43,31 @@ pub struct ClaimedEvent {
     pub attempts: i32,
 }
 
-/// Claims the next due pending event, locking its row until the transaction
-/// ends. `SKIP LOCKED` lets several workers (and replicas) claim side by
-/// side without waiting on each other or taking the same event.
+/// Claims the next due pending event until `lease_until`: its next attempt
+/// moves there, so no other worker (or replica) takes it meanwhile, and if
+/// this one dies it is simply due again then. `SKIP LOCKED` lets workers
+/// claim side by side; the claim is one statement, so nothing stays open
+/// while the event is applied.
 pub async fn claim_due(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
 ) -> Result<Option<ClaimedEvent>> {
     let event = sqlx::query_as!(
         ClaimedEvent,
         r#"
-        select id, event_type, raw_body, attempts from stripe_events
-        where state = 'pending' and next_attempt_at <= $1
-        order by next_attempt_at, stripe_created_at, id
-        limit 1
-        for update skip locked
+        update stripe_events set next_attempt_at = $2
+        where id = (
+            select id from stripe_events
+            where state = 'pending' and next_attempt_at <= $1
+            order by next_attempt_at, stripe_created_at, id
+            limit 1
+            for update skip locked
+        )
+        returning id, event_type, raw_body, attempts
         "#,
         now,
+        lease_until,
     )
     .fetch_optional(conn)
     .await?;

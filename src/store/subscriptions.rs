@@ -5,11 +5,10 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::corrupt;
-use crate::domain::catalog::{BillingCycle, PlanId};
 use crate::domain::ids::OrgId;
 use crate::domain::money::{Currency, Money};
-use crate::domain::subscription::Subscription;
-use crate::domain::subscription_sync::{PendingCycleChange, PendingSeatDecrease};
+use crate::domain::pricing::{BillingCycle, PlanId};
+use crate::domain::subscription::{PendingCycleChange, PendingSeatDecrease, Subscription};
 use crate::error::Result;
 
 struct SubscriptionRow {
@@ -31,6 +30,7 @@ struct SubscriptionRow {
     pending_cycle_from: Option<DateTime<Utc>>,
     pending_cycle_payment_minor: Option<i64>,
     schedule_id: Option<String>,
+    purchaser_user_id: Option<String>,
 }
 
 impl TryFrom<SubscriptionRow> for Subscription {
@@ -90,6 +90,7 @@ impl TryFrom<SubscriptionRow> for Subscription {
             pending_seat_decrease,
             pending_cycle_change,
             schedule_id: row.schedule_id,
+            purchaser: row.purchaser_user_id,
         })
     }
 }
@@ -101,7 +102,8 @@ pub async fn list_for_org(conn: &mut PgConnection, org: OrgId) -> Result<Vec<Sub
         select stripe_subscription_id, status, plan, billing_cycle, paid_seats,
                current_period_start, current_period_end, cancel_at_period_end, ended_at,
                next_payment_minor, currency, created_at, pending_seats, pending_seats_from,
-               pending_cycle, pending_cycle_from, pending_cycle_payment_minor, schedule_id
+               pending_cycle, pending_cycle_from, pending_cycle_payment_minor, schedule_id,
+               purchaser_user_id
         from subscriptions where org_id = $1
         order by created_at, stripe_subscription_id
         "#,
@@ -123,7 +125,8 @@ pub async fn list_for_orgs(
         select org_id, stripe_subscription_id, status, plan, billing_cycle, paid_seats,
                current_period_start, current_period_end, cancel_at_period_end, ended_at,
                next_payment_minor, currency, created_at, pending_seats, pending_seats_from,
-               pending_cycle, pending_cycle_from, pending_cycle_payment_minor, schedule_id
+               pending_cycle, pending_cycle_from, pending_cycle_payment_minor, schedule_id,
+               purchaser_user_id
         from subscriptions
         where $1::uuid[] is null or org_id = any($1)
         order by created_at, stripe_subscription_id
@@ -153,6 +156,7 @@ pub async fn list_for_orgs(
                 pending_cycle_from: r.pending_cycle_from,
                 pending_cycle_payment_minor: r.pending_cycle_payment_minor,
                 schedule_id: r.schedule_id,
+                purchaser_user_id: r.purchaser_user_id,
             };
             Ok((OrgId::from(r.org_id), row.try_into()?))
         })
@@ -185,9 +189,10 @@ pub async fn upsert(conn: &mut PgConnection, org: OrgId, sub: &Subscription) -> 
             (id, org_id, stripe_subscription_id, status, plan, billing_cycle, paid_seats,
              current_period_start, current_period_end, cancel_at_period_end, ended_at,
              next_payment_minor, currency, created_at, pending_seats, pending_seats_from,
-             pending_cycle, pending_cycle_from, pending_cycle_payment_minor, schedule_id)
+             pending_cycle, pending_cycle_from, pending_cycle_payment_minor, schedule_id,
+             purchaser_user_id)
         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                $15, $16, $17, $18, $19, $20)
+                $15, $16, $17, $18, $19, $20, $21)
         on conflict (stripe_subscription_id) do update
         set status = excluded.status, plan = excluded.plan,
             billing_cycle = excluded.billing_cycle, paid_seats = excluded.paid_seats,
@@ -203,7 +208,7 @@ pub async fn upsert(conn: &mut PgConnection, org: OrgId, sub: &Subscription) -> 
             pending_cycle_from = excluded.pending_cycle_from,
             pending_cycle_payment_minor = excluded.pending_cycle_payment_minor,
             schedule_id = excluded.schedule_id,
-            version = subscriptions.version + 1,
+            purchaser_user_id = coalesce(excluded.purchaser_user_id, subscriptions.purchaser_user_id),
             updated_at = now()
         "#,
         Uuid::now_v7(),
@@ -228,32 +233,45 @@ pub async fn upsert(conn: &mut PgConnection, org: OrgId, sub: &Subscription) -> 
             .as_ref()
             .map(|p| p.next_payment.amount_minor),
         sub.schedule_id,
+        sub.purchaser,
     )
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// How many times the subscription's stored state has changed.
-pub async fn version(conn: &mut PgConnection, stripe_subscription_id: &str) -> Result<i64> {
-    let version = sqlx::query_scalar!(
-        "select version from subscriptions where stripe_subscription_id = $1",
+/// Takes the next sync ticket of a subscription, before reading it from
+/// Stripe (in its own statement: no transaction waits on the read).
+pub async fn take_sync_ticket(
+    conn: &mut PgConnection,
+    stripe_subscription_id: &str,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar!(
+        r#"
+        insert into subscription_sync_tickets (stripe_subscription_id, issued) values ($1, 1)
+        on conflict (stripe_subscription_id)
+            do update set issued = subscription_sync_tickets.issued + 1
+        returning issued
+        "#,
+        stripe_subscription_id,
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Whether `ticket` is still the newest of the subscription; locks the
+/// ticket row until the transaction ends, so no newer reading is stored in
+/// between.
+pub async fn holds_newest_ticket(
+    conn: &mut PgConnection,
+    stripe_subscription_id: &str,
+    ticket: i64,
+) -> Result<bool> {
+    let issued = sqlx::query_scalar!(
+        "select issued from subscription_sync_tickets where stripe_subscription_id = $1 for update",
         stripe_subscription_id,
     )
     .fetch_optional(conn)
     .await?;
-    Ok(version.unwrap_or(0))
-}
-
-/// Marks the stored state as changed without changing it: after a failed
-/// Stripe change was undone, so the next attempt uses new idempotency keys
-/// instead of replaying the failure.
-pub async fn bump_version(conn: &mut PgConnection, stripe_subscription_id: &str) -> Result<()> {
-    sqlx::query!(
-        "update subscriptions set version = version + 1 where stripe_subscription_id = $1",
-        stripe_subscription_id,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
+    Ok(issued.is_none_or(|issued| issued <= ticket))
 }

@@ -1,5 +1,6 @@
 //! The `usage_quantities` table: the last count reported for each
-//! quantity-billed item, and what Stripe was last set to for it.
+//! quantity-billed item, and what Stripe was last set to for it (so a
+//! repeated count asks nothing of Stripe).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -13,11 +14,9 @@ pub struct UsageQuantity {
     pub reported_count: i64,
     /// The subscription and quantity Stripe was last set to.
     pub synced: Option<(String, i64)>,
-    pub sync_seq: i64,
 }
 
-/// Records the count and returns the item's row, locked for the rest of the
-/// transaction so two reports for one item are applied one at a time.
+/// Records the count and returns the item's row.
 pub async fn record(
     conn: &mut PgConnection,
     org: OrgId,
@@ -31,7 +30,7 @@ pub async fn record(
         values ($1, $2, $3, $4)
         on conflict (org_id, item) do update
             set reported_count = excluded.reported_count, reported_at = excluded.reported_at
-        returning item, reported_count, synced_subscription_id, synced_quantity, sync_seq
+        returning item, reported_count, synced_subscription_id, synced_quantity
         "#,
         org.as_uuid(),
         item,
@@ -44,19 +43,17 @@ pub async fn record(
         item: row.item,
         reported_count: row.reported_count,
         synced: row.synced_subscription_id.zip(row.synced_quantity),
-        sync_seq: row.sync_seq,
     })
 }
 
-/// Every item the organization has reported a count for, locked.
-pub async fn lock_all(conn: &mut PgConnection, org: OrgId) -> Result<Vec<UsageQuantity>> {
+/// Every item the organization has reported a count for.
+pub async fn list(conn: &mut PgConnection, org: OrgId) -> Result<Vec<UsageQuantity>> {
     let rows = sqlx::query!(
         r#"
-        select item, reported_count, synced_subscription_id, synced_quantity, sync_seq
+        select item, reported_count, synced_subscription_id, synced_quantity
         from usage_quantities
         where org_id = $1
         order by item
-        for update
         "#,
         org.as_uuid(),
     )
@@ -68,26 +65,11 @@ pub async fn lock_all(conn: &mut PgConnection, org: OrgId) -> Result<Vec<UsageQu
             item: row.item,
             reported_count: row.reported_count,
             synced: row.synced_subscription_id.zip(row.synced_quantity),
-            sync_seq: row.sync_seq,
         })
         .collect())
 }
 
-/// Takes the next Stripe write number for the item.
-pub async fn next_sync_seq(conn: &mut PgConnection, org: OrgId, item: &str) -> Result<i64> {
-    Ok(sqlx::query_scalar!(
-        r#"
-        update usage_quantities set sync_seq = sync_seq + 1
-        where org_id = $1 and item = $2
-        returning sync_seq
-        "#,
-        org.as_uuid(),
-        item,
-    )
-    .fetch_one(conn)
-    .await?)
-}
-
+/// Records what Stripe was set to for the item.
 pub async fn mark_synced(
     conn: &mut PgConnection,
     org: OrgId,

@@ -1,10 +1,12 @@
-//! The only place that talks to Stripe: the API client, the webhook
-//! ingress and the worker that applies stored events.
+//! The only place that talks to Stripe: the API client and its reads, the
+//! planned writes, the webhook ingress, and the mapping of Stripe's event
+//! types into ours.
 
 pub mod api;
+mod convert;
+pub mod events;
+mod perform;
 pub mod webhook;
-pub mod worker;
 
 pub use api::{DEFAULT_API_BASE, StripeApi, StripeSettings};
 pub use webhook::{WEBHOOK_PATH, WebhookSecrets, webhook_router};
-pub use worker::{InboxSettings, run_inbox_worker};

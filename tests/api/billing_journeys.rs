@@ -33,6 +33,7 @@ async fn seats(
             proto::UpdateSeatCountRequest {
                 org_id: org.to_owned(),
                 seats,
+                ..Default::default()
             },
         ))
         .await
@@ -50,6 +51,7 @@ async fn change_cycle(
             proto::ChangeBillingCycleRequest {
                 org_id: org.to_owned(),
                 billing_cycle: cycle.into(),
+                ..Default::default()
             },
         ))
         .await
@@ -211,6 +213,7 @@ async fn journey_teams_monthly_3_to_yearly_at_renewal_then_the_change_is_cancele
             As::User(OWNER),
             proto::CancelBillingCycleChangeRequest {
                 org_id: org.clone(),
+                ..Default::default()
             },
         ))
         .await
@@ -265,6 +268,7 @@ async fn journey_a_schedule_not_made_by_us_blocks_cycle_changes_and_is_never_rel
                 As::User(OWNER),
                 proto::CancelBillingCycleChangeRequest {
                     org_id: org.clone(),
+                    ..Default::default()
                 },
             ))
             .await,
@@ -290,6 +294,7 @@ async fn journey_cancel_releases_a_schedule_stripe_will_not_cancel_around() {
             As::User(OWNER),
             proto::CancelSubscriptionRequest {
                 org_id: org.clone(),
+                ..Default::default()
             },
         ))
         .await
@@ -358,6 +363,7 @@ async fn journey_the_billing_portal_opens_for_the_orgs_one_customer() {
                     proto::CreateBillingPortalSessionRequest {
                         org_id: org,
                         return_url: "https://app.example.com/billing".into(),
+                        ..Default::default()
                     },
                 ))
                 .await
@@ -379,6 +385,7 @@ async fn journey_the_billing_portal_opens_for_the_orgs_one_customer() {
             proto::CreateBillingPortalSessionRequest {
                 org_id: org.clone(),
                 return_url: "javascript:alert(1)".into(),
+                ..Default::default()
             },
         ))
         .await;
@@ -431,7 +438,10 @@ async fn journey_teams_monthly_cancel_then_resume_then_cancel_ends_and_resubscri
             billing
                 .cancel_subscription(request(
                     As::User(OWNER),
-                    proto::CancelSubscriptionRequest { org_id: org },
+                    proto::CancelSubscriptionRequest {
+                        org_id: org,
+                        ..Default::default()
+                    },
                 ))
                 .await
         }
@@ -447,6 +457,7 @@ async fn journey_teams_monthly_cancel_then_resume_then_cancel_ends_and_resubscri
             As::User(OWNER),
             proto::ResumeSubscriptionRequest {
                 org_id: org.clone(),
+                ..Default::default()
             },
         ))
         .await
@@ -573,39 +584,43 @@ async fn journey_a_seat_increase_needing_card_authentication_returns_where_to_fi
     assert_eq!(reply.subscription.expect("overview").paid_seats, 3);
 }
 
+/// Enterprise commits to three hosted instances ($10 a month, $100 a year
+/// each) at checkout, on top of its seats.
 #[tokio::test]
-async fn journey_enterprise_monthly_2_seats_pays_144_and_yearly_10_seats_7200() {
+async fn journey_enterprise_monthly_2_seats_and_3_units_pays_174_and_yearly_10_seats_7500() {
     let (app, stripe) = spawn_app_with_stripe().await;
     let (monthly, _) = subscribed(&app, &stripe, "enterprise", BillingCycle::Monthly, 2).await;
     let overview = app.subscription_of(&monthly, As::User(OWNER)).await;
     assert_eq!(overview.plan, "enterprise");
-    assert_eq!(dollars(&overview.next_payment), 144.00);
+    assert_eq!(overview.paid_seats, 2, "units are not seats");
+    assert_eq!(dollars(&overview.next_payment), 144.00 + 30.00);
 
     let (yearly, _) = subscribed(&app, &stripe, "enterprise", BillingCycle::Yearly, 10).await;
     let overview = app.subscription_of(&yearly, As::User(OWNER)).await;
     assert_eq!(overview.billing_cycle(), BillingCycle::Yearly);
-    assert_eq!(dollars(&overview.next_payment), 7200.00);
+    assert_eq!(dollars(&overview.next_payment), 7200.00 + 300.00);
 }
 
 #[tokio::test]
-async fn journey_enterprise_cycle_changes_monthly_144_to_120_and_yearly_600_to_720() {
+async fn journey_enterprise_cycle_changes_monthly_174_to_145_and_yearly_625_to_750() {
     let (app, stripe) = spawn_app_with_stripe().await;
     let (monthly, _) = subscribed(&app, &stripe, "enterprise", BillingCycle::Monthly, 2).await;
     let overview = change_cycle(&app, &monthly, BillingCycle::Yearly)
         .await
         .expect("to yearly");
-    assert_eq!(dollars(&overview.next_payment_monthly), 144.00);
+    assert_eq!(dollars(&overview.next_payment_monthly), 174.00);
     let pending = overview.pending_cycle_change.expect("pending");
-    assert_eq!(dollars(&pending.next_payment_monthly), 120.00);
-    assert_eq!(dollars(&pending.next_payment), 1440.00);
+    // 2 seats at $720 and 3 units at $100 a year.
+    assert_eq!(dollars(&pending.next_payment), 1740.00);
+    assert_eq!(dollars(&pending.next_payment_monthly), 145.00);
 
     let (yearly, _) = subscribed(&app, &stripe, "enterprise", BillingCycle::Yearly, 10).await;
     let overview = change_cycle(&app, &yearly, BillingCycle::Monthly)
         .await
         .expect("to monthly");
-    assert_eq!(dollars(&overview.next_payment_monthly), 600.00);
+    assert_eq!(dollars(&overview.next_payment_monthly), 625.00);
     let pending = overview.pending_cycle_change.expect("pending");
-    assert_eq!(dollars(&pending.next_payment_monthly), 720.00);
+    assert_eq!(dollars(&pending.next_payment_monthly), 720.00 + 30.00);
 }
 
 #[tokio::test]
@@ -646,6 +661,7 @@ async fn journey_a_billing_manager_can_do_every_billing_action_and_a_member_none
                             seats: 2,
                             success_url: "https://app.example.com/ok".into(),
                             cancel_url: "https://app.example.com/no".into(),
+                            ..Default::default()
                         },
                     ))
                     .await
@@ -658,6 +674,7 @@ async fn journey_a_billing_manager_can_do_every_billing_action_and_a_member_none
                         proto::CreateBillingPortalSessionRequest {
                             org_id: org.clone(),
                             return_url: "https://app.example.com/billing".into(),
+                            ..Default::default()
                         },
                     ))
                     .await
@@ -706,6 +723,7 @@ async fn journey_a_billing_manager_can_do_every_billing_action_and_a_member_none
                     proto::UpdateSeatCountRequest {
                         org_id: org_id(),
                         seats: 3,
+                        ..Default::default()
                     },
                 ))
                 .await
@@ -716,6 +734,7 @@ async fn journey_a_billing_manager_can_do_every_billing_action_and_a_member_none
                     proto::ChangeBillingCycleRequest {
                         org_id: org_id(),
                         billing_cycle: BillingCycle::Yearly.into(),
+                        ..Default::default()
                     },
                 ))
                 .await
@@ -723,21 +742,30 @@ async fn journey_a_billing_manager_can_do_every_billing_action_and_a_member_none
             billing
                 .cancel_billing_cycle_change(request(
                     who,
-                    proto::CancelBillingCycleChangeRequest { org_id: org_id() },
+                    proto::CancelBillingCycleChangeRequest {
+                        org_id: org_id(),
+                        ..Default::default()
+                    },
                 ))
                 .await
                 .map(drop),
             billing
                 .cancel_subscription(request(
                     who,
-                    proto::CancelSubscriptionRequest { org_id: org_id() },
+                    proto::CancelSubscriptionRequest {
+                        org_id: org_id(),
+                        ..Default::default()
+                    },
                 ))
                 .await
                 .map(drop),
             billing
                 .resume_subscription(request(
                     who,
-                    proto::ResumeSubscriptionRequest { org_id: org_id() },
+                    proto::ResumeSubscriptionRequest {
+                        org_id: org_id(),
+                        ..Default::default()
+                    },
                 ))
                 .await
                 .map(drop),

@@ -96,6 +96,7 @@ async fn a_purchase_is_credited_when_the_webhook_reports_the_payment_and_replays
                 amount_micros: 40 * DOLLAR,
                 success_url: "https://app.example.com/credits/done".into(),
                 cancel_url: "https://app.example.com/credits".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -156,6 +157,7 @@ async fn credit_purchases_are_for_billing_admins_and_in_whole_cents_within_bound
                 amount_micros: amount,
                 success_url: "https://app.example.com/done".into(),
                 cancel_url: "https://app.example.com/back".into(),
+                ..Default::default()
             },
         );
         async move { credits.create_credit_purchase(request).await }

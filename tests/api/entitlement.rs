@@ -150,7 +150,7 @@ async fn get_entitlements_reports_plan_features_and_limits() {
 #[tokio::test]
 async fn a_user_outside_the_organization_is_denied_and_bad_requests_are_errors() {
     let app = spawn_app().await;
-    let org = app.create_org("alice").await;
+    let org = app.create_org_on("alice", Some("teams")).await;
     let outsider = app.check(&org.id, "eve").await;
     assert!(!outsider.allowed);
     assert_eq!(outsider.reason(), EntitlementReason::NotAMember);

@@ -2,10 +2,12 @@
 //! over real gRPC, as each caller would.
 
 use billing_service::app::{App, AppSettings};
-use billing_service::domain::catalog::{BillingCycle, Catalog, PlanId, PriceSlot, SignupPolicy};
+use billing_service::domain::catalog::{Catalog, PriceSlot, SignupPolicy};
 use billing_service::domain::entitlement::{StalePolicy, StateVersion};
 use billing_service::domain::ids::OrgId;
 use billing_service::domain::money::{Currency, Money};
+use billing_service::domain::pricing::{BillingCycle, PlanId};
+use billing_service::domain::retry::RetryPolicy;
 use billing_service::domain::subscription::Subscription;
 use billing_service::domain::trial::TrialLength;
 use billing_service::grpc::proto::billing_service_client::BillingServiceClient;
@@ -14,11 +16,10 @@ use billing_service::grpc::proto::entitlement_service_client::EntitlementService
 use billing_service::grpc::proto::org_admin_service_client::OrgAdminServiceClient;
 use billing_service::grpc::proto::{self, Role};
 use billing_service::grpc::{CallerTokens, ConcurrencyLimits};
-use billing_service::maintenance::MaintenanceSettings;
-use billing_service::service::RetryPolicy;
 use billing_service::service::{self, EntitlementCache, Service};
 use billing_service::store;
-use billing_service::stripe::{InboxSettings, StripeSettings, WEBHOOK_PATH, WebhookSecrets};
+use billing_service::stripe::{StripeSettings, WEBHOOK_PATH, WebhookSecrets};
+use billing_service::worker::{InboxSettings, MaintenanceSettings};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -61,6 +62,9 @@ pub struct TestOptions {
     pub limits: ConcurrencyLimits,
     pub stale_policy: StalePolicy,
     pub watch_log_capacity: usize,
+    pub database_max_connections: u32,
+    /// How long an operation's claim holds before the loop takes it over.
+    pub operation_lease: Duration,
 }
 
 impl Default for TestOptions {
@@ -75,6 +79,8 @@ impl Default for TestOptions {
                 fail_closed_features: vec![],
             },
             watch_log_capacity: 10_000,
+            database_max_connections: 5,
+            operation_lease: Duration::from_secs(5),
         }
     }
 }
@@ -173,7 +179,7 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
         ))
         .expect("secrets"),
         database,
-        database_max_connections: 5,
+        database_max_connections: options.database_max_connections,
         caller_tokens: CallerTokens::parse(&format!(
             "gateway:{GATEWAY_TOKEN},bff:{BFF_TOKEN},ops:{OPS_TOKEN}"
         ))
@@ -187,6 +193,8 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
             min_version_wait: Duration::from_millis(100),
             stale_policy: options.stale_policy.clone(),
             watch_log_capacity: options.watch_log_capacity,
+            operation_lease: options.operation_lease,
+            operation_wait: Duration::from_secs(5),
         },
         stripe: options
             .stripe_api_base
@@ -587,6 +595,7 @@ impl TestApp {
             pending_seat_decrease: None,
             pending_cycle_change: None,
             schedule_id: None,
+            purchaser: None,
         };
         self.upsert_subscription(org, &subscription).await;
     }
@@ -657,6 +666,7 @@ impl TestApp {
                     seats,
                     success_url: "https://app.example.com/billing/done".into(),
                     cancel_url: "https://app.example.com/billing".into(),
+                    ..Default::default()
                 },
             ))
             .await
@@ -713,14 +723,17 @@ impl TestApp {
             .members
     }
 
-    /// Waits until no stored event is waiting to be applied.
+    /// Waits until no stored event is waiting to be applied and no billing
+    /// operation (an upkeep an event queued, say) is unfinished.
     pub async fn wait_for_inbox(&self) {
         for _ in 0..400 {
-            let pending: i64 =
-                sqlx::query_scalar("select count(*) from stripe_events where state = 'pending'")
-                    .fetch_one(&self.pool)
-                    .await
-                    .expect("count pending");
+            let pending: i64 = sqlx::query_scalar(
+                "select (select count(*) from stripe_events where state = 'pending')
+                      + (select count(*) from billing_operations where status in ('queued', 'running'))",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .expect("count pending");
             if pending == 0 {
                 self.wait_for_cache().await;
                 return;
@@ -728,6 +741,68 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("the inbox worker did not apply the stored events");
+    }
+
+    /// The organization's Stripe customer, once it has one.
+    pub async fn customer_of(&self, org: &str) -> String {
+        sqlx::query_scalar("select stripe_customer_id from organizations where id = $1::uuid")
+            .bind(org)
+            .fetch_one(&self.pool)
+            .await
+            .expect("customer")
+    }
+
+    /// UpdateSeatCount as `who`, with an idempotency key if given.
+    pub async fn set_seats(
+        &self,
+        who: As<'_>,
+        org: &str,
+        seats: i64,
+        key: Option<&str>,
+    ) -> Result<proto::UpdateSeatCountResponse, Status> {
+        self.billing()
+            .update_seat_count(request(
+                who,
+                proto::UpdateSeatCountRequest {
+                    org_id: org.to_owned(),
+                    seats,
+                    idempotency_key: key.unwrap_or_default().to_owned(),
+                },
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// ChangeBillingCycle as `who`.
+    pub async fn change_cycle(
+        &self,
+        who: As<'_>,
+        org: &str,
+        cycle: proto::BillingCycle,
+    ) -> Result<proto::Subscription, Status> {
+        self.billing()
+            .change_billing_cycle(request(
+                who,
+                proto::ChangeBillingCycleRequest {
+                    org_id: org.to_owned(),
+                    billing_cycle: cycle.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// The audit trail's actions, oldest first.
+    pub async fn audit_trail(&self, org: &str) -> Vec<String> {
+        let mut actions: Vec<String> = self
+            .audit_actions(org)
+            .await
+            .into_iter()
+            .map(|event| event.action)
+            .collect();
+        actions.reverse();
+        actions
     }
 
     /// How stored events ended, by state.

@@ -345,7 +345,7 @@ async fn enterprise_owners_can_switch_instances_off_and_back_on() {
         .expect("opt back in");
     assert!(app.check_instance(&org.id, "bob", "agent").await.allowed);
 
-    let teams = app.create_org("tom").await;
+    let teams = app.create_org_on("tom", Some("teams")).await;
     expect_code(
         set_opt_out(&app, As::User("tom"), &teams.id, true).await,
         Code::FailedPrecondition,

@@ -36,6 +36,7 @@ async fn slow_billing_calls_over_the_cap_are_shed_and_checks_still_answer() {
                 org_id: org.id.clone(),
                 // Distinct requests, so none is an idempotent replay of another.
                 return_url: format!("https://app.example.com/billing/{n}"),
+                ..Default::default()
             },
         );
         slow.spawn(async move {

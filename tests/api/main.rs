@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod billing_journeys;
+mod billing_operations;
 mod catalog;
 mod credits;
 mod degraded;

@@ -8,7 +8,8 @@ async fn creating_an_organization_makes_the_creator_owner_and_starts_a_30_day_tr
     let app = spawn_app().await;
     let org = app.create_org("alice").await;
 
-    assert_eq!(org.plan, "teams");
+    // Trials start on Enterprise, so a new team sees everything it may buy.
+    assert_eq!(org.plan, "enterprise");
     assert!(org.require_seats, "new organizations require seats");
     let trial = org.trial.expect("trial");
     assert_eq!(trial.stage(), proto::TrialStage::Active);

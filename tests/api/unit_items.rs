@@ -38,7 +38,7 @@ fn item_writes(stripe: &FakeStripe) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn quantity_sync_follows_the_allowance_and_adds_and_removes_the_item() {
     let (app, stripe) = spawn_app_with_stripe().await;
-    let org = app.create_org("alice").await;
+    let org = app.create_org_on("alice", Some("teams")).await;
 
     // Before any subscription the count is only recorded.
     let early = report(&app, &org.id, "hosted_instances", 5)
@@ -104,7 +104,7 @@ async fn quantity_sync_follows_the_allowance_and_adds_and_removes_the_item() {
 }
 
 #[tokio::test]
-async fn an_enterprise_minimum_bills_at_least_three_units_once_counts_are_reported() {
+async fn an_enterprise_minimum_is_bought_at_checkout_and_never_goes_below_it() {
     let (app, stripe) = spawn_app_with_stripe().await;
     let org = app.create_org_on("alice", Some("enterprise")).await;
     let sub = app
@@ -117,21 +117,29 @@ async fn an_enterprise_minimum_bills_at_least_three_units_once_counts_are_report
             2,
         )
         .await;
-    assert_eq!(stripe.item_quantity(&sub, MONTHLY_UNIT_PRICE), None);
-    let one = report(&app, &org.id, "hosted_instances", 1)
-        .await
-        .expect("report");
-    assert_eq!(one.billed_quantity, 3);
+    // The checkout sold the commitment: three units from the start.
+    let checkout = &stripe.writes("POST /v1/checkout/sessions")[0];
+    assert_eq!(checkout["line_items"][1]["price"], MONTHLY_UNIT_PRICE);
+    assert_eq!(checkout["line_items"][1]["quantity"], "3");
     assert_eq!(stripe.item_quantity(&sub, MONTHLY_UNIT_PRICE), Some(3));
-    let none = report(&app, &org.id, "hosted_instances", 0)
-        .await
-        .expect("report");
-    assert_eq!(none.billed_quantity, 3);
-    assert_eq!(item_writes(&stripe).len(), 1);
+    // Counts under the minimum bill the minimum, and change nothing.
+    for count in [1, 0] {
+        let under = report(&app, &org.id, "hosted_instances", count)
+            .await
+            .expect("report");
+        assert_eq!(under.billed_quantity, 3);
+    }
+    assert!(item_writes(&stripe).is_empty());
     report(&app, &org.id, "hosted_instances", 5)
         .await
         .expect("report");
     assert_eq!(stripe.item_quantity(&sub, MONTHLY_UNIT_PRICE), Some(5));
+    // Back down: to the minimum, never below it, and never removed.
+    report(&app, &org.id, "hosted_instances", 0)
+        .await
+        .expect("report");
+    assert_eq!(stripe.item_quantity(&sub, MONTHLY_UNIT_PRICE), Some(3));
+    assert!(stripe.writes("DELETE /v1/subscription_items").is_empty());
 }
 
 #[tokio::test]
@@ -163,7 +171,7 @@ async fn quantity_reports_are_validated_and_only_for_the_gateway_and_operators()
 #[tokio::test]
 async fn a_billing_cycle_change_moves_the_unit_item_to_the_new_cycle_too() {
     let (app, stripe) = spawn_app_with_stripe().await;
-    let org = app.create_org("alice").await;
+    let org = app.create_org_on("alice", Some("teams")).await;
     let sub = app
         .subscribe(&stripe, &org.id, "alice", "teams", BillingCycle::Monthly, 3)
         .await;
@@ -180,6 +188,7 @@ async fn a_billing_cycle_change_moves_the_unit_item_to_the_new_cycle_too() {
             proto::ChangeBillingCycleRequest {
                 org_id: org.id.clone(),
                 billing_cycle: BillingCycle::Yearly.into(),
+                ..Default::default()
             },
         ))
         .await

@@ -184,20 +184,34 @@ async fn entitlements_follow_trial_paid_past_due_and_canceled() {
     assert!(!check.allowed, "{check:?}");
 }
 
+/// Issue 10, case 7: paying changes nobody's role. A billing manager who
+/// buys a one-seat plan stays a billing manager, takes no seat, and the
+/// organization is not over its seats.
 #[tokio::test]
-async fn the_purchaser_becomes_an_owner_unless_they_were_removed() {
+async fn a_billing_manager_who_pays_keeps_their_role_and_takes_no_seat() {
     let (app, stripe) = spawn_app_with_stripe().await;
     let org = app.create_org(OWNER).await.id;
     app.add_member(&org, "buyer", proto::Role::BillingManager)
         .await;
-    app.subscribe(&stripe, &org, "buyer", "teams", BillingCycle::Monthly, 2)
+    let before = app.seat_usage(&org).await;
+    app.subscribe(&stripe, &org, "buyer", "teams", BillingCycle::Monthly, 1)
         .await;
     let members = app.members_of(&org).await;
     let buyer = members
         .iter()
         .find(|m| m.user_id == "buyer")
         .expect("buyer");
-    assert_eq!(buyer.role(), proto::Role::Owner);
+    assert_eq!(buyer.role(), proto::Role::BillingManager);
+    let usage = app.seat_usage(&org).await;
+    assert_eq!(usage.used_seats, before.used_seats);
+    assert_eq!((usage.used_seats, usage.paid_seats), (1, 1));
+    assert_eq!(usage.gate(), proto::SeatGate::SeatsFull);
+    assert!(
+        app.check(&org, OWNER).await.allowed,
+        "the owner keeps access"
+    );
+    let overview = app.subscription_of(&org, As::User(OWNER)).await;
+    assert_eq!(overview.purchaser_user_id, "buyer");
 
     // A purchaser removed before the subscription arrived stays out.
     let other = app.create_org(OWNER).await.id;

@@ -1,0 +1,160 @@
+//! Applying stored webhook events, one claim at a time.
+//!
+//! An event is claimed with a lease (one statement), applied with no
+//! transaction open while Stripe is read, then finished in a short
+//! transaction together with its effects. A worker that dies leaves the
+//! event due again when its lease ends. Subscription events are never
+//! applied from their payload: the subscription is re-read from Stripe, so
+//! events in any order, any number of times, converge on Stripe's state.
+
+use chrono::TimeDelta;
+
+use super::Service;
+use crate::domain::checkout::SessionStatus;
+use crate::domain::retry::RetryPolicy;
+use crate::error::{Error, Result};
+use crate::store;
+use crate::store::stripe_events::{self, ClaimedEvent, Outcome};
+use crate::stripe::events::{BillingEvent, SubscriptionRef};
+
+/// How long a claimed event is left to its worker before another may take it.
+const EVENT_LEASE: TimeDelta = TimeDelta::seconds(60);
+
+/// What the worker did with one claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerStep {
+    /// Nothing was due.
+    Idle,
+    Finished {
+        event_id: String,
+        outcome: Outcome,
+    },
+    Failed {
+        event_id: String,
+        parked: bool,
+    },
+}
+
+impl Service {
+    /// Claims one due inbox event and applies it.
+    pub async fn apply_next_stripe_event(&self, retry: RetryPolicy) -> Result<WorkerStep> {
+        let claimed = {
+            let mut conn = self.store().pool().acquire().await?;
+            stripe_events::claim_due(&mut conn, self.now(), self.now() + EVENT_LEASE).await?
+        };
+        let Some(event) = claimed else {
+            return Ok(WorkerStep::Idle);
+        };
+        match self.apply_event(&event).await {
+            Ok(outcome) => Ok(WorkerStep::Finished {
+                event_id: event.id,
+                outcome,
+            }),
+            Err(error) => {
+                let attempts = u32::try_from(event.attempts).unwrap_or(0) + 1;
+                let retry_at = retry.next_attempt(attempts, self.now());
+                tracing::warn!(
+                    event_id = %event.id,
+                    event_type = %event.event_type,
+                    attempts,
+                    parked = retry_at.is_none(),
+                    error = %error,
+                    "applying a Stripe event failed"
+                );
+                let mut conn = self.store().pool().acquire().await?;
+                stripe_events::record_failure(
+                    &mut conn,
+                    &event.id,
+                    &error.to_string(),
+                    retry_at,
+                    self.now(),
+                )
+                .await?;
+                Ok(WorkerStep::Failed {
+                    event_id: event.id,
+                    parked: retry_at.is_none(),
+                })
+            }
+        }
+    }
+
+    /// Applies the event and marks it finished with its effects.
+    async fn apply_event(&self, event: &ClaimedEvent) -> Result<Outcome> {
+        let parsed = BillingEvent::parse(&event.raw_body).map_err(Error::internal)?;
+        let outcome = match parsed {
+            BillingEvent::Unsupported { .. } | BillingEvent::NotOurs => {
+                self.finish_event(event, Outcome::NoEffect).await?
+            }
+            BillingEvent::CreditPurchasePaid(payment) => {
+                let mut tx = self.store().begin().await?;
+                let outcome = self.credit_payment(&mut tx, payment).await?;
+                stripe_events::finish(&mut tx, &event.id, outcome, self.now()).await?;
+                self.commit(tx).await?;
+                outcome
+            }
+            BillingEvent::CheckoutExpired { session_id } => {
+                let mut tx = self.store().begin().await?;
+                store::checkout_sessions::set_status(&mut tx, &session_id, SessionStatus::Expired)
+                    .await?;
+                stripe_events::finish(&mut tx, &event.id, Outcome::Applied, self.now()).await?;
+                self.commit(tx).await?;
+                Outcome::Applied
+            }
+            BillingEvent::SubscriptionChanged(subscription) => {
+                self.apply_subscription_event(event, &subscription).await?
+            }
+        };
+        Ok(outcome)
+    }
+
+    async fn apply_subscription_event(
+        &self,
+        event: &ClaimedEvent,
+        named: &SubscriptionRef,
+    ) -> Result<Outcome> {
+        let org = {
+            let mut conn = self.store().pool().acquire().await?;
+            self.org_for(
+                &mut conn,
+                &named.subscription_id,
+                named.customer_id.as_deref(),
+                named.org_id,
+            )
+            .await?
+        };
+        let Some(org) = org else {
+            tracing::info!(
+                event_id = %event.id,
+                subscription = %named.subscription_id,
+                "Stripe event for a subscription of no organization of ours"
+            );
+            return self.finish_event(event, Outcome::NoEffect).await;
+        };
+        let ticket = self.sync_ticket(&named.subscription_id).await?;
+        let live = match self.stripe()?.subscription(&named.subscription_id).await {
+            Ok(live) => live,
+            // Stripe does not know it (a test-mode object deleted since, an
+            // event of another account): there is nothing to follow.
+            Err(Error::NotFound(_)) => return self.finish_event(event, Outcome::NoEffect).await,
+            Err(error) => return Err(error),
+        };
+        let mut tx = self.store().begin().await?;
+        self.store_live(&mut tx, org, &live, Some(ticket)).await?;
+        if let Some(session) = &named.completed_session {
+            store::checkout_sessions::set_status(&mut tx, session, SessionStatus::Complete).await?;
+        }
+        stripe_events::finish(&mut tx, &event.id, Outcome::Applied, self.now()).await?;
+        self.commit(tx).await?;
+        // The event is done; an upkeep it called for runs on its own.
+        if let Err(error) = self.run_queued_upkeep(org).await {
+            tracing::warn!(%org, error = %error, "the upkeep after a Stripe event did not finish; the operations loop resumes it");
+        }
+        Ok(Outcome::Applied)
+    }
+
+    async fn finish_event(&self, event: &ClaimedEvent, outcome: Outcome) -> Result<Outcome> {
+        let mut conn = self.store().pool().acquire().await?;
+        stripe_events::finish(&mut conn, &event.id, outcome, self.now()).await?;
+        Ok(outcome)
+    }
+}
