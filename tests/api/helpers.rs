@@ -253,6 +253,13 @@ impl TestApp {
         }
     }
 
+    /// The URL of the app's database, for another process to share it.
+    pub fn database_url(&self) -> String {
+        let url = admin_url();
+        let (server, _) = url.rsplit_once('/').expect("a database URL");
+        format!("{server}/{}", self.db_name)
+    }
+
     /// This replica's in-memory entitlement state.
     pub fn cache(&self) -> &EntitlementCache {
         self.service.cache()

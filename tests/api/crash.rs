@@ -1,0 +1,167 @@
+//! A billing operation survives its process dying between the Stripe write
+//! and the outcome: the real binary is killed (SIGKILL) while the test
+//! Stripe server holds its answer, and another replica finishes the
+//! operation once, replaying the write under the same idempotency key.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use billing_service::grpc::proto::billing_service_client::BillingServiceClient;
+use billing_service::grpc::proto::{self, BillingCycle};
+use tonic::transport::Channel;
+
+use crate::helpers::{
+    As, BFF_TOKEN, GATEWAY_TOKEN, OPS_TOKEN, TestApp, request, spawn_app_with_stripe,
+};
+use crate::stripe_server::FakeStripe;
+
+const OWNER: &str = "owner-1";
+
+/// The service's own binary on the test's database and Stripe server, with
+/// claims that lapse after a second.
+fn start_binary(app: &TestApp, stripe: &FakeStripe, grpc_port: u16) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_billing-service"));
+    command
+        .env("DATABASE_URL", app.database_url())
+        .env("BILLING_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+        .env("BILLING_WEBHOOK_ADDR", "127.0.0.1:0")
+        .env(
+            "BILLING_CALLER_TOKENS",
+            format!("gateway:{GATEWAY_TOKEN},bff:{BFF_TOKEN},ops:{OPS_TOKEN}"),
+        )
+        .env("STRIPE_SECRET_KEY", "sk_test_billing_service")
+        .env("STRIPE_API_BASE", &stripe.base_url)
+        .env("BILLING_OPERATION_LEASE_MS", "1000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for plan in ["teams", "enterprise"] {
+        for cycle in ["monthly", "yearly"] {
+            let name = format!(
+                "BILLING_STRIPE_PRICE_{}_{}",
+                plan.to_uppercase(),
+                cycle.to_uppercase()
+            );
+            command.env(name, format!("price_{plan}_{cycle}"));
+            let unit = format!(
+                "BILLING_STRIPE_PRICE_{}_HOSTED_INSTANCES_{}",
+                plan.to_uppercase(),
+                cycle.to_uppercase()
+            );
+            command.env(unit, format!("price_hosted_instances_{cycle}"));
+        }
+    }
+    command.spawn().expect("the service binary starts")
+}
+
+async fn connect(port: u16) -> Channel {
+    for _ in 0..200 {
+        if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("uri")
+            .connect()
+            .await
+        {
+            return channel;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the service binary did not start serving");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+async fn operation_status(app: &TestApp, kind: &str) -> Option<String> {
+    sqlx::query_scalar("select status from billing_operations where kind = $1")
+        .bind(kind)
+        .fetch_optional(&app.pool)
+        .await
+        .expect("operation")
+}
+
+#[tokio::test]
+async fn an_operation_killed_after_its_stripe_write_is_finished_once_by_another_replica() {
+    let (app, stripe) = spawn_app_with_stripe().await;
+    let org = app.create_org(OWNER).await.id;
+    let sub = app
+        .subscribe(&stripe, &org, OWNER, "teams", BillingCycle::Monthly, 3)
+        .await;
+    let port = free_port();
+    let mut child = start_binary(&app, &stripe, port);
+    let channel = connect(port).await;
+
+    // The schedule is made at Stripe; the answer never reaches the process.
+    let applied = stripe.hold_next_write("POST /v1/subscription_schedules");
+    let org_id = org.clone();
+    let call = tokio::spawn(async move {
+        BillingServiceClient::new(channel)
+            .change_billing_cycle(request(
+                As::User(OWNER),
+                proto::ChangeBillingCycleRequest {
+                    org_id,
+                    billing_cycle: BillingCycle::Yearly.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+    });
+    tokio::time::timeout(Duration::from_secs(20), applied.notified())
+        .await
+        .expect("the schedule write arrives");
+    child.kill().expect("kill -9");
+    child.wait().expect("the process is gone");
+    assert!(
+        call.await.expect("the call task").is_err(),
+        "the caller saw it die"
+    );
+    assert_eq!(
+        operation_status(&app, "cycle_change").await.as_deref(),
+        Some("running"),
+        "the outcome was never recorded"
+    );
+    assert_eq!(stripe.schedules().len(), 1);
+
+    // This replica's operations loop takes the lapsed claim over.
+    for _ in 0..200 {
+        if operation_status(&app, "cycle_change").await.as_deref() == Some("succeeded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        operation_status(&app, "cycle_change").await.as_deref(),
+        Some("succeeded")
+    );
+    // One Stripe object: the creation was replayed, not repeated.
+    assert_eq!(stripe.schedules().len(), 1);
+    assert_eq!(
+        stripe.writes("POST /v1/subscription_schedules").len(),
+        2,
+        "create, then phases"
+    );
+    let schedule = stripe
+        .schedule_of(&sub)
+        .expect("the schedule drives the subscription");
+    assert_eq!(
+        schedule["phases"][1]["items"][0]["price"]["id"],
+        "price_teams_yearly"
+    );
+    // One local change and one audit entry.
+    app.deliver_all(&stripe).await;
+    let overview = app.subscription_of(&org, As::User(OWNER)).await;
+    let pending = overview
+        .pending_cycle_change
+        .expect("the pending change is stored");
+    assert_eq!(pending.billing_cycle(), BillingCycle::Yearly);
+    let scheduled = app
+        .audit_trail(&org)
+        .await
+        .into_iter()
+        .filter(|action| action == "subscription.cycle_change_scheduled")
+        .count();
+    assert_eq!(scheduled, 1);
+}
