@@ -2,6 +2,7 @@
 //! adapter maps it to a `Status` in one place (`grpc::status`).
 
 use crate::domain::InvalidValue;
+use crate::domain::operation::Refusal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -59,5 +60,15 @@ pub trait FieldContext<T> {
 impl<T> FieldContext<T> for std::result::Result<T, InvalidValue> {
     fn field(self, name: &str) -> Result<T> {
         self.map_err(|InvalidValue(reason)| Error::invalid(name, reason))
+    }
+}
+
+/// A plan's refusal: a bad field, or valid but not now.
+impl From<Refusal> for Error {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Invalid { field, reason } => Self::invalid(field, reason),
+            Refusal::NotNow(message) => Self::FailedPrecondition(message),
+        }
     }
 }

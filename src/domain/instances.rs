@@ -10,8 +10,10 @@
 use chrono::{DateTime, Months, TimeDelta, Utc};
 
 use super::InvalidValue;
+use super::add_ons::AddOn;
 use super::credits::{Balance, Micros};
 use super::ids::{InstanceId, OrgId, UserId};
+use super::operation::Refusal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InstanceStatus {
@@ -86,6 +88,56 @@ pub enum Renewal {
         period_end: DateTime<Utc>,
     },
     Suspend,
+}
+
+/// How a new instance's subscription starts: with the add-on's trial when
+/// the user has not had one in this organization, else with a first month
+/// charged at once (see [`first_charge`]).
+pub fn start_instance(
+    org_id: OrgId,
+    instance_id: InstanceId,
+    user_id: UserId,
+    add_on: &AddOn,
+    had_trial: bool,
+    now: DateTime<Utc>,
+) -> InstanceSubscription {
+    let trial_end = (add_on.trial_days > 0 && !had_trial)
+        .then(|| now + TimeDelta::days(i64::from(add_on.trial_days)));
+    InstanceSubscription {
+        org_id,
+        instance_id,
+        user_id,
+        add_on: add_on.id.clone(),
+        status: if trial_end.is_some() {
+            InstanceStatus::Trialing
+        } else {
+            InstanceStatus::Active
+        },
+        price: add_on.monthly_price,
+        trial_end,
+        current_period_start: now,
+        current_period_end: trial_end.unwrap_or_else(|| one_month_after(now)),
+        cancel_at_period_end: false,
+        canceled_at: None,
+        created_at: now,
+    }
+}
+
+/// Whether a new instance's first month may be charged: unlike a usage
+/// debit, it never overdraws.
+pub fn first_charge(
+    instance: &InstanceSubscription,
+    available: Balance,
+    display_name: &str,
+) -> Result<(), Refusal> {
+    if available.covers(instance.price) {
+        Ok(())
+    } else {
+        Err(Refusal::not_now(format!(
+            "the credit balance is {available}, less than the {} monthly price of {display_name}",
+            instance.price
+        )))
+    }
 }
 
 /// One calendar month on, or 30 days when the calendar overflows.
@@ -175,6 +227,45 @@ mod tests {
             available: available.map(Balance),
             opted_out,
         }
+    }
+
+    #[test]
+    fn a_first_instance_gets_the_trial_and_later_ones_are_charged_only_if_covered() {
+        let add_on = AddOn {
+            id: "agent".into(),
+            display_name: "Hosted agent".into(),
+            feature: "instance".into(),
+            monthly_price: Micros::from_minor(2000),
+            trial_days: 7,
+        };
+        let start = |had_trial| {
+            start_instance(
+                OrgId::generate(),
+                InstanceId::parse("agent-1").unwrap(),
+                UserId::parse("bob").unwrap(),
+                &add_on,
+                had_trial,
+                now(),
+            )
+        };
+        let first = start(false);
+        assert_eq!(first.status, InstanceStatus::Trialing);
+        assert_eq!(first.trial_end, Some(now() + TimeDelta::days(7)));
+        assert_eq!(first.current_period_end, now() + TimeDelta::days(7));
+        let later = start(true);
+        assert_eq!(
+            (later.status, later.trial_end),
+            (InstanceStatus::Active, None)
+        );
+        assert_eq!(later.current_period_end, one_month_after(now()));
+        assert_eq!(
+            first_charge(&later, Balance(20_000_000), "Hosted agent"),
+            Ok(())
+        );
+        let short = first_charge(&later, Balance(19_999_999), "Hosted agent");
+        assert!(
+            matches!(short, Err(Refusal::NotNow(m)) if m.contains("$19.999999") && m.contains("$20.00"))
+        );
     }
 
     #[test]

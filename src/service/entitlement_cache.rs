@@ -18,20 +18,16 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, watch};
-use uuid::Uuid;
 
-use crate::domain::credits::CreditHorizon;
+use super::entitlement_reads::{Read, Selection, read};
 use crate::domain::entitlement::{OrgEntitlementState, StateVersion};
 use crate::domain::ids::InstanceId;
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::instances::InstanceSubscription;
 use crate::domain::role::Role;
-use crate::domain::seats::SeatHolders;
-use crate::domain::subscription::Subscription;
 use crate::error::Result;
-use crate::store::{self, Store};
+use crate::store::Store;
 
 /// One organization as the cache holds it: only what decisions read, kept
 /// compact, since every replica holds every organization (the display name
@@ -43,10 +39,10 @@ pub struct CachedOrg {
     pub version: StateVersion,
     pub state: OrgEntitlementState,
     /// Members and their roles, sorted by user id.
-    members: Box<[(Box<str>, Role)]>,
+    pub(super) members: Box<[(Box<str>, Role)]>,
     /// Each instance's live subscription, or else its latest canceled one,
     /// sorted by instance id.
-    instances: Box<[InstanceSubscription]>,
+    pub(super) instances: Box<[InstanceSubscription]>,
 }
 
 impl CachedOrg {
@@ -95,23 +91,6 @@ pub struct EntitlementCache {
     live: broadcast::Sender<Change>,
     /// Since when the cache has not been following changes, if it is not.
     stale_since: std::sync::Mutex<Option<DateTime<Utc>>>,
-}
-
-/// Which organizations one read covers.
-#[derive(Debug, Clone)]
-enum Selection {
-    All,
-    Orgs(Vec<OrgId>),
-    ChangedSince(StateVersion),
-}
-
-/// What one consistent read gave: the clock at the read, the organizations
-/// found, and those asked for that no longer exist (deleted).
-#[derive(Debug)]
-struct Read {
-    clock: StateVersion,
-    found: Vec<CachedOrg>,
-    gone: Vec<OrgId>,
 }
 
 impl EntitlementCache {
@@ -195,7 +174,7 @@ impl EntitlementCache {
         Some(orgs)
     }
 
-    fn record(&self, change: Change) {
+    pub(super) fn record(&self, change: Change) {
         {
             let mut log = self
                 .log
@@ -221,7 +200,7 @@ impl EntitlementCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn set_stale_since(&self, since: Option<DateTime<Utc>>) {
+    pub(super) fn set_stale_since(&self, since: Option<DateTime<Utc>>) {
         let mut stale = self
             .stale_since
             .lock()
@@ -310,189 +289,4 @@ impl EntitlementCache {
             orgs.remove(&id);
         }
     }
-}
-
-impl super::Service {
-    /// Follows the database's change announcements until `stop`, keeping
-    /// the cache current. `listening` is the connection that was listening
-    /// before the cache was loaded, so nothing fell between the two; after
-    /// each reconnection it first reads what changed while it was not
-    /// listening.
-    pub async fn follow_entitlement_changes(
-        &self,
-        listening: PgListener,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        const FIRST_RETRY: Duration = Duration::from_millis(100);
-        let mut retry = FIRST_RETRY;
-        let mut first = Some(listening);
-        while !*stop.borrow() {
-            let first = first.take();
-            let connected = async {
-                let listener = match first {
-                    Some(listener) => listener,
-                    None => store::entitlement_versions::listen(self.store()).await?,
-                };
-                let missed = self.cache().catch_up(self.store(), self.now()).await?;
-                Ok::<_, crate::error::Error>((listener, missed))
-            };
-            let mut listener = match connected.await {
-                Ok((listener, missed)) => {
-                    self.cache().set_stale_since(None);
-                    tracing::info!(
-                        missed,
-                        watermark = self.cache().watermark().0,
-                        "following entitlement changes"
-                    );
-                    retry = FIRST_RETRY;
-                    listener
-                }
-                Err(error) => {
-                    self.cache().set_stale_since(Some(self.now()));
-                    tracing::warn!(error = %error, "cannot follow entitlement changes; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(retry) => {}
-                        _ = stop.changed() => {}
-                    }
-                    retry = (retry * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            };
-            loop {
-                let next = tokio::select! {
-                    next = listener.try_recv() => next,
-                    _ = stop.changed() => return,
-                };
-                let applied = match next {
-                    Ok(Some(notification)) => self.apply_announcement(notification.payload()).await,
-                    // The connection dropped: announcements made meanwhile are lost.
-                    Ok(None) => Err(crate::error::Error::internal(anyhow::anyhow!(
-                        "the listening connection was lost"
-                    ))),
-                    Err(error) => Err(error.into()),
-                };
-                if let Err(error) = applied {
-                    self.cache().set_stale_since(Some(self.now()));
-                    tracing::warn!(error = %error, "stopped following entitlement changes; reconnecting");
-                    break;
-                }
-            }
-        }
-    }
-
-    async fn apply_announcement(&self, payload: &str) -> Result<()> {
-        let Some((org, version)) = store::entitlement_versions::parse_announcement(payload) else {
-            tracing::warn!(payload, "an entitlement announcement that does not parse");
-            return Ok(());
-        };
-        self.cache()
-            .refresh(self.store(), &[org], self.now())
-            .await?;
-        self.cache().advance(version);
-        self.cache().record(Change { version, org });
-        Ok(())
-    }
-}
-
-/// The subscriptions decisions can still need: those not over, and the
-/// newest of all.
-fn relevant(mut subscriptions: Vec<Subscription>, now: DateTime<Utc>) -> Vec<Subscription> {
-    let newest = subscriptions
-        .iter()
-        .enumerate()
-        .max_by_key(|(_, s)| s.created_at)
-        .map(|(at, _)| at);
-    let mut at = 0;
-    subscriptions.retain(|s| {
-        let keep = Some(at) == newest || !s.is_over(now);
-        at += 1;
-        keep
-    });
-    subscriptions.shrink_to_fit();
-    subscriptions
-}
-
-/// One consistent (repeatable read) read of the selected organizations.
-async fn read(store: &Store, selection: Selection, now: DateTime<Utc>) -> Result<Read> {
-    let mut tx = store.begin().await?;
-    sqlx::query!("set transaction isolation level repeatable read, read only")
-        .execute(&mut *tx)
-        .await?;
-    let clock = store::entitlement_versions::clock(&mut tx).await?;
-    let asked: Option<Vec<Uuid>> = match &selection {
-        Selection::All => None,
-        Selection::Orgs(orgs) => Some(orgs.iter().map(OrgId::as_uuid).collect()),
-        Selection::ChangedSince(version) => {
-            Some(store::entitlement_versions::changed_since(&mut tx, *version).await?)
-        }
-    };
-    let only = asked.as_deref();
-    let organizations = store::organizations::list_live(&mut tx, only).await?;
-    let mut versions: HashMap<OrgId, StateVersion> =
-        store::entitlement_versions::of_orgs(&mut tx, only)
-            .await?
-            .into_iter()
-            .collect();
-    let mut members: HashMap<OrgId, Vec<(Box<str>, Role)>> = HashMap::new();
-    let mut seats: HashMap<OrgId, SeatHolders> = HashMap::new();
-    for (org, user, role) in store::members::roles_in_orgs(&mut tx, only).await? {
-        seats.entry(org).or_default().add_member(role);
-        members
-            .entry(org)
-            .or_default()
-            .push((user.as_str().into(), role));
-    }
-    for (org, role, expires) in
-        store::members::pending_invitations_in_orgs(&mut tx, only, now).await?
-    {
-        seats.entry(org).or_default().add_invitation(role, expires);
-    }
-    let mut subscriptions: HashMap<OrgId, Vec<_>> = HashMap::new();
-    for (org, subscription) in store::subscriptions::list_for_orgs(&mut tx, only).await? {
-        subscriptions.entry(org).or_default().push(subscription);
-    }
-    let mut horizons: HashMap<OrgId, CreditHorizon> =
-        store::credits::horizons_in_orgs(&mut tx, only)
-            .await?
-            .into_iter()
-            .collect();
-    let mut instances: HashMap<OrgId, Vec<InstanceSubscription>> = HashMap::new();
-    for instance in store::instances::list_current(&mut tx, only).await? {
-        instances.entry(instance.org_id).or_default().push(instance);
-    }
-    tx.commit().await?;
-
-    let gone = match asked {
-        None => Vec::new(),
-        Some(asked) => asked
-            .into_iter()
-            .map(OrgId::from)
-            .filter(|id| !organizations.iter().any(|org| org.id == *id))
-            .collect(),
-    };
-    let found = organizations
-        .into_iter()
-        .map(|mut org| {
-            let id = org.id;
-            org.name = String::new();
-            let mut members = members.remove(&id).unwrap_or_default();
-            members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let mut instances = instances.remove(&id).unwrap_or_default();
-            instances.sort_unstable_by(|a, b| a.instance_id.cmp(&b.instance_id));
-            let mut seats = seats.remove(&id).unwrap_or_default();
-            seats.invitations_expiring.shrink_to_fit();
-            CachedOrg {
-                version: versions.remove(&id).unwrap_or_default(),
-                members: members.into_boxed_slice(),
-                instances: instances.into_boxed_slice(),
-                state: OrgEntitlementState {
-                    subscriptions: relevant(subscriptions.remove(&id).unwrap_or_default(), now),
-                    seats,
-                    credits: horizons.remove(&id).unwrap_or(CreditHorizon::Never),
-                    org,
-                },
-            }
-        })
-        .collect();
-    Ok(Read { clock, found, gone })
 }

@@ -7,23 +7,21 @@
 //! adapter leaves out price, balance, dates and user ids).
 //!
 //! Every change holds the organization's row lock, and every charge the
-//! credit account lock after it (always in that order), so renewals,
-//! cancellations, grants and the Stripe cascade of one organization never
-//! interleave.
+//! credit account lock after it (always in that order); renewals are in
+//! `instance_renewals`.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgConnection;
 
-use super::audit_trail::{AuditAction, RENEWAL_ACTOR, STRIPE_ACTOR, record, record_as};
+use super::audit_trail::{AuditAction, record};
 use super::credit_ledger::Ledger;
 use super::{Actor, Service, load_state, lock_org};
-use crate::domain::credits::{CreditEntryKind, EntryDetails};
 use crate::domain::entitlement::Decision;
 use crate::domain::ids::InstanceId;
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::instances::{
-    InstanceStatus, InstanceSubscription, Renewal, RenewalFunds, one_month_after,
+    InstanceStatus, InstanceSubscription, first_charge, start_instance,
 };
 use crate::domain::role::{OrgAction, Role};
 use crate::error::{Error, Result};
@@ -116,43 +114,18 @@ impl Service {
                 access.describe()
             )));
         }
-        let trial_left = add_on.trial_days > 0
-            && !store::instances::had_trial(&mut tx, org, &user, &add_on.id).await?;
-        let mut instance = InstanceSubscription {
-            org_id: org,
-            instance_id: new.instance_id,
-            user_id: user,
-            add_on: add_on.id.clone(),
-            status: InstanceStatus::Active,
-            price: add_on.monthly_price,
-            trial_end: None,
-            current_period_start: now,
-            current_period_end: one_month_after(now),
-            cancel_at_period_end: false,
-            canceled_at: None,
-            created_at: now,
-        };
-        if trial_left {
-            let trial_end = now + TimeDelta::days(i64::from(add_on.trial_days));
-            instance.status = InstanceStatus::Trialing;
-            instance.trial_end = Some(trial_end);
-            instance.current_period_end = trial_end;
+        let had_trial = store::instances::had_trial(&mut tx, org, &user, &add_on.id).await?;
+        let instance = start_instance(org, new.instance_id, user, &add_on, had_trial, now);
+        if instance.trial_end.is_some() {
             store::instances::insert(&mut tx, &instance).await?;
         } else {
             let mut ledger = Ledger::open(&mut tx, org, now).await?;
-            if !ledger.available().covers(instance.price) {
-                return Err(Error::FailedPrecondition(format!(
-                    "the credit balance is {}, less than the {} monthly price of {}",
-                    ledger.available(),
-                    instance.price,
-                    add_on.display_name
-                )));
-            }
+            first_charge(&instance, ledger.available(), &add_on.display_name)?;
             // The row first, so a clash with a concurrent create fails
             // before anything is charged (the whole transaction rolls back
             // either way).
             store::instances::insert(&mut tx, &instance).await?;
-            charge(&mut tx, &mut ledger, &instance).await?;
+            super::instance_renewals::charge(&mut tx, &mut ledger, &instance).await?;
         }
         record(
             &mut tx,
@@ -335,123 +308,6 @@ impl Service {
         Ok(opted_out)
     }
 
-    /// Renews, suspends or ends the organization's due instances. The caller
-    /// holds the organization's lock and has the ledger open.
-    pub(super) async fn renew_due_instances(
-        &self,
-        conn: &mut PgConnection,
-        org: OrgId,
-        ledger: &mut Ledger,
-    ) -> Result<()> {
-        let now = self.now();
-        let due: Vec<InstanceSubscription> = store::instances::list(conn, org, None)
-            .await?
-            .into_iter()
-            .filter(|i| i.renewal_due(now))
-            .collect();
-        if due.is_empty() {
-            return Ok(());
-        }
-        let organization = super::load_org(conn, org).await?;
-        let opted_out = organization.instances_opted_out;
-        let locked = load_state(conn, organization, now)
-            .await?
-            .access(now)
-            .locks_credits();
-        for mut instance in due {
-            let funds = RenewalFunds {
-                available: (!locked).then(|| ledger.available()),
-                opted_out,
-            };
-            let before = instance_snapshot(&instance);
-            let action = match instance.renewal(funds, now) {
-                Renewal::Cancel => {
-                    instance.status = InstanceStatus::Canceled;
-                    instance.canceled_at = Some(instance.current_period_end);
-                    AuditAction::InstanceCanceled
-                }
-                Renewal::Charge {
-                    period_start,
-                    period_end,
-                } => {
-                    let resumed = instance.status == InstanceStatus::Suspended;
-                    instance.status = InstanceStatus::Active;
-                    instance.current_period_start = period_start;
-                    instance.current_period_end = period_end;
-                    charge(conn, ledger, &instance).await?;
-                    if resumed {
-                        AuditAction::InstanceResumed
-                    } else {
-                        AuditAction::InstanceRenewed
-                    }
-                }
-                Renewal::Suspend if instance.status == InstanceStatus::Suspended => continue,
-                Renewal::Suspend => {
-                    instance.status = InstanceStatus::Suspended;
-                    AuditAction::InstanceSuspended
-                }
-            };
-            store::instances::update(conn, &instance).await?;
-            record_as(
-                conn,
-                org,
-                RENEWAL_ACTOR,
-                action,
-                Some(before),
-                Some(instance_snapshot(&instance)),
-                now,
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// The renewal sweep: renews up to `limit` organizations' due instances,
-    /// each in its own transaction; returns how many it visited.
-    pub async fn renew_instances(&self, limit: i64) -> Result<usize> {
-        let now = self.now();
-        let orgs = {
-            let mut conn = self.store().pool().acquire().await?;
-            store::instances::orgs_due(&mut conn, now, limit).await?
-        };
-        for org in &orgs {
-            let mut tx = self.store().begin().await?;
-            // A deleted organization's instances stay as they were.
-            if store::organizations::lock(&mut tx, *org).await?.is_none() {
-                continue;
-            }
-            let mut ledger = Ledger::open(&mut tx, *org, now).await?;
-            self.renew_due_instances(&mut tx, *org, &mut ledger).await?;
-            self.commit(tx).await?;
-        }
-        Ok(orgs.len())
-    }
-
-    /// Ends every instance at once: the organization's subscription ended.
-    /// The caller holds the organization's lock.
-    pub(super) async fn cancel_org_instances(
-        &self,
-        conn: &mut PgConnection,
-        org: OrgId,
-    ) -> Result<()> {
-        let now = self.now();
-        let canceled = store::instances::cancel_all(conn, org, now).await?;
-        if canceled.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<&str> = canceled.iter().map(InstanceId::as_str).collect();
-        record_as(
-            conn,
-            org,
-            STRIPE_ACTOR,
-            AuditAction::InstanceCanceledWithSubscription,
-            None,
-            Some(json!({ "instance_ids": ids })),
-            now,
-        )
-        .await
-    }
-
     /// The live instance the actor may manage.
     async fn managed_instance(
         &self,
@@ -507,37 +363,7 @@ fn instance_not_found(instance_id: &InstanceId) -> Error {
     ))
 }
 
-/// Debits one month of the instance.
-async fn charge(
-    conn: &mut PgConnection,
-    ledger: &mut Ledger,
-    instance: &InstanceSubscription,
-) -> Result<()> {
-    if instance.price.get() == 0 {
-        return Ok(());
-    }
-    ledger
-        .debit(
-            conn,
-            CreditEntryKind::InstanceCharge,
-            instance.price,
-            EntryDetails {
-                user_id: Some(instance.user_id.clone()),
-                instance_id: Some(instance.instance_id.clone()),
-                reason: Some(format!(
-                    "{} {} to {}",
-                    instance.add_on,
-                    instance.current_period_start.format("%Y-%m-%d"),
-                    instance.current_period_end.format("%Y-%m-%d")
-                )),
-                ..EntryDetails::default()
-            },
-        )
-        .await?;
-    Ok(())
-}
-
-fn instance_snapshot(instance: &InstanceSubscription) -> serde_json::Value {
+pub(super) fn instance_snapshot(instance: &InstanceSubscription) -> serde_json::Value {
     json!({
         "instance_id": instance.instance_id.as_str(),
         "user_id": instance.user_id.as_str(),

@@ -25,17 +25,9 @@ use uuid::Uuid;
 use super::audit_trail::{AuditAction, record_as};
 use super::{Actor, Service};
 use crate::domain::ids::{IdempotencyKey, OrgId};
-use crate::domain::operation::{OperationKind, OperationStatus, Refusal, Step, StepResult};
-use crate::domain::retry::RetryPolicy;
+use crate::domain::operation::{OperationKind, OperationStatus, Step};
 use crate::error::{Error, Result};
 use crate::store::operations::{self as stored, NewOperation, Recorded, StoredOperation};
-
-/// How a failed or postponed operation is tried again by the loop.
-pub(super) const OPERATION_RETRY: RetryPolicy = RetryPolicy {
-    max_attempts: 10,
-    first_delay: Duration::from_secs(2),
-    max_delay: Duration::from_secs(600),
-};
 
 /// An operation this process performs now.
 #[derive(Debug, Clone)]
@@ -52,7 +44,7 @@ pub(super) struct Claim {
 }
 
 impl Claim {
-    fn from_stored(op: StoredOperation, token: Uuid) -> Self {
+    pub fn from_stored(op: StoredOperation, token: Uuid) -> Self {
         Self {
             id: op.id,
             token,
@@ -95,44 +87,6 @@ pub(super) enum Begun {
     Claimed(Claim),
     /// The caller's key was used before, by this finished operation.
     Replayed(StoredOperation),
-}
-
-/// A step that failed, and which.
-#[derive(Debug)]
-pub(super) struct StepFailure {
-    pub index: usize,
-    pub error: Error,
-}
-
-impl StepFailure {
-    /// Whether Stripe refused the step (so it is final), rather than not
-    /// answering or answering what we cannot read (so it is retried).
-    pub fn refused(&self) -> bool {
-        match self.error {
-            Error::FailedPrecondition(_) | Error::NotFound(_) | Error::InvalidArgument { .. } => {
-                true
-            }
-            Error::Unavailable(_)
-            | Error::Internal(_)
-            | Error::Aborted(_)
-            | Error::PermissionDenied(_)
-            | Error::AlreadyExists(_) => false,
-        }
-    }
-}
-
-impl From<Refusal> for Error {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::Invalid { field, reason } => Error::invalid(field, reason),
-            Refusal::NotNow(message) => Error::FailedPrecondition(message),
-        }
-    }
-}
-
-/// The idempotency key of step `index` of operation `id`.
-fn step_key(id: Uuid, index: usize) -> String {
-    format!("billing-service:{id}:{index}")
 }
 
 impl Service {
@@ -277,97 +231,6 @@ impl Service {
         }
     }
 
-    /// Sends `steps`, numbered from `first`, collecting what Stripe answers
-    /// in `results`. Stops after an update whose invoice was not paid, for
-    /// the use case to decide what follows.
-    pub(super) async fn perform_steps(
-        &self,
-        claim: &Claim,
-        steps: &[Step],
-        first: usize,
-        results: &mut Vec<StepResult>,
-    ) -> Result<(), StepFailure> {
-        let stripe = self.stripe().map_err(|error| StepFailure {
-            index: first,
-            error,
-        })?;
-        for (offset, step) in steps.iter().enumerate() {
-            let index = first + offset;
-            let result = stripe
-                .perform(step, step_key(claim.id, index), results)
-                .await
-                .map_err(|error| StepFailure { index, error })?;
-            let incomplete = matches!(result, StepResult::PaymentIncomplete { .. });
-            results.push(result);
-            if incomplete {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// A step that did not go through for now: the claim lapses at the next
-    /// attempt, when the operations loop resumes it, or the operation fails
-    /// once its attempts are spent. The caller learns it is UNAVAILABLE.
-    pub(super) async fn postpone(&self, claim: &Claim, failure: StepFailure) -> Error {
-        let now = self.now();
-        let attempts = u32::try_from(claim.attempts).unwrap_or(0) + 1;
-        tracing::warn!(
-            operation = %claim.id,
-            kind = claim.kind.as_str(),
-            step = failure.index,
-            attempts,
-            error = %failure.error,
-            "a billing operation's Stripe step did not go through; it is resumed later"
-        );
-        let message = failure.error.to_string();
-        let outcome = async {
-            let mut conn = self.store().pool().acquire().await?;
-            match OPERATION_RETRY.next_attempt(attempts, now) {
-                Some(retry_at) => {
-                    stored::postpone(&mut conn, claim.id, claim.token, &message, retry_at).await
-                }
-                None => stored::finish(
-                    &mut conn,
-                    claim.id,
-                    claim.token,
-                    OperationStatus::Failed,
-                    None,
-                    Some(&message),
-                    now,
-                )
-                .await
-                .map(drop),
-            }
-        };
-        if let Err(error) = outcome.await {
-            return error;
-        }
-        match failure.error {
-            error @ Error::Internal(_) => error,
-            other => Error::Unavailable(format!(
-                "{other}; the change will be completed in the background"
-            )),
-        }
-    }
-
-    /// A step that failed: refused by Stripe, the operation fails (nothing
-    /// else was planned to undo); otherwise it is postponed for the loop.
-    pub(super) async fn fail_or_postpone(&self, claim: &Claim, failure: StepFailure) -> Error {
-        if !failure.refused() {
-            return self.postpone(claim, failure).await;
-        }
-        let message = failure.error.to_string();
-        let finished = async {
-            let mut conn = self.store().pool().acquire().await?;
-            self.finish_operation(&mut conn, claim, Err(&message)).await
-        };
-        match finished.await {
-            Ok(_) => failure.error,
-            Err(error) => error,
-        }
-    }
-
     /// Marks the operation finished inside the use case's closing
     /// transaction; false when another performer took it over (then that
     /// one writes the outcome, and this transaction must write nothing).
@@ -391,57 +254,6 @@ impl Service {
             self.now(),
         )
         .await
-    }
-
-    /// Takes over a lapsed operation, or starts a queued one, and runs it;
-    /// false when there was none.
-    pub async fn resume_next_operation(&self) -> Result<bool> {
-        let claimed = {
-            let mut conn = self.store().pool().acquire().await?;
-            stored::claim_next(&mut conn, self.now(), self.lease_until()).await?
-        };
-        let Some((op, token)) = claimed else {
-            return Ok(false);
-        };
-        let claim = Claim::from_stored(op, token);
-        let (id, kind) = (claim.id, claim.kind);
-        if let Err(error) = self.run_operation(claim).await {
-            tracing::warn!(operation = %id, kind = kind.as_str(), error = %error, "a resumed billing operation did not finish");
-        }
-        Ok(true)
-    }
-
-    /// Starts the organization's queued upkeep now if nothing else of the
-    /// organization runs (else the loop starts it later).
-    pub(super) async fn run_queued_upkeep(&self, org: OrgId) -> Result<()> {
-        let claimed = {
-            let mut conn = self.store().pool().acquire().await?;
-            stored::start_queued_upkeep(&mut conn, org, self.lease_until()).await?
-        };
-        if let Some((op, token)) = claimed {
-            self.run_upkeep(Claim::from_stored(op, token)).await?;
-        }
-        Ok(())
-    }
-
-    /// Runs a claimed operation's use case to its end.
-    async fn run_operation(&self, claim: Claim) -> Result<()> {
-        match claim.kind {
-            OperationKind::Checkout => self.run_checkout(claim).await.map(drop),
-            OperationKind::SeatChange => self.run_seat_change(claim).await.map(drop),
-            OperationKind::CycleChange => self.run_cycle_change(claim).await,
-            OperationKind::CancelCycleChange => self.run_cancel_cycle_change(claim).await,
-            OperationKind::Cancellation => self.run_cancellation(claim).await,
-            OperationKind::CreditPurchase => self.run_credit_purchase(claim).await.map(drop),
-            OperationKind::PortalSession => self.run_portal_session(claim).await.map(drop),
-            OperationKind::Upkeep => self.run_upkeep(claim).await,
-        }
-    }
-
-    /// Operations not yet finished, for tests that wait for the loop.
-    pub async fn unfinished_operations(&self) -> Result<i64> {
-        let mut conn = self.store().pool().acquire().await?;
-        stored::unfinished(&mut conn).await
     }
 }
 

@@ -120,6 +120,39 @@ pub async fn erase_user(
     .execute(&mut *conn)
     .await?;
 
+    // Whoever paid is forgotten; the subscription (the organization's) stays.
+    sqlx::query!(
+        "update subscriptions set purchaser_user_id = null where purchaser_user_id = $1",
+        user.as_str(),
+    )
+    .execute(&mut *conn)
+    .await?;
+
+    // Billing operations and checkout sessions name the person as the actor
+    // and as the buyer in the stored request.
+    let buyer = json_string(user.as_str());
+    sqlx::query!(
+        r#"
+        update billing_operations
+        set actor = case when actor = $2 then $4 else actor end,
+            request = replace(request::text, $1, $3)::jsonb
+        where actor = $2 or strpos(request::text, $1) > 0
+        "#,
+        buyer,
+        actor,
+        json_string(ERASED),
+        format!("user:{ERASED}"),
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "update checkout_sessions set request = replace(request, $1, $2) where strpos(request, $1) > 0",
+        buyer,
+        json_string(ERASED),
+    )
+    .execute(&mut *conn)
+    .await?;
+
     // Audit snapshots are JSON; the identity appears there only as whole
     // string values, which user ids and emails cannot break out of (their
     // allowed characters need no JSON escaping), so replacing the quoted

@@ -222,7 +222,10 @@ async fn case_4_a_second_live_subscription_is_canceled_at_once_and_its_payment_r
     // A race Stripe cannot prevent: another subscription goes live.
     let second = stripe.subscribe_directly(&customer, "price_teams_monthly", 3);
     app.deliver_all(&stripe).await;
-    assert_eq!(stripe.live_subscriptions_of(&customer), std::slice::from_ref(&first));
+    assert_eq!(
+        stripe.live_subscriptions_of(&customer),
+        std::slice::from_ref(&first)
+    );
     let (payment, amount) = stripe.first_payment_of(&second).expect("paid");
     assert_eq!(stripe.refunds(), [(payment, amount)]);
     assert_eq!(stripe.subscription_json(&second)["status"], "canceled");
@@ -281,8 +284,14 @@ async fn case_5_an_increase_paid_after_authentication_is_carried_into_a_pending_
         .await
         .expect("to yearly at renewal");
     stripe.set_card_needs_authentication(true);
-    let waiting = app.set_seats(As::User(OWNER), &org, 5, None).await.expect("5 seats");
-    assert_eq!(waiting.status(), proto::SeatChangeStatus::AwaitingAuthentication);
+    let waiting = app
+        .set_seats(As::User(OWNER), &org, 5, None)
+        .await
+        .expect("5 seats");
+    assert_eq!(
+        waiting.status(),
+        proto::SeatChangeStatus::AwaitingAuthentication
+    );
     assert!(waiting.requires_authentication);
     // Nothing is paid yet, so the schedule still renews at three.
     let schedule = stripe.schedule_of(&sub).expect("schedule");
@@ -303,7 +312,10 @@ async fn case_5_an_increase_paid_after_authentication_is_carried_into_a_pending_
     stripe.end_period(&sub);
     app.deliver_all(&stripe).await;
     let overview = app.subscription_of(&org, As::User(OWNER)).await;
-    assert_eq!((overview.paid_seats, overview.billing_cycle()), (5, BillingCycle::Yearly));
+    assert_eq!(
+        (overview.paid_seats, overview.billing_cycle()),
+        (5, BillingCycle::Yearly)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

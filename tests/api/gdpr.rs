@@ -125,3 +125,46 @@ async fn erasing_a_user_removes_their_memberships_and_invitations_and_anonymizes
         ("user.erased", "operator")
     );
 }
+
+#[tokio::test]
+async fn an_erased_buyer_is_forgotten_by_subscriptions_operations_and_sessions() {
+    let (app, stripe) = crate::helpers::spawn_app_with_stripe().await;
+    let org = app.create_org("alice").await.id;
+    app.add_member(&org, "buyer_7", Role::BillingManager).await;
+    app.subscribe(
+        &stripe,
+        &org,
+        "buyer_7",
+        "teams",
+        proto::BillingCycle::Monthly,
+        1,
+    )
+    .await;
+    assert_eq!(
+        app.subscription_of(&org, As::User("alice"))
+            .await
+            .purchaser_user_id,
+        "buyer_7"
+    );
+    app.org_admin()
+        .delete_user_data(request(
+            As::Ops,
+            proto::DeleteUserDataRequest {
+                user_id: "buyer_7".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("erase");
+    let overview = app.subscription_of(&org, As::User("alice")).await;
+    assert_eq!(overview.purchaser_user_id, "");
+    let mentions: i64 = sqlx::query_scalar(
+        "select (select count(*) from billing_operations
+                 where actor like '%buyer_7%' or request::text like '%buyer_7%')
+              + (select count(*) from checkout_sessions where request like '%buyer_7%')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(mentions, 0);
+}
