@@ -100,6 +100,76 @@ pub fn plan_checkout(
     catalog: &Catalog,
     context: &CheckoutContext<'_>,
 ) -> Result<CheckoutPlan, Refusal> {
+    let lines = checkout_lines(order, catalog, context.signup)?;
+    let plan = catalog
+        .plan(&order.plan)
+        .ok_or_else(|| Refusal::invalid("plan", "is not in the catalog"))?;
+    if order.seats < context.used_seats {
+        return Err(Refusal::not_now(format!(
+            "{} seats are in use; buy at least {} or remove members first",
+            context.used_seats, context.used_seats
+        )));
+    }
+    if let Some(running) = context
+        .live_subscriptions
+        .iter()
+        .find(|s| !s.is_over(context.now))
+    {
+        return Err(Refusal::not_now(format!(
+            "the organization already has a subscription ({}); change it instead",
+            running.status_raw
+        )));
+    }
+    let request =
+        serde_json::to_string(&(order, context.purchaser.map(UserId::as_str))).unwrap_or_default();
+    let mut steps = Vec::new();
+    match context.last_session {
+        Some(session) if session.status == SessionStatus::Complete => {
+            return Err(Refusal::not_now(
+                "a checkout for this organization was just paid; its subscription is being set up",
+            ));
+        }
+        Some(session) if session.status == SessionStatus::Open && session.request == request => {
+            return Ok(CheckoutPlan::Reuse {
+                url: session.url.clone(),
+            });
+        }
+        Some(session) if session.status == SessionStatus::Open => {
+            steps.push(Step::ExpireCheckoutSession {
+                session_id: session.id.clone(),
+            });
+        }
+        Some(_) | None => {}
+    }
+    let mut metadata = BTreeMap::from([
+        (ORG_ID_KEY.to_owned(), context.org.to_string()),
+        (PLAN_KEY.to_owned(), plan.id.to_string()),
+        (TYPE_KEY.to_owned(), SEATS_TYPE.to_owned()),
+    ]);
+    if let Some(user) = context.purchaser {
+        metadata.insert(PURCHASER_KEY.to_owned(), user.to_string());
+    }
+    steps.push(Step::CreateCheckoutSession(CheckoutSession {
+        customer_id: context.customer_id.to_owned(),
+        sale: CheckoutSale::Subscription {
+            lines,
+            subscription_metadata: metadata.clone(),
+        },
+        metadata,
+        success_url: order.success_url.as_str().to_owned(),
+        cancel_url: order.cancel_url.as_str().to_owned(),
+    }));
+    Ok(CheckoutPlan::Create { steps, request })
+}
+
+/// What an order sells, checked against the catalog: the seat price and
+/// the per-unit commitments, on a cycle offered for sign-up. Checked before
+/// anything is recorded or sent, and again when the checkout is planned.
+pub fn checkout_lines(
+    order: &CheckoutOrder,
+    catalog: &Catalog,
+    signup: SignupPolicy,
+) -> Result<Vec<PriceQuantity>, Refusal> {
     if !CHECKOUT_SEATS.contains(&order.seats) {
         return Err(Refusal::invalid(
             "seats",
@@ -115,7 +185,7 @@ pub fn plan_checkout(
         .ok_or_else(|| Refusal::invalid("plan", "is not in the catalog"))?;
     let price = plan
         .price(order.cycle)
-        .filter(|price| price.offered_for_signup(context.signup))
+        .filter(|price| price.offered_for_signup(signup))
         .ok_or_else(|| {
             Refusal::invalid(
                 "billing_cycle",
@@ -177,62 +247,7 @@ pub fn plan_checkout(
             })?;
         lines.push(PriceQuantity { price_id, quantity });
     }
-    if order.seats < context.used_seats {
-        return Err(Refusal::not_now(format!(
-            "{} seats are in use; buy at least {} or remove members first",
-            context.used_seats, context.used_seats
-        )));
-    }
-    if let Some(running) = context
-        .live_subscriptions
-        .iter()
-        .find(|s| !s.is_over(context.now))
-    {
-        return Err(Refusal::not_now(format!(
-            "the organization already has a subscription ({}); change it instead",
-            running.status_raw
-        )));
-    }
-    let request =
-        serde_json::to_string(&(order, context.purchaser.map(UserId::as_str))).unwrap_or_default();
-    let mut steps = Vec::new();
-    match context.last_session {
-        Some(session) if session.status == SessionStatus::Complete => {
-            return Err(Refusal::not_now(
-                "a checkout for this organization was just paid; its subscription is being set up",
-            ));
-        }
-        Some(session) if session.status == SessionStatus::Open && session.request == request => {
-            return Ok(CheckoutPlan::Reuse {
-                url: session.url.clone(),
-            });
-        }
-        Some(session) if session.status == SessionStatus::Open => {
-            steps.push(Step::ExpireCheckoutSession {
-                session_id: session.id.clone(),
-            });
-        }
-        Some(_) | None => {}
-    }
-    let mut metadata = BTreeMap::from([
-        (ORG_ID_KEY.to_owned(), context.org.to_string()),
-        (PLAN_KEY.to_owned(), plan.id.to_string()),
-        (TYPE_KEY.to_owned(), SEATS_TYPE.to_owned()),
-    ]);
-    if let Some(user) = context.purchaser {
-        metadata.insert(PURCHASER_KEY.to_owned(), user.to_string());
-    }
-    steps.push(Step::CreateCheckoutSession(CheckoutSession {
-        customer_id: context.customer_id.to_owned(),
-        sale: CheckoutSale::Subscription {
-            lines,
-            subscription_metadata: metadata.clone(),
-        },
-        metadata,
-        success_url: order.success_url.as_str().to_owned(),
-        cancel_url: order.cancel_url.as_str().to_owned(),
-    }));
-    Ok(CheckoutPlan::Create { steps, request })
+    Ok(lines)
 }
 
 /// The session of a credit purchase: one payment of `amount`, whose

@@ -80,6 +80,19 @@ pub enum SeatPlan {
     Change(SeatChange),
 }
 
+/// The seat count a change may ask for, checked before anything is
+/// recorded or sent, and again when the change is planned.
+pub fn check_seats(seats: i64) -> Result<(), Refusal> {
+    if (1..=MAX_SEATS).contains(&seats) {
+        Ok(())
+    } else {
+        Err(Refusal::invalid(
+            "seats",
+            format!("must be from 1 to {MAX_SEATS}"),
+        ))
+    }
+}
+
 /// Plans setting `live` to `seats` seats with `used` seats in use.
 /// `previous` is our copy of the subscription, which says what a period
 /// was paid for when the decrease was made outside this service.
@@ -91,12 +104,7 @@ pub fn plan_seat_change(
     catalog: &Catalog,
     now: DateTime<Utc>,
 ) -> Result<SeatPlan, Refusal> {
-    if !(1..=MAX_SEATS).contains(&seats) {
-        return Err(Refusal::invalid(
-            "seats",
-            format!("must be from 1 to {MAX_SEATS}"),
-        ));
-    }
+    check_seats(seats)?;
     if seats < used {
         return Err(Refusal::not_now(format!(
             "cannot reduce to {seats} seats: {used} seats are in use"

@@ -14,7 +14,7 @@ use super::operations::{Begun, Claim, StoredPlan, finished_reply};
 use super::{Actor, Service, load_org, load_state};
 use crate::domain::checkout::{
     CheckoutContext, CheckoutOrder, CheckoutPlan, OpenSession, ResubscribeDefaults, SessionStatus,
-    plan_checkout, resubscribe_defaults,
+    checkout_lines, plan_checkout, resubscribe_defaults,
 };
 use crate::domain::ids::{IdempotencyKey, OrgId, RedirectUrl, UserId};
 use crate::domain::operation::{OperationKind, Refusal, Step, StepResult};
@@ -72,13 +72,11 @@ impl Service {
         order: CheckoutOrder,
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<String> {
+        // A request that cannot be sold is refused before anything is
+        // recorded (a configured Stripe first: prices are checked against it).
         self.stripe()?;
-        {
-            let mut conn = self.store().pool().acquire().await?;
-            load_org(&mut conn, org_id).await?;
-            self.authorize(&mut conn, actor, org_id, OrgAction::ManageBilling)
-                .await?;
-        }
+        checkout_lines(&order, self.catalog(), self.signup_policy())?;
+        self.authorize_billing(actor, org_id).await?;
         let request = CheckoutRequest {
             plan: order.plan.to_string(),
             cycle: order.cycle.as_str().to_owned(),
@@ -89,18 +87,46 @@ impl Service {
             purchaser: actor.user().map(ToString::to_string),
         };
         let request = serde_json::to_value(request).map_err(Error::internal)?;
-        let begun = self
-            .begin_operation(
-                org_id,
-                OperationKind::Checkout,
-                actor,
-                idempotency_key,
-                request,
-            )
-            .await?;
-        match begun {
-            Begun::Claimed(claim) => self.run_checkout(claim).await,
-            Begun::Replayed(first) => finished_reply::<SessionUrl>(&first).map(|r| r.url),
+        self.session_operation(
+            org_id,
+            OperationKind::Checkout,
+            actor,
+            idempotency_key,
+            request,
+        )
+        .await
+    }
+
+    /// Begins and runs an operation whose answer is a session's URL
+    /// (checkout, credit purchase, billing portal); a key that replays a
+    /// finished one answers its URL again.
+    pub(super) async fn session_operation(
+        &self,
+        org: OrgId,
+        kind: OperationKind,
+        actor: &Actor,
+        idempotency_key: Option<&IdempotencyKey>,
+        request: serde_json::Value,
+    ) -> Result<String> {
+        let claim = match self
+            .begin_operation(org, kind, actor, idempotency_key, request)
+            .await?
+        {
+            Begun::Claimed(claim) => claim,
+            Begun::Replayed(first) => return finished_reply::<SessionUrl>(&first).map(|r| r.url),
+        };
+        match kind {
+            OperationKind::Checkout => self.run_checkout(claim).await,
+            OperationKind::CreditPurchase => self.run_credit_purchase(claim).await,
+            OperationKind::PortalSession => self.run_portal_session(claim).await,
+            OperationKind::SeatChange
+            | OperationKind::CycleChange
+            | OperationKind::CancelCycleChange
+            | OperationKind::Cancellation
+            | OperationKind::Upkeep => Err(Error::internal(anyhow::anyhow!(
+                "{} has no session to answer",
+                kind.as_str()
+            ))),
         }
     }
 
@@ -125,18 +151,7 @@ impl Service {
                 Err(error) => return Err(self.forget(&claim, error).await),
             },
         };
-        let mut results = Vec::new();
-        if let Err(failure) = self
-            .perform_steps(&claim, &plan.steps, 0, &mut results)
-            .await
-        {
-            return Err(self.fail_or_postpone(&claim, failure).await);
-        }
-        let Some(StepResult::Session { id, url }) = results.pop() else {
-            return Err(Error::internal(anyhow::anyhow!(
-                "a checkout step returned no session"
-            )));
-        };
+        let (id, url) = self.open_session(&claim, &plan.steps).await?;
         let expired = plan.steps.iter().find_map(|step| match step {
             Step::ExpireCheckoutSession { session_id } => Some(session_id.clone()),
             _ => None,
@@ -183,6 +198,24 @@ impl Service {
         .await?;
         self.commit(tx).await?;
         Ok(url)
+    }
+
+    /// Sends a plan whose last step opens a Checkout session: its id and URL.
+    pub(super) async fn open_session(
+        &self,
+        claim: &Claim,
+        steps: &[Step],
+    ) -> Result<(String, String)> {
+        let mut results = Vec::new();
+        if let Err(failure) = self.perform_steps(claim, steps, 0, &mut results).await {
+            return Err(self.fail_or_postpone(claim, failure).await);
+        }
+        match results.pop() {
+            Some(StepResult::Session { id, url }) => Ok((id, url)),
+            _ => Err(Error::internal(anyhow::anyhow!(
+                "a checkout step returned no session"
+            ))),
+        }
     }
 
     /// Reads what the decision needs, Stripe's side live.
@@ -253,27 +286,16 @@ impl Service {
         return_url: RedirectUrl,
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<String> {
-        self.stripe()?;
-        {
-            let mut conn = self.store().pool().acquire().await?;
-            load_org(&mut conn, org_id).await?;
-            self.authorize(&mut conn, actor, org_id, OrgAction::ManageBilling)
-                .await?;
-        }
+        self.authorize_billing(actor, org_id).await?;
         let request = json!({ "return_url": return_url.as_str() });
-        let begun = self
-            .begin_operation(
-                org_id,
-                OperationKind::PortalSession,
-                actor,
-                idempotency_key,
-                request,
-            )
-            .await?;
-        match begun {
-            Begun::Claimed(claim) => self.run_portal_session(claim).await,
-            Begun::Replayed(first) => finished_reply::<SessionUrl>(&first).map(|r| r.url),
-        }
+        self.session_operation(
+            org_id,
+            OperationKind::PortalSession,
+            actor,
+            idempotency_key,
+            request,
+        )
+        .await
     }
 
     pub(super) async fn run_portal_session(&self, claim: Claim) -> Result<String> {

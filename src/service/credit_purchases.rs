@@ -13,13 +13,12 @@ use sqlx::PgConnection;
 use super::audit_trail::{AuditAction, STRIPE_ACTOR, record_as};
 use super::credit_ledger::Ledger;
 use super::credits::entry_snapshot;
-use super::operations::{Begun, Claim, StoredPlan, finished_reply};
+use super::operations::{Claim, StoredPlan, finished_reply};
 use super::{Actor, Service, load_org};
 use crate::domain::checkout::credit_purchase_session;
 use crate::domain::credits::{CreditEntryKind, EntryDetails, Micros, SucceededPayment};
 use crate::domain::ids::{IdempotencyKey, OrgId, RedirectUrl, UserId};
-use crate::domain::operation::{OperationKind, Refusal, Step, StepResult};
-use crate::domain::role::OrgAction;
+use crate::domain::operation::{OperationKind, Refusal, Step};
 use crate::error::{Error, Result};
 use crate::store;
 use crate::store::checkout_sessions::{NewSession, SessionMode};
@@ -57,13 +56,7 @@ impl Service {
         org: OrgId,
         order: CreditPurchaseOrder,
     ) -> Result<String> {
-        self.stripe()?;
-        {
-            let mut conn = self.store().pool().acquire().await?;
-            load_org(&mut conn, org).await?;
-            self.authorize(&mut conn, actor, org, OrgAction::ManageBilling)
-                .await?;
-        }
+        self.authorize_billing(actor, org).await?;
         let request = PurchaseRequest {
             amount_micros: order.amount.get(),
             success_url: order.success_url.as_str().to_owned(),
@@ -71,19 +64,9 @@ impl Service {
             purchaser: actor.user().map(|user| user.to_string()),
         };
         let request = serde_json::to_value(request).map_err(Error::internal)?;
-        let begun = self
-            .begin_operation(
-                org,
-                OperationKind::CreditPurchase,
-                actor,
-                order.idempotency_key.as_ref(),
-                request,
-            )
-            .await?;
-        match begun {
-            Begun::Claimed(claim) => self.run_credit_purchase(claim).await,
-            Begun::Replayed(first) => finished_reply::<SessionUrl>(&first).map(|reply| reply.url),
-        }
+        let key = order.idempotency_key.as_ref();
+        self.session_operation(org, OperationKind::CreditPurchase, actor, key, request)
+            .await
     }
 
     pub(super) async fn run_credit_purchase(&self, mut claim: Claim) -> Result<String> {
@@ -106,18 +89,7 @@ impl Service {
                 plan
             }
         };
-        let mut results = Vec::new();
-        if let Err(failure) = self
-            .perform_steps(&claim, &plan.steps, 0, &mut results)
-            .await
-        {
-            return Err(self.fail_or_postpone(&claim, failure).await);
-        }
-        let Some(StepResult::Session { id, url }) = results.pop() else {
-            return Err(Error::internal(anyhow::anyhow!(
-                "a checkout step returned no session"
-            )));
-        };
+        let (id, url) = self.open_session(&claim, &plan.steps).await?;
         let mut tx = self.store().begin().await?;
         let answer =
             serde_json::to_value(SessionUrl { url: url.clone() }).map_err(Error::internal)?;

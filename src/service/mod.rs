@@ -220,6 +220,20 @@ impl Service {
         Ok(version)
     }
 
+    /// For a change that goes to Stripe: the organization exists, the actor
+    /// may manage its billing, and Stripe is configured.
+    async fn authorize_billing(&self, actor: &Actor, org: OrgId) -> Result<Organization> {
+        let organization = {
+            let mut conn = self.store().pool().acquire().await?;
+            let organization = load_org(&mut conn, org).await?;
+            self.authorize(&mut conn, actor, org, OrgAction::ManageBilling)
+                .await?;
+            organization
+        };
+        self.stripe()?;
+        Ok(organization)
+    }
+
     fn require_operator(actor: &Actor, what: &str) -> Result<()> {
         match actor {
             Actor::Operator => Ok(()),

@@ -42,7 +42,7 @@ impl Service {
     }
 
     /// Runs a claimed operation's use case to its end.
-    async fn run_operation(&self, claim: Claim) -> Result<()> {
+    pub(super) async fn run_operation(&self, claim: Claim) -> Result<()> {
         match claim.kind {
             OperationKind::Checkout => self.run_checkout(claim).await.map(drop),
             OperationKind::SeatChange => self.run_seat_change(claim).await.map(drop),

@@ -18,7 +18,8 @@ use crate::domain::operation::{
     OperationKind, PaymentProblem, Refusal, StepResult, last_subscription,
 };
 use crate::domain::seat_change::{
-    SeatChange, SeatDirection, SeatPlan, after_payment_problem, plan_seat_change, undo_restore,
+    SeatChange, SeatDirection, SeatPlan, after_payment_problem, check_seats, plan_seat_change,
+    undo_restore,
 };
 use crate::error::{Error, Result};
 use crate::store;
@@ -53,6 +54,7 @@ impl Service {
         seats: i64,
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<SeatChangeOutcome> {
+        check_seats(seats)?;
         let change = SeatRequest { seats };
         match self
             .begin_subscription_change(

@@ -8,6 +8,7 @@
 //! with the resulting sync and its audit entry in one short transaction.
 
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -20,10 +21,9 @@ use crate::domain::cycle_change::{
 };
 use crate::domain::ids::{IdempotencyKey, OrgId};
 use crate::domain::operation::{
-    OperationKind, ScheduleRef, Step, last_subscription, resolve_schedule,
+    OperationKind, Refusal, ScheduleRef, Step, StepResult, last_subscription, resolve_schedule,
 };
 use crate::domain::pricing::BillingCycle;
-use crate::domain::role::OrgAction;
 use crate::domain::subscription::Subscription;
 use crate::domain::subscription_sync::ProviderSubscription;
 use crate::error::{Error, Result};
@@ -82,13 +82,7 @@ impl Service {
         idempotency_key: Option<&IdempotencyKey>,
         change: T,
     ) -> Result<Begun> {
-        {
-            let mut conn = self.store().pool().acquire().await?;
-            super::load_org(&mut conn, org).await?;
-            self.authorize(&mut conn, actor, org, OrgAction::ManageBilling)
-                .await?;
-        }
-        self.stripe()?;
+        self.authorize_billing(actor, org).await?;
         let running = self.running_subscription(org).await?;
         let request = ChangeRequest {
             subscription_id: running.stripe_subscription_id,
@@ -148,6 +142,85 @@ impl Service {
         Ok(true)
     }
 
+    /// Begins a change with no answer but success and runs it; a key that
+    /// replays a finished change answers as that change did.
+    async fn plain_change<T: Serialize>(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        kind: OperationKind,
+        idempotency_key: Option<&IdempotencyKey>,
+        change: T,
+    ) -> Result<()> {
+        match self
+            .begin_subscription_change(actor, org, kind, idempotency_key, change)
+            .await?
+        {
+            Begun::Claimed(claim) => self.run_operation(claim).await,
+            Begun::Replayed(first) => finished_reply::<Value>(&first).map(drop),
+        }
+    }
+
+    /// The operation's plan: the stored one when resuming, else one decided
+    /// now from the live subscription and stored. `None` when there is
+    /// nothing to send (then the operation is settled), or another
+    /// performer took it over (then its answer is awaited).
+    async fn plan_from_live<C: Serialize + DeserializeOwned>(
+        &self,
+        claim: &mut Claim,
+        subscription_id: &str,
+        decide: impl FnOnce(&ProviderSubscription) -> Result<Option<StoredPlan<C>>, Refusal>,
+    ) -> Result<Option<StoredPlan<C>>> {
+        if let Some(plan) = claim.plan::<C>()? {
+            return Ok(Some(plan));
+        }
+        let live = self.read_live_for(claim, subscription_id).await?;
+        match decide(&live) {
+            Err(refusal) => Err(self.forget(claim, refusal.into()).await),
+            Ok(None) => self.settle(claim, &live, None, None).await.map(|()| None),
+            Ok(Some(plan)) if self.store_plan(claim, &plan, None).await? => Ok(Some(plan)),
+            Ok(Some(_)) => {
+                let op = self.wait_for_operation(claim.id).await?;
+                finished_reply::<Value>(&op).map(|_| None)
+            }
+        }
+    }
+
+    /// Sends the plan and settles the operation with the subscription as it
+    /// then is and the audit entry `audit` makes of Stripe's answers. When a
+    /// step after the first is refused, `undo` is sent before it fails.
+    async fn perform_and_settle<C>(
+        &self,
+        claim: &Claim,
+        subscription_id: &str,
+        plan: &StoredPlan<C>,
+        undo: &[Step],
+        audit: impl FnOnce(&[StepResult]) -> AuditEntry,
+    ) -> Result<()> {
+        let ticket = self.sync_ticket(subscription_id).await?;
+        let mut results = Vec::new();
+        if let Err(failure) = self
+            .perform_steps(claim, &plan.steps, 0, &mut results)
+            .await
+        {
+            if failure.refused() && failure.index > 0 && !undo.is_empty() {
+                let undone = self
+                    .perform_steps(claim, undo, plan.steps.len(), &mut results)
+                    .await;
+                if let Err(undo_failure) = undone {
+                    tracing::error!(operation = %claim.id, error = %undo_failure.error, "could not undo the steps before a refused one");
+                }
+            }
+            return Err(self.fail_or_postpone(claim, failure).await);
+        }
+        let live = match last_subscription(&results) {
+            Some(live) => live.clone(),
+            None => self.stripe()?.subscription(subscription_id).await?,
+        };
+        let entry = audit(&results);
+        self.settle(claim, &live, Some(ticket), Some(entry)).await
+    }
+
     /// Switches the billing cycle at the next renewal through a schedule.
     pub async fn change_billing_cycle(
         &self,
@@ -157,87 +230,59 @@ impl Service {
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<()> {
         let change = CycleRequest { cycle };
-        match self
-            .begin_subscription_change(
-                actor,
-                org,
-                OperationKind::CycleChange,
-                idempotency_key,
-                change,
-            )
-            .await?
-        {
-            Begun::Claimed(claim) => self.run_cycle_change(claim).await,
-            Begun::Replayed(first) => finished_reply::<Value>(&first).map(drop),
-        }
+        self.plain_change(
+            actor,
+            org,
+            OperationKind::CycleChange,
+            idempotency_key,
+            change,
+        )
+        .await
     }
 
     pub(super) async fn run_cycle_change(&self, mut claim: Claim) -> Result<()> {
         let request: ChangeRequest<CycleRequest> = claim.request()?;
         let id = request.subscription_id.as_str();
-        let plan = match claim.plan::<Switch>()? {
-            Some(plan) => plan,
-            None => {
-                let live = self.read_live_for(&claim, id).await?;
-                match plan_cycle_change(&live, request.change.cycle, self.catalog(), self.now()) {
-                    Err(refusal) => return Err(self.forget(&claim, refusal.into()).await),
-                    Ok(CyclePlan::AlreadyPending) => {
-                        return self.settle(&claim, &live, None, None).await;
-                    }
-                    Ok(CyclePlan::Switch {
-                        from,
-                        to,
-                        effective_at,
-                        steps,
-                    }) => {
-                        let plan = StoredPlan {
+        let (catalog, now) = (self.catalog(), self.now());
+        let planned = self
+            .plan_from_live(&mut claim, id, |live| {
+                Ok(
+                    match plan_cycle_change(live, request.change.cycle, catalog, now)? {
+                        CyclePlan::AlreadyPending => None,
+                        CyclePlan::Switch {
+                            from,
+                            to,
+                            effective_at,
+                            steps,
+                        } => Some(StoredPlan {
                             steps,
                             context: Switch {
                                 from,
                                 to,
                                 effective_at,
                             },
-                        };
-                        if !self.store_plan(&mut claim, &plan, None).await? {
-                            return self.wait_for_operation(claim.id).await.map(drop);
-                        }
-                        plan
-                    }
-                }
-            }
+                        }),
+                    },
+                )
+            })
+            .await?;
+        let Some(plan) = planned else {
+            return Ok(());
         };
-        let ticket = self.sync_ticket(id).await?;
-        let mut results = Vec::new();
-        if let Err(failure) = self
-            .perform_steps(&claim, &plan.steps, 0, &mut results)
-            .await
-        {
-            if failure.refused() && failure.index > 0 {
-                // The schedule was made but not set: release it, so it
-                // blocks nothing, before the operation fails.
-                let undo = undo_unfinished_switch();
-                if let Err(undo_failure) = self
-                    .perform_steps(&claim, &undo, plan.steps.len(), &mut results)
-                    .await
-                {
-                    tracing::error!(operation = %claim.id, error = %undo_failure.error, "could not release an unfinished schedule");
-                }
-            }
-            return Err(self.fail_or_postpone(&claim, failure).await);
-        }
-        let live = self.stripe()?.subscription(id).await?;
-        let schedule = resolve_schedule(&ScheduleRef::CreatedInStep(0), &results);
         let switch = &plan.context;
-        let audit = (
-            AuditAction::BillingCycleChangeScheduled,
-            Some(json!({ "billing_cycle": switch.from.as_str() })),
-            json!({
-                "billing_cycle": switch.to.as_str(),
-                "effective_at": switch.effective_at,
-                "schedule_id": schedule,
-            }),
-        );
-        self.settle(&claim, &live, Some(ticket), Some(audit)).await
+        // A schedule made but not set is released, so it blocks nothing.
+        self.perform_and_settle(&claim, id, &plan, &undo_unfinished_switch(), |results| {
+            (
+                AuditAction::BillingCycleChangeScheduled,
+                Some(json!({ "billing_cycle": switch.from.as_str() })),
+                json!({
+                    "billing_cycle": switch.to.as_str(),
+                    "effective_at": switch.effective_at,
+                    "schedule_id": resolve_schedule(&ScheduleRef::CreatedInStep(0), results),
+                }),
+            )
+        })
+        .await
     }
 
     /// Drops a pending billing-cycle change: releases the schedule, but only
@@ -248,60 +293,40 @@ impl Service {
         org: OrgId,
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<()> {
-        match self
-            .begin_subscription_change(
-                actor,
-                org,
-                OperationKind::CancelCycleChange,
-                idempotency_key,
-                json!({}),
-            )
-            .await?
-        {
-            Begun::Claimed(claim) => self.run_cancel_cycle_change(claim).await,
-            Begun::Replayed(first) => finished_reply::<Value>(&first).map(drop),
-        }
+        self.plain_change(
+            actor,
+            org,
+            OperationKind::CancelCycleChange,
+            idempotency_key,
+            json!({}),
+        )
+        .await
     }
 
     pub(super) async fn run_cancel_cycle_change(&self, mut claim: Claim) -> Result<()> {
         let request: ChangeRequest<Value> = claim.request()?;
         let id = request.subscription_id.as_str();
-        let plan = match claim.plan::<()>()? {
-            Some(plan) => plan,
-            None => {
-                let live = self.read_live_for(&claim, id).await?;
-                let steps = match plan_cancel_cycle_change(&live) {
-                    Ok(steps) => steps,
-                    Err(refusal) => return Err(self.forget(&claim, refusal.into()).await),
-                };
-                let plan = StoredPlan { steps, context: () };
-                if !self.store_plan(&mut claim, &plan, None).await? {
-                    return self.wait_for_operation(claim.id).await.map(drop);
-                }
-                plan
-            }
+        let planned = self
+            .plan_from_live(&mut claim, id, |live| {
+                let steps = plan_cancel_cycle_change(live)?;
+                Ok(Some(StoredPlan { steps, context: () }))
+            })
+            .await?;
+        let Some(plan) = planned else {
+            return Ok(());
         };
-        let ticket = self.sync_ticket(id).await?;
-        let mut results = Vec::new();
-        if let Err(failure) = self
-            .perform_steps(&claim, &plan.steps, 0, &mut results)
-            .await
-        {
-            return Err(self.fail_or_postpone(&claim, failure).await);
-        }
-        let live = self.stripe()?.subscription(id).await?;
-        let released = plan.steps.first().and_then(|step| match step {
-            Step::ReleaseSchedule { schedule } => {
-                resolve_schedule(schedule, &results).map(str::to_owned)
-            }
-            _ => None,
-        });
-        let audit = (
-            AuditAction::BillingCycleChangeCanceled,
-            Some(json!({ "schedule_id": released })),
-            Value::Null,
-        );
-        self.settle(&claim, &live, Some(ticket), Some(audit)).await
+        self.perform_and_settle(&claim, id, &plan, &[], |results| {
+            let released = plan.steps.first().and_then(|step| match step {
+                Step::ReleaseSchedule { schedule } => resolve_schedule(schedule, results),
+                _ => None,
+            });
+            (
+                AuditAction::BillingCycleChangeCanceled,
+                Some(json!({ "schedule_id": released })),
+                Value::Null,
+            )
+        })
+        .await
     }
 
     /// Cancels at the end of the period (`cancel`), or undoes that.
@@ -313,58 +338,37 @@ impl Service {
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<()> {
         let change = CancelRequest { cancel };
-        match self
-            .begin_subscription_change(
-                actor,
-                org,
-                OperationKind::Cancellation,
-                idempotency_key,
-                change,
-            )
-            .await?
-        {
-            Begun::Claimed(claim) => self.run_cancellation(claim).await,
-            Begun::Replayed(first) => finished_reply::<Value>(&first).map(drop),
-        }
+        self.plain_change(
+            actor,
+            org,
+            OperationKind::Cancellation,
+            idempotency_key,
+            change,
+        )
+        .await
     }
 
     pub(super) async fn run_cancellation(&self, mut claim: Claim) -> Result<()> {
         let request: ChangeRequest<CancelRequest> = claim.request()?;
         let (id, cancel) = (request.subscription_id.as_str(), request.change.cancel);
-        let plan = match claim.plan::<()>()? {
-            Some(plan) => plan,
-            None => {
-                let live = self.read_live_for(&claim, id).await?;
-                let steps = plan_cancellation(&live, cancel);
-                if steps.is_empty() {
-                    return self.settle(&claim, &live, None, None).await;
-                }
-                let plan = StoredPlan { steps, context: () };
-                if !self.store_plan(&mut claim, &plan, None).await? {
-                    return self.wait_for_operation(claim.id).await.map(drop);
-                }
-                plan
-            }
-        };
-        let ticket = self.sync_ticket(id).await?;
-        let mut results = Vec::new();
-        if let Err(failure) = self
-            .perform_steps(&claim, &plan.steps, 0, &mut results)
-            .await
-        {
-            return Err(self.fail_or_postpone(&claim, failure).await);
-        }
-        let live = match last_subscription(&results) {
-            Some(live) => live.clone(),
-            None => self.stripe()?.subscription(id).await?,
+        let planned = self
+            .plan_from_live(&mut claim, id, |live| {
+                let steps = plan_cancellation(live, cancel);
+                Ok((!steps.is_empty()).then_some(StoredPlan { steps, context: () }))
+            })
+            .await?;
+        let Some(plan) = planned else {
+            return Ok(());
         };
         let action = if cancel {
             AuditAction::SubscriptionCancelRequested
         } else {
             AuditAction::SubscriptionResumed
         };
-        let audit = (action, None, json!({ "cancel_at_period_end": cancel }));
-        self.settle(&claim, &live, Some(ticket), Some(audit)).await
+        self.perform_and_settle(&claim, id, &plan, &[], |_| {
+            (action, None, json!({ "cancel_at_period_end": cancel }))
+        })
+        .await
     }
 
     /// Finishes a change that succeeded; if another performer took it over,

@@ -327,15 +327,7 @@ pub async fn claim_next(
     )
     .fetch_optional(&mut *conn)
     .await;
-    match started {
-        Ok(row) => row.map(|row| Ok((row.try_into()?, token))).transpose(),
-        Err(sqlx::Error::Database(db))
-            if db.constraint() == Some("billing_operations_one_running") =>
-        {
-            Ok(None)
-        }
-        Err(error) => Err(error.into()),
-    }
+    claimed_unless_busy(started, token)
 }
 
 /// Queues an upkeep of the organization unless one is already waiting;
@@ -386,6 +378,16 @@ pub async fn start_queued_upkeep(
     )
     .fetch_optional(&mut *conn)
     .await;
+    claimed_unless_busy(started, token)
+}
+
+/// The operation a claiming statement started, with its token; `None`
+/// when none was due, or the organization turned out to have one running
+/// (the unique index settles a race between two claimers).
+fn claimed_unless_busy(
+    started: std::result::Result<Option<Row>, sqlx::Error>,
+    token: Uuid,
+) -> Result<Option<(StoredOperation, Uuid)>> {
     match started {
         Ok(row) => row.map(|row| Ok((row.try_into()?, token))).transpose(),
         Err(sqlx::Error::Database(db))

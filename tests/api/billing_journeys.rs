@@ -22,42 +22,6 @@ async fn org(app: &TestApp) -> String {
     app.create_org(OWNER).await.id
 }
 
-async fn seats(
-    app: &TestApp,
-    org: &str,
-    seats: i64,
-) -> Result<proto::UpdateSeatCountResponse, tonic::Status> {
-    app.billing()
-        .update_seat_count(request(
-            As::User(OWNER),
-            proto::UpdateSeatCountRequest {
-                org_id: org.to_owned(),
-                seats,
-                ..Default::default()
-            },
-        ))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn change_cycle(
-    app: &TestApp,
-    org: &str,
-    cycle: BillingCycle,
-) -> Result<proto::Subscription, tonic::Status> {
-    app.billing()
-        .change_billing_cycle(request(
-            As::User(OWNER),
-            proto::ChangeBillingCycleRequest {
-                org_id: org.to_owned(),
-                billing_cycle: cycle.into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
 /// Subscribes and checks the overview's figures.
 async fn subscribed(
     app: &TestApp,
@@ -170,7 +134,8 @@ async fn journey_two_concurrent_first_calls_make_one_stripe_customer() {
 async fn journey_teams_monthly_3_to_yearly_at_renewal_then_the_change_is_canceled() {
     let (app, stripe) = spawn_app_with_stripe().await;
     let (org, sub) = subscribed(&app, &stripe, "teams", BillingCycle::Monthly, 3).await;
-    let overview = change_cycle(&app, &org, BillingCycle::Yearly)
+    let overview = app
+        .change_cycle(As::User(OWNER), &org, BillingCycle::Yearly)
         .await
         .expect("cycle change");
     assert_eq!(overview.billing_cycle(), BillingCycle::Monthly);
@@ -201,7 +166,8 @@ async fn journey_teams_monthly_3_to_yearly_at_renewal_then_the_change_is_cancele
     assert!(overview.pending_cycle_change.is_some());
 
     // Asking again (a retried RPC) changes nothing and makes no second schedule.
-    let again = change_cycle(&app, &org, BillingCycle::Yearly)
+    let again = app
+        .change_cycle(As::User(OWNER), &org, BillingCycle::Yearly)
         .await
         .expect("retry");
     assert_eq!(again.pending_cycle_change, overview.pending_cycle_change);
@@ -232,7 +198,8 @@ async fn journey_teams_monthly_3_to_yearly_at_renewal_then_the_change_is_cancele
 async fn journey_teams_yearly_5_to_monthly_goes_from_75_to_90_a_month_at_renewal() {
     let (app, stripe) = spawn_app_with_stripe().await;
     let (org, sub) = subscribed(&app, &stripe, "teams", BillingCycle::Yearly, 5).await;
-    let overview = change_cycle(&app, &org, BillingCycle::Monthly)
+    let overview = app
+        .change_cycle(As::User(OWNER), &org, BillingCycle::Monthly)
         .await
         .expect("cycle change");
     assert_eq!(dollars(&overview.next_payment_monthly), 75.00);
@@ -258,7 +225,8 @@ async fn journey_a_schedule_not_made_by_us_blocks_cycle_changes_and_is_never_rel
     let (org, sub) = subscribed(&app, &stripe, "teams", BillingCycle::Monthly, 3).await;
     stripe.attach_foreign_schedule(&sub);
     let status = expect_code(
-        change_cycle(&app, &org, BillingCycle::Yearly).await,
+        app.change_cycle(As::User(OWNER), &org, BillingCycle::Yearly)
+            .await,
         Code::FailedPrecondition,
     );
     assert!(status.message().contains("schedule"), "{status:?}");
@@ -285,7 +253,7 @@ async fn journey_a_schedule_not_made_by_us_blocks_cycle_changes_and_is_never_rel
 async fn journey_cancel_releases_a_schedule_stripe_will_not_cancel_around() {
     let (app, stripe) = spawn_app_with_stripe().await;
     let (org, sub) = subscribed(&app, &stripe, "teams", BillingCycle::Monthly, 3).await;
-    change_cycle(&app, &org, BillingCycle::Yearly)
+    app.change_cycle(As::User(OWNER), &org, BillingCycle::Yearly)
         .await
         .expect("cycle change");
     let canceled = app
@@ -312,7 +280,8 @@ async fn journey_a_cycle_change_failing_after_the_schedule_was_made_releases_it(
     let (org, sub) = subscribed(&app, &stripe, "teams", BillingCycle::Monthly, 3).await;
     stripe.refuse_schedule_updates(true);
     expect_code(
-        change_cycle(&app, &org, BillingCycle::Yearly).await,
+        app.change_cycle(As::User(OWNER), &org, BillingCycle::Yearly)
+            .await,
         Code::FailedPrecondition,
     );
     let schedules = stripe.schedules();
@@ -321,7 +290,8 @@ async fn journey_a_cycle_change_failing_after_the_schedule_was_made_releases_it(
     assert!(stripe.schedule_of(&sub).is_none());
     // Nothing blocks the next try.
     stripe.refuse_schedule_updates(false);
-    let overview = change_cycle(&app, &org, BillingCycle::Yearly)
+    let overview = app
+        .change_cycle(As::User(OWNER), &org, BillingCycle::Yearly)
         .await
         .expect("second try");
     assert!(overview.pending_cycle_change.is_some());
@@ -396,7 +366,10 @@ async fn journey_the_billing_portal_opens_for_the_orgs_one_customer() {
 async fn journey_concurrent_seat_changes_for_one_org_are_serialized() {
     let (app, stripe) = spawn_app_with_stripe().await;
     let (org, _) = subscribed(&app, &stripe, "teams", BillingCycle::Monthly, 3).await;
-    let (a, b) = tokio::join!(seats(&app, &org, 5), seats(&app, &org, 7));
+    let (a, b) = tokio::join!(
+        app.set_seats(As::User(OWNER), &org, 5, None),
+        app.set_seats(As::User(OWNER), &org, 7, None)
+    );
     a.expect("first");
     b.expect("second");
     // In either order seven seats are paid this period; Stripe bills what
@@ -421,7 +394,8 @@ async fn journey_changing_to_the_current_cycle_is_refused() {
     let (app, stripe) = spawn_app_with_stripe().await;
     let (org, _) = subscribed(&app, &stripe, "teams", BillingCycle::Monthly, 3).await;
     let status = expect_code(
-        change_cycle(&app, &org, BillingCycle::Monthly).await,
+        app.change_cycle(As::User(OWNER), &org, BillingCycle::Monthly)
+            .await,
         Code::FailedPrecondition,
     );
     assert!(status.message().contains("already"), "{status:?}");
@@ -474,17 +448,7 @@ async fn journey_teams_monthly_cancel_then_resume_then_cancel_ends_and_resubscri
     assert!(ended.ended_at.is_some());
     assert!(!ended.counts_for_access);
 
-    let defaults = app
-        .billing()
-        .get_resubscribe_defaults(request(
-            As::User(OWNER),
-            proto::GetResubscribeDefaultsRequest {
-                org_id: org.clone(),
-            },
-        ))
-        .await
-        .expect("defaults")
-        .into_inner();
+    let defaults = app.resubscribe_defaults(As::User(OWNER), &org).await;
     assert_eq!(defaults.billing_cycle(), BillingCycle::Monthly);
     assert_eq!(defaults.seats, 4);
     assert_eq!(defaults.plan, "teams");
@@ -499,15 +463,7 @@ async fn journey_teams_monthly_cancel_then_resume_then_cancel_ends_and_resubscri
 async fn journey_resubscribe_defaults_without_history_are_one_seat_yearly() {
     let (app, _stripe) = spawn_app_with_stripe().await;
     let org = org(&app).await;
-    let defaults = app
-        .billing()
-        .get_resubscribe_defaults(request(
-            As::User(OWNER),
-            proto::GetResubscribeDefaultsRequest { org_id: org },
-        ))
-        .await
-        .expect("defaults")
-        .into_inner();
+    let defaults = app.resubscribe_defaults(As::User(OWNER), &org).await;
     assert_eq!(
         (defaults.seats, defaults.billing_cycle()),
         (1, BillingCycle::Yearly)
@@ -520,7 +476,10 @@ async fn journey_teams_monthly_3_to_5_seats_is_immediate_and_5_to_3_waits_for_re
     let (org, sub) = subscribed(&app, &stripe, "teams", BillingCycle::Monthly, 3).await;
     app.add_member(&org, "member-1", Role::Member).await;
 
-    let grown = seats(&app, &org, 5).await.expect("5 seats");
+    let grown = app
+        .set_seats(As::User(OWNER), &org, 5, None)
+        .await
+        .expect("5 seats");
     let overview = grown.subscription.expect("overview");
     assert_eq!(overview.paid_seats, 5);
     assert_eq!(dollars(&overview.next_payment), 90.00);
@@ -535,14 +494,20 @@ async fn journey_teams_monthly_3_to_5_seats_is_immediate_and_5_to_3_waits_for_re
     );
 
     // Two seats are in use (owner and member): 5 → 1 is refused, naming both.
-    let status = expect_code(seats(&app, &org, 1).await, Code::FailedPrecondition);
+    let status = expect_code(
+        app.set_seats(As::User(OWNER), &org, 1, None).await,
+        Code::FailedPrecondition,
+    );
     assert!(
         status.message().contains('1') && status.message().contains('2'),
         "{status:?}"
     );
 
     // 5 → 3: five stay paid until the period ends, three from then.
-    let shrunk = seats(&app, &org, 3).await.expect("3 seats");
+    let shrunk = app
+        .set_seats(As::User(OWNER), &org, 3, None)
+        .await
+        .expect("3 seats");
     let overview = shrunk.subscription.expect("overview");
     assert_eq!(overview.paid_seats, 5);
     let pending = overview.pending_seat_decrease.expect("pending decrease");
@@ -572,7 +537,10 @@ async fn journey_a_seat_increase_needing_card_authentication_returns_where_to_fi
     let (app, stripe) = spawn_app_with_stripe().await;
     let (org, _) = subscribed(&app, &stripe, "teams", BillingCycle::Monthly, 3).await;
     stripe.set_card_needs_authentication(true);
-    let reply = seats(&app, &org, 5).await.expect("seat change");
+    let reply = app
+        .set_seats(As::User(OWNER), &org, 5, None)
+        .await
+        .expect("seat change");
     assert!(reply.requires_authentication);
     assert!(
         reply
@@ -605,7 +573,8 @@ async fn journey_enterprise_monthly_2_seats_and_3_units_pays_174_and_yearly_10_s
 async fn journey_enterprise_cycle_changes_monthly_174_to_145_and_yearly_625_to_750() {
     let (app, stripe) = spawn_app_with_stripe().await;
     let (monthly, _) = subscribed(&app, &stripe, "enterprise", BillingCycle::Monthly, 2).await;
-    let overview = change_cycle(&app, &monthly, BillingCycle::Yearly)
+    let overview = app
+        .change_cycle(As::User(OWNER), &monthly, BillingCycle::Yearly)
         .await
         .expect("to yearly");
     assert_eq!(dollars(&overview.next_payment_monthly), 174.00);
@@ -615,7 +584,8 @@ async fn journey_enterprise_cycle_changes_monthly_174_to_145_and_yearly_625_to_7
     assert_eq!(dollars(&pending.next_payment_monthly), 145.00);
 
     let (yearly, _) = subscribed(&app, &stripe, "enterprise", BillingCycle::Yearly, 10).await;
-    let overview = change_cycle(&app, &yearly, BillingCycle::Monthly)
+    let overview = app
+        .change_cycle(As::User(OWNER), &yearly, BillingCycle::Monthly)
         .await
         .expect("to monthly");
     assert_eq!(dollars(&overview.next_payment_monthly), 625.00);

@@ -490,17 +490,7 @@ async fn case_10_a_canceled_subscription_ending_a_moment_ahead_counts_as_ended_f
         .execute(&app.pool)
         .await
         .expect("move ended_at");
-    let defaults = app
-        .billing()
-        .get_resubscribe_defaults(request(
-            As::User(OWNER),
-            proto::GetResubscribeDefaultsRequest {
-                org_id: org.clone(),
-            },
-        ))
-        .await
-        .expect("defaults")
-        .into_inner();
+    let defaults = app.resubscribe_defaults(As::User(OWNER), &org).await;
     assert_eq!(
         (defaults.seats, defaults.billing_cycle()),
         (4, BillingCycle::Monthly)

@@ -800,6 +800,20 @@ impl TestApp {
             .map(tonic::Response::into_inner)
     }
 
+    /// GetResubscribeDefaults as `who`.
+    pub async fn resubscribe_defaults(&self, who: As<'_>, org: &str) -> proto::ResubscribeDefaults {
+        self.billing()
+            .get_resubscribe_defaults(request(
+                who,
+                proto::GetResubscribeDefaultsRequest {
+                    org_id: org.to_owned(),
+                },
+            ))
+            .await
+            .expect("defaults")
+            .into_inner()
+    }
+
     /// The audit trail's actions, oldest first.
     pub async fn audit_trail(&self, org: &str) -> Vec<String> {
         let mut actions: Vec<String> = self
