@@ -43,6 +43,19 @@ impl Service {
         live: &ProviderSubscription,
         ticket: Option<i64>,
     ) -> Result<Subscription> {
+        self.store_reading(conn, org, live, ticket, AfterSync::QueueUpkeep)
+            .await
+    }
+
+    /// [`Self::store_live`], choosing whether an upkeep may follow.
+    pub(super) async fn store_reading(
+        &self,
+        conn: &mut PgConnection,
+        org: OrgId,
+        live: &ProviderSubscription,
+        ticket: Option<i64>,
+        after: AfterSync,
+    ) -> Result<Subscription> {
         let now = self.now();
         let organization = lock_org(conn, org).await?;
         let known = store::subscriptions::list_for_org(conn, org).await?;
@@ -60,15 +73,17 @@ impl Service {
             .iter()
             .any(|s| s.stripe_subscription_id != live.id && s.counts_at(now));
         let counts_reported = !store::usage_quantities::list(conn, org).await?.is_empty();
-        if upkeep_needed(
-            previous,
-            &synced,
-            live,
-            another_counts,
-            counts_reported,
-            catalog,
-            now,
-        ) {
+        if after == AfterSync::QueueUpkeep
+            && upkeep_needed(
+                previous,
+                &synced,
+                live,
+                another_counts,
+                counts_reported,
+                catalog,
+                now,
+            )
+        {
             store::operations::queue_upkeep(conn, org, STRIPE_ACTOR, now).await?;
         }
         if previous == Some(&synced) {
@@ -122,6 +137,15 @@ impl Service {
             Some(_) | None => Ok(None),
         }
     }
+}
+
+/// Whether storing a reading may queue an upkeep. An upkeep's own readings
+/// do not: it has just brought Stripe in line, and one that could not
+/// (Stripe refused) must not chase its own tail; the next event tries again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterSync {
+    QueueUpkeep,
+    NoUpkeep,
 }
 
 pub(super) fn subscription_snapshot(subscription: &Subscription) -> Value {

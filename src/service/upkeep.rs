@@ -9,6 +9,7 @@ use serde_json::json;
 use super::Service;
 use super::audit_trail::{AuditAction, record_as};
 use super::operations::{Claim, StoredPlan};
+use super::subscription_sync::AfterSync;
 use crate::domain::operation::Step;
 use crate::domain::subscription_sync::ProviderSubscription;
 use crate::domain::upkeep::{
@@ -80,7 +81,7 @@ impl Service {
             return Ok(());
         }
         for (live, ticket) in lives.iter().zip(&tickets) {
-            self.store_live(&mut tx, claim.org, live, Some(*ticket))
+            self.store_reading(&mut tx, claim.org, live, Some(*ticket), AfterSync::NoUpkeep)
                 .await?;
         }
         for canceled in &plan.context.canceled {
