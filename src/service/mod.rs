@@ -10,6 +10,7 @@
 mod actor;
 mod audit_trail;
 mod billing;
+mod change_flow;
 mod checkout;
 mod clock;
 mod credit_ledger;

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::audit_trail::AuditAction;
+use super::change_flow::{AuditEntry, ChangeRequest};
 use super::operations::{Begun, Claim, StoredPlan, finished_reply};
-use super::subscription_changes::{AuditEntry, ChangeRequest};
 use super::{Actor, Service};
 use crate::domain::ids::{IdempotencyKey, OrgId};
 use crate::domain::operation::{
@@ -78,9 +78,11 @@ impl Service {
             Some(plan) => plan,
             None => match self.plan_seats(&claim, id, request.change.seats).await? {
                 Planned::Refused(refusal) => return Err(self.forget(&claim, refusal.into()).await),
-                Planned::Unchanged(live) => {
+                Planned::Unchanged(live, ticket) => {
                     let outcome = SeatChangeOutcome::Unchanged;
-                    return self.settle_seats(&claim, &live, None, None, outcome).await;
+                    return self
+                        .settle_seats(&claim, &live, Some(ticket), None, outcome)
+                        .await;
                 }
                 Planned::Change(change) => {
                     let audit = (change.direction == SeatDirection::Increase).then(|| {
@@ -183,10 +185,10 @@ impl Service {
                 .used_at(now);
             (previous, used)
         };
-        let live = self.read_live_for(claim, id).await?;
+        let (live, ticket) = self.read_live_for(claim, id).await?;
         Ok(
             match plan_seat_change(&live, previous.as_ref(), seats, used, self.catalog(), now) {
-                Ok(SeatPlan::Unchanged) => Planned::Unchanged(Box::new(live)),
+                Ok(SeatPlan::Unchanged) => Planned::Unchanged(Box::new(live), ticket),
                 Ok(SeatPlan::Change(change)) => Planned::Change(change),
                 Err(refusal) => Planned::Refused(refusal),
             },
@@ -220,7 +222,10 @@ impl Service {
 
 enum Planned {
     Refused(Refusal),
-    Unchanged(Box<crate::domain::subscription_sync::ProviderSubscription>),
+    Unchanged(
+        Box<crate::domain::subscription_sync::ProviderSubscription>,
+        i64,
+    ),
     Change(SeatChange),
 }
 

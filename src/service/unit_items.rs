@@ -79,12 +79,21 @@ impl Service {
             }
             Some(_) | None => false,
         };
-        if follow {
-            store::operations::queue_upkeep(&mut tx, org, &actor.audit_name(), now).await?;
-        }
+        let upkeep = if follow {
+            let actor = actor.audit_name();
+            Some(store::operations::queue_upkeep(&mut tx, org, &actor, now).await?)
+        } else {
+            None
+        };
         self.commit(tx).await?;
-        if follow {
+        if let Some(upkeep) = upkeep {
             self.run_queued_upkeep(org).await?;
+            // An operations loop may have started it first: the reporter
+            // still sees Stripe follow, unless the organization is busy.
+            match self.wait_for_operation(upkeep).await {
+                Ok(_) | Err(Error::Aborted(_)) => {}
+                Err(error) => return Err(error),
+            }
         }
         Ok(QuantitySync {
             billed_quantity,

@@ -331,29 +331,29 @@ pub async fn claim_next(
 }
 
 /// Queues an upkeep of the organization unless one is already waiting;
-/// true when this call queued it.
+/// the id of the one waiting either way.
 pub async fn queue_upkeep(
     conn: &mut PgConnection,
     org: OrgId,
     actor: &str,
     now: DateTime<Utc>,
-) -> Result<bool> {
-    let queued = sqlx::query!(
+) -> Result<Uuid> {
+    Ok(sqlx::query_scalar!(
         r#"
         insert into billing_operations
             (id, org_id, kind, serialized, status, actor, request, created_at)
         values ($1, $2, 'upkeep', true, 'queued', $3, '{}'::jsonb, $4)
-        on conflict do nothing
+        on conflict (org_id) where kind = 'upkeep' and status = 'queued'
+            do update set created_at = billing_operations.created_at
+        returning id
         "#,
         Uuid::now_v7(),
         org.as_uuid(),
         actor,
         now,
     )
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(queued == 1)
+    .fetch_one(conn)
+    .await?)
 }
 
 /// Starts the organization's queued upkeep at once if nothing of the

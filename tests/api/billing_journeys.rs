@@ -17,7 +17,7 @@ fn dollars(money: &Option<proto::Money>) -> f64 {
     money.as_ref().expect("amount").amount_minor as f64 / 100.0
 }
 
-/// An organization on a Teams trial, with its owner.
+/// An organization in its trial (on the default Enterprise plan), with its owner.
 async fn org(app: &TestApp) -> String {
     app.create_org(OWNER).await.id
 }
