@@ -175,6 +175,43 @@ async fn case_3_a_second_checkout_and_a_second_same_amount_purchase_both_succeed
 }
 
 #[tokio::test]
+async fn one_checkout_session_is_open_at_a_time_and_a_different_request_expires_it() {
+    let (app, stripe) = spawn_app_with_stripe().await;
+    let org = app.create_org(OWNER).await.id;
+    let first = app
+        .checkout(&org, OWNER, "teams", BillingCycle::Monthly, 2)
+        .await
+        .expect("first");
+    // The same request again (a reload, a second tab): the same session.
+    let again = app
+        .checkout(&org, OWNER, "teams", BillingCycle::Monthly, 2)
+        .await
+        .expect("again");
+    assert_eq!(again, first);
+    assert_eq!(stripe.writes("POST /v1/checkout/sessions").len(), 1);
+    // Another request: the open page can no longer be paid.
+    let yearly = app
+        .checkout(&org, OWNER, "teams", BillingCycle::Yearly, 2)
+        .await
+        .expect("yearly");
+    assert_ne!(yearly, first);
+    assert_eq!(stripe.session_status(&first), "expired");
+    assert!(stripe.try_complete_checkout(&first).is_err());
+    stripe
+        .try_complete_checkout(&yearly)
+        .expect("the new one is payable");
+    app.deliver_all(&stripe).await;
+    let overview = app.subscription_of(&org, As::User(OWNER)).await;
+    assert_eq!(overview.billing_cycle(), BillingCycle::Yearly);
+    // With it live, another checkout is refused.
+    expect_code(
+        app.checkout(&org, OWNER, "teams", BillingCycle::Monthly, 2)
+            .await,
+        Code::FailedPrecondition,
+    );
+}
+
+#[tokio::test]
 async fn case_4_ten_concurrent_checkouts_leave_one_payable_session() {
     let (app, stripe) = spawn_app_with_stripe().await;
     let org = app.create_org(OWNER).await.id;
