@@ -277,32 +277,6 @@ pub enum Step {
     },
 }
 
-impl Step {
-    /// The subscription a step changes, if it changes one directly.
-    pub fn subscription_id(&self) -> Option<&str> {
-        match self {
-            Self::UpdateItems(update) => Some(&update.subscription_id),
-            Self::SetCancelAtPeriodEnd {
-                subscription_id, ..
-            }
-            | Self::CreateSchedule { subscription_id }
-            | Self::AddItem {
-                subscription_id, ..
-            }
-            | Self::CancelSubscriptionNow { subscription_id } => Some(subscription_id),
-            Self::SetCycleChangePhases(phases) => Some(&phases.subscription_id),
-            Self::ExpireCheckoutSession { .. }
-            | Self::CreateCheckoutSession(_)
-            | Self::ReleaseSchedule { .. }
-            | Self::SetItemQuantity { .. }
-            | Self::RemoveItem { .. }
-            | Self::Refund { .. }
-            | Self::VoidInvoice { .. }
-            | Self::CreatePortalSession { .. } => None,
-        }
-    }
-}
-
 /// Why the payment of an update's invoice did not go through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaymentProblem {

@@ -158,6 +158,15 @@ pub fn current(subscriptions: &[Subscription], now: DateTime<Utc>) -> Option<&Su
         .or_else(|| subscriptions.iter().max_by_key(|s| s.created_at))
 }
 
+/// Of an organization's subscriptions, the one billing changes act on: the
+/// newest that is not over.
+pub fn running(subscriptions: &[Subscription], now: DateTime<Utc>) -> Option<&Subscription> {
+    subscriptions
+        .iter()
+        .filter(|s| !s.is_over(now))
+        .max_by_key(|s| s.created_at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{SubscriptionStatus::*, *};
@@ -223,5 +232,17 @@ mod tests {
             Some(&canceled)
         );
         assert_eq!(current(&[], now), None);
+    }
+
+    #[test]
+    fn the_running_subscription_is_the_newest_that_is_not_over() {
+        let now = Utc::now();
+        let older = subscription("past_due", now - TimeDelta::days(10));
+        let newer = subscription("active", now - TimeDelta::days(1));
+        let over = subscription("canceled", now);
+        let all = [older.clone(), newer.clone(), over];
+        assert_eq!(running(&all, now), Some(&newer));
+        assert_eq!(running(std::slice::from_ref(&older), now), Some(&older));
+        assert_eq!(running(&all[2..], now), None);
     }
 }

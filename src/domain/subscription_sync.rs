@@ -209,6 +209,7 @@ mod tests {
     use chrono::TimeDelta;
 
     use super::*;
+    use crate::domain::test_fixtures;
 
     fn seat_price(price_id: &str) -> Option<KnownSeatPrice> {
         let (plan, cycle) = match price_id {
@@ -222,39 +223,9 @@ mod tests {
         })
     }
 
-    fn item(price: &str, amount: i64, quantity: i64, cycle: BillingCycle) -> LineItem {
-        LineItem {
-            item_id: None,
-            price_id: price.into(),
-            unit_amount_minor: amount,
-            quantity,
-            interval: Some(cycle),
-        }
-    }
-
-    fn live(seats: i64, period_start: DateTime<Utc>) -> ProviderSubscription {
-        ProviderSubscription {
-            id: "sub_1".into(),
-            customer_id: "cus_1".into(),
-            status_raw: "active".into(),
-            currency: Currency::parse("usd").unwrap(),
-            items: vec![item(
-                "price_teams_monthly",
-                1800,
-                seats,
-                BillingCycle::Monthly,
-            )],
-            current_period_start: Some(period_start),
-            current_period_end: Some(period_start + TimeDelta::days(30)),
-            cancel_at_period_end: false,
-            ended_at: None,
-            created_at: period_start,
-            org_id: None,
-            purchaser: None,
-            kept_seats: None,
-            discount_ids: vec![],
-            schedule: None,
-        }
+    /// Teams Monthly at `seats` seats, in a period starting at `start`.
+    fn live(seats: i64, start: DateTime<Utc>) -> ProviderSubscription {
+        test_fixtures::live(seats, start + TimeDelta::days(1))
     }
 
     fn sync(previous: Option<&Subscription>, live: &ProviderSubscription) -> Subscription {
@@ -312,7 +283,13 @@ mod tests {
                 SchedulePhase {
                     start: renewal,
                     end: None,
-                    items: vec![item("price_teams_yearly", 18000, 3, BillingCycle::Yearly)],
+                    items: vec![test_fixtures::item(
+                        "si_yearly",
+                        "price_teams_yearly",
+                        18000,
+                        3,
+                        BillingCycle::Yearly,
+                    )],
                 },
             ],
         });

@@ -12,7 +12,7 @@ use super::operations::{Begun, Claim, StoredPlan, finished_reply};
 use super::{Actor, Service};
 use crate::domain::ids::{IdempotencyKey, OrgId};
 use crate::domain::operation::{OperationKind, Refusal, Step, StepResult, last_subscription};
-use crate::domain::subscription::Subscription;
+use crate::domain::subscription::{self, Subscription};
 use crate::domain::subscription_sync::ProviderSubscription;
 use crate::error::{Error, Result};
 use crate::store;
@@ -33,11 +33,9 @@ impl Service {
     pub(super) async fn running_subscription(&self, org: OrgId) -> Result<Subscription> {
         let now = self.now();
         let mut conn = self.store().pool().acquire().await?;
-        store::subscriptions::list_for_org(&mut conn, org)
-            .await?
-            .into_iter()
-            .filter(|s| !s.is_over(now))
-            .max_by_key(|s| s.created_at)
+        let subscriptions = store::subscriptions::list_for_org(&mut conn, org).await?;
+        subscription::running(&subscriptions, now)
+            .cloned()
             .ok_or_else(|| {
                 Error::FailedPrecondition("the organization has no running subscription".into())
             })
@@ -160,10 +158,7 @@ impl Service {
                 .await
                 .map(|()| None),
             Ok(Some(plan)) if self.store_plan(claim, &plan, None).await? => Ok(Some(plan)),
-            Ok(Some(_)) => {
-                let op = self.wait_for_operation(claim.id).await?;
-                finished_reply::<Value>(&op).map(|_| None)
-            }
+            Ok(Some(_)) => self.answer_of::<Value>(claim).await.map(|_| None),
         }
     }
 
@@ -217,7 +212,6 @@ impl Service {
         {
             return Ok(());
         }
-        let op = self.wait_for_operation(claim.id).await?;
-        finished_reply::<Value>(&op).map(drop)
+        self.answer_of::<Value>(claim).await.map(drop)
     }
 }

@@ -59,9 +59,10 @@ struct SessionContext {
     request: String,
 }
 
+/// The answer of an operation that opens a session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct SessionUrl {
-    url: String,
+pub(super) struct SessionUrl {
+    pub url: String,
 }
 
 impl Service {
@@ -143,7 +144,7 @@ impl Service {
                         context: SessionContext { request },
                     };
                     if !self.store_plan(&mut claim, &plan, None).await? {
-                        return self.checkout_answer(&claim).await;
+                        return self.session_answer(&claim).await;
                     }
                     plan
                 }
@@ -161,7 +162,7 @@ impl Service {
             serde_json::to_value(SessionUrl { url: url.clone() }).map_err(Error::internal)?;
         if !self.finish_operation(&mut tx, &claim, Ok(&answer)).await? {
             drop(tx);
-            return self.checkout_answer(&claim).await;
+            return self.session_answer(&claim).await;
         }
         if let Some(expired) = &expired {
             store::checkout_sessions::set_status(&mut tx, expired, SessionStatus::Expired).await?;
@@ -269,14 +270,14 @@ impl Service {
         let mut conn = self.store().pool().acquire().await?;
         if !self.finish_operation(&mut conn, claim, Ok(&answer)).await? {
             drop(conn);
-            return self.checkout_answer(claim).await;
+            return self.session_answer(claim).await;
         }
         Ok(url)
     }
 
-    async fn checkout_answer(&self, claim: &Claim) -> Result<String> {
-        let op = self.wait_for_operation(claim.id).await?;
-        finished_reply::<SessionUrl>(&op).map(|r| r.url)
+    /// The session URL another performer recorded for the operation.
+    pub(super) async fn session_answer(&self, claim: &Claim) -> Result<String> {
+        self.answer_of::<SessionUrl>(claim).await.map(|r| r.url)
     }
 
     pub async fn create_billing_portal_session(
@@ -328,7 +329,7 @@ impl Service {
             .await?
         {
             drop(conn);
-            return self.checkout_answer(&claim).await;
+            return self.session_answer(&claim).await;
         }
         Ok(url)
     }

@@ -11,9 +11,10 @@ use serde_json::json;
 use sqlx::PgConnection;
 
 use super::audit_trail::{AuditAction, STRIPE_ACTOR, record_as};
+use super::checkout::SessionUrl;
 use super::credit_ledger::Ledger;
 use super::credits::entry_snapshot;
-use super::operations::{Claim, StoredPlan, finished_reply};
+use super::operations::{Claim, StoredPlan};
 use super::{Actor, Service, load_org};
 use crate::domain::checkout::credit_purchase_session;
 use crate::domain::credits::{CreditEntryKind, EntryDetails, Micros, SucceededPayment};
@@ -40,11 +41,6 @@ struct PurchaseRequest {
     success_url: String,
     cancel_url: String,
     purchaser: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SessionUrl {
-    url: String,
 }
 
 impl Service {
@@ -84,7 +80,7 @@ impl Service {
                     context: (),
                 };
                 if !self.store_plan(&mut claim, &plan, None).await? {
-                    return self.answer_of(&claim).await;
+                    return self.session_answer(&claim).await;
                 }
                 plan
             }
@@ -95,7 +91,7 @@ impl Service {
             serde_json::to_value(SessionUrl { url: url.clone() }).map_err(Error::internal)?;
         if !self.finish_operation(&mut tx, &claim, Ok(&answer)).await? {
             drop(tx);
-            return self.answer_of(&claim).await;
+            return self.session_answer(&claim).await;
         }
         store::checkout_sessions::insert(
             &mut tx,
@@ -148,12 +144,6 @@ impl Service {
             &url(&request.success_url)?,
             &url(&request.cancel_url)?,
         ))
-    }
-
-    /// The answer another performer recorded for the operation.
-    async fn answer_of(&self, claim: &Claim) -> Result<String> {
-        let op = self.wait_for_operation(claim.id).await?;
-        finished_reply::<SessionUrl>(&op).map(|reply| reply.url)
     }
 
     /// Adds a succeeded payment's credit, once per payment: the payment id

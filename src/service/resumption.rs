@@ -54,10 +54,4 @@ impl Service {
             OperationKind::Upkeep => self.run_upkeep(claim).await,
         }
     }
-
-    /// Operations not yet finished, for tests that wait for the loop.
-    pub async fn unfinished_operations(&self) -> Result<i64> {
-        let mut conn = self.store().pool().acquire().await?;
-        stored::unfinished(&mut conn).await
-    }
 }

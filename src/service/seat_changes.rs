@@ -99,7 +99,7 @@ impl Service {
                         context: change,
                     };
                     if !self.store_plan(&mut claim, &plan, audit).await? {
-                        return self.seat_answer(&claim).await;
+                        return self.answer_of(&claim).await;
                     }
                     plan
                 }
@@ -155,7 +155,7 @@ impl Service {
                             .finish_change(&claim, &live, Some(ticket), Some(audit), Err(DECLINED))
                             .await?
                         {
-                            return self.seat_answer(&claim).await;
+                            return self.answer_of(&claim).await;
                         }
                         return Err(Error::FailedPrecondition(DECLINED.into()));
                     }
@@ -210,13 +210,8 @@ impl Service {
         {
             Ok(outcome)
         } else {
-            self.seat_answer(claim).await
+            self.answer_of(claim).await
         }
-    }
-
-    async fn seat_answer(&self, claim: &Claim) -> Result<SeatChangeOutcome> {
-        let op = self.wait_for_operation(claim.id).await?;
-        finished_reply(&op)
     }
 }
 

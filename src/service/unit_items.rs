@@ -10,6 +10,7 @@
 
 use super::{Actor, Service, lock_org};
 use crate::domain::ids::OrgId;
+use crate::domain::subscription;
 use crate::error::{Error, Result};
 use crate::store;
 
@@ -67,12 +68,9 @@ impl Service {
         let recorded =
             store::usage_quantities::record(&mut tx, org, &item.id, report.count, now).await?;
         let billed_quantity = item.billed_quantity(report.count);
-        let running = store::subscriptions::list_for_org(&mut tx, org)
-            .await?
-            .into_iter()
-            .filter(|s| !s.is_over(now))
-            .max_by_key(|s| s.created_at);
-        let subscription_id = running.map(|s| s.stripe_subscription_id);
+        let subscriptions = store::subscriptions::list_for_org(&mut tx, org).await?;
+        let subscription_id =
+            subscription::running(&subscriptions, now).map(|s| s.stripe_subscription_id.clone());
         let follow = match &subscription_id {
             Some(id) if self.stripe_configured() => {
                 recorded.synced.as_ref() != Some(&(id.clone(), billed_quantity))

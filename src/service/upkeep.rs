@@ -49,13 +49,18 @@ impl Service {
                 plan
             }
         };
-        let touched: Vec<&str> = plan
-            .context
-            .keeper
-            .iter()
-            .chain(&plan.context.canceled)
-            .map(String::as_str)
-            .collect();
+        // With nothing to send Stripe is as the sync that queued this read
+        // it, so only the bookkeeping below remains.
+        let touched: Vec<&str> = if plan.steps.is_empty() {
+            Vec::new()
+        } else {
+            plan.context
+                .keeper
+                .iter()
+                .chain(&plan.context.canceled)
+                .map(String::as_str)
+                .collect()
+        };
         let mut tickets = Vec::with_capacity(touched.len());
         for id in &touched {
             tickets.push(self.sync_ticket(id).await?);

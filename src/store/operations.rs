@@ -398,12 +398,3 @@ fn claimed_unless_busy(
         Err(error) => Err(error.into()),
     }
 }
-
-/// How many operations are not finished, for tests and the health of the loop.
-pub async fn unfinished(conn: &mut PgConnection) -> Result<i64> {
-    Ok(sqlx::query_scalar!(
-        r#"select count(*) as "count!" from billing_operations where status in ('queued', 'running')"#
-    )
-    .fetch_one(conn)
-    .await?)
-}
