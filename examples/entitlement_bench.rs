@@ -273,6 +273,7 @@ fn settings(database: PgConnectOptions, max_connections: u32) -> AppSettings {
             watch_log_capacity: 10_000,
             operation_lease: Duration::from_secs(120),
             operation_wait: Duration::from_secs(5),
+            usage_lanes: 4,
         },
         stripe: None,
         inbox: InboxSettings::default(),

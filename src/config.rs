@@ -59,11 +59,17 @@ pub struct Config {
     #[arg(long, env = "BILLING_MIN_VERSION_WAIT_MS", default_value_t = 100)]
     pub min_version_wait_ms: u64,
 
-    /// Entitlement calls (and health checks) in flight at once; more are
-    /// answered RESOURCE_EXHAUSTED at once.
+    /// Entitlement calls in flight at once; more are answered
+    /// RESOURCE_EXHAUSTED at once.
     #[arg(long, env = "BILLING_MAX_CONCURRENT_CHECKS", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_checks: u32,
+
+    /// Health checks in flight at once, counted apart from everything else
+    /// so probes answer however busy the service is.
+    #[arg(long, env = "BILLING_MAX_CONCURRENT_HEALTH_CHECKS", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_health_checks: u32,
 
     /// Other calls (billing, credits, administration) in flight at once;
     /// more are answered RESOURCE_EXHAUSTED at once.
@@ -110,6 +116,13 @@ pub struct Config {
     /// organization before answering ABORTED, in milliseconds.
     #[arg(long, env = "BILLING_OPERATION_WAIT_MS", default_value_t = 5_000)]
     pub operation_wait_ms: u64,
+
+    /// Usage lanes committing in parallel: reports for one organization
+    /// always share a lane and are posted in group commits; each lane holds
+    /// one database connection while it commits.
+    #[arg(long, env = "BILLING_USAGE_COMMIT_LANES", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub usage_commit_lanes: u32,
 
     /// PostgreSQL URL. When unset, a local PostgreSQL is used: the one on
     /// 127.0.0.1:5432 if it answers, else a private one started from the

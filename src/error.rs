@@ -3,6 +3,7 @@
 
 use crate::domain::InvalidValue;
 use crate::domain::operation::Refusal;
+use crate::domain::usage::UsageRefusal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -69,6 +70,21 @@ impl From<Refusal> for Error {
         match refusal {
             Refusal::Invalid { field, reason } => Self::invalid(field, reason),
             Refusal::NotNow(message) => Self::FailedPrecondition(message),
+        }
+    }
+}
+
+/// A usage report or reservation the rules refused.
+impl From<UsageRefusal> for Error {
+    fn from(refusal: UsageRefusal) -> Self {
+        let message = refusal.to_string();
+        match refusal {
+            UsageRefusal::KeyReused(_) => Self::AlreadyExists(message),
+            UsageRefusal::HoldNotFound(_) => Self::NotFound(message),
+            UsageRefusal::ZeroWithoutHold => Self::invalid("amount_micros", message),
+            UsageRefusal::CreditsLocked(_)
+            | UsageRefusal::InsufficientCredits { .. }
+            | UsageRefusal::HoldAlreadySettled(_) => Self::FailedPrecondition(message),
         }
     }
 }

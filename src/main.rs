@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
             watch_log_capacity: config.watch_log_capacity,
             operation_lease: Duration::from_millis(config.operation_lease_ms),
             operation_wait: Duration::from_millis(config.operation_wait_ms),
+            usage_lanes: config.usage_commit_lanes as usize,
             stale_policy: StalePolicy {
                 max_staleness: chrono::TimeDelta::milliseconds(
                     i64::try_from(config.max_staleness_ms).unwrap_or(i64::MAX),
@@ -96,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
         },
         limits: ConcurrencyLimits {
             entitlement: config.max_concurrent_checks as usize,
+            health: config.max_concurrent_health_checks as usize,
             other: config.max_concurrent_calls as usize,
         },
     })

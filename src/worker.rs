@@ -120,6 +120,9 @@ pub async fn run_maintenance(
         if let Err(error) = service.expire_credits(MAINTENANCE_BATCH).await {
             tracing::error!(error = %error, "writing off expired credit failed");
         }
+        if let Err(error) = service.release_expired_holds(MAINTENANCE_BATCH).await {
+            tracing::error!(error = %error, "releasing expired credit holds failed");
+        }
         if let Err(error) = service.renew_instances(MAINTENANCE_BATCH).await {
             tracing::error!(error = %error, "renewing add-on instances failed");
         }

@@ -16,7 +16,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 
 use super::InvalidValue;
-use super::ids::{CreditEntryId, InstanceId, OrgId, UserId};
+use super::ids::{CreditEntryId, HoldId, InstanceId, OrgId, UserId};
 
 /// Micro-units in one minor unit of a two-decimal currency (one cent).
 pub const MICROS_PER_MINOR: i64 = 10_000;
@@ -155,6 +155,8 @@ pub struct EntryDetails {
     pub instance_id: Option<InstanceId>,
     pub expires_at: Option<DateTime<Utc>>,
     pub expired_entry: Option<CreditEntryId>,
+    /// For usage that settled a hold: the hold.
+    pub hold: Option<HoldId>,
 }
 
 /// One line of the ledger.

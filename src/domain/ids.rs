@@ -59,6 +59,10 @@ uuid_id!(
     /// An entry of an organization's credit ledger.
     CreditEntryId
 );
+uuid_id!(
+    /// Credit held for a request in flight, until its usage settles it.
+    HoldId
+);
 
 /// A user of the identity provider in front of us. We never create users; we
 /// only refer to them, so the id is opaque but restricted to characters that

@@ -15,6 +15,7 @@ pub mod cycle_change;
 pub mod entitlement;
 pub mod ids;
 pub mod instances;
+pub mod ledger_book;
 pub mod line_items;
 pub mod membership;
 pub mod metadata;
@@ -32,6 +33,7 @@ pub mod subscription_sync;
 mod test_fixtures;
 pub mod trial;
 pub mod upkeep;
+pub mod usage;
 
 /// A value that failed validation, with a reason fit to show the caller.
 /// The adapter that parsed it adds the field name.

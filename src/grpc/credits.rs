@@ -11,6 +11,7 @@ use crate::domain::ids::InstanceId;
 use crate::domain::ids::{CreditEntryId, IdempotencyKey, RedirectUrl, UserId};
 use crate::domain::instances::InstanceStatus;
 use crate::domain::money::Money;
+use crate::domain::usage::CreditHold;
 use crate::error::{Error, FieldContext, Result};
 use crate::service::{
     CreditAdjustment, CreditGrant, CreditPurchaseOrder, InstanceView, NewInstance, Posted, Service,
@@ -96,6 +97,18 @@ fn entry(entry: CreditEntry) -> proto::CreditEntry {
             .unwrap_or_default(),
         expires_at: optional_timestamp(details.expires_at),
         stripe_payment_id: details.stripe_payment_id.unwrap_or_default(),
+        hold_id: details.hold.map(|h| h.to_string()).unwrap_or_default(),
+    }
+}
+
+fn hold(hold: CreditHold) -> proto::CreditHold {
+    proto::CreditHold {
+        id: hold.id.to_string(),
+        amount_micros: hold.amount.get(),
+        user_id: hold.user_id.to_string(),
+        model: hold.model.unwrap_or_default(),
+        created_at: Some(timestamp(hold.created_at)),
+        expires_at: Some(timestamp(hold.expires_at)),
     }
 }
 
@@ -151,6 +164,8 @@ impl CreditService for CreditApi {
                 .map(|e| e.amount),
             locked: view.locked,
             currency: self.service.catalog().currency().as_str().to_owned(),
+            held_micros: view.held,
+            active_holds: u32::try_from(view.active_holds).unwrap_or(u32::MAX),
         }))
     }
 
@@ -170,7 +185,7 @@ impl CreditService for CreditApi {
             "" => None,
             token => Some(CreditEntryId::parse(token).field("page_token")?),
         };
-        let entries = self
+        let (entries, holds) = self
             .service
             .list_credit_entries(&actor, org, before, size)
             .await?;
@@ -182,6 +197,7 @@ impl CreditService for CreditApi {
         Ok(Response::new(proto::ListCreditEntriesResponse {
             entries: entries.into_iter().map(entry).collect(),
             next_page_token,
+            active_holds: holds.into_iter().map(hold).collect(),
         }))
     }
 

@@ -9,13 +9,14 @@ use tonic::{Request, Response, Status};
 use super::auth::actor;
 use super::convert::{self, org_id, reason, user_id};
 use super::proto::{self, entitlement_service_server::EntitlementService};
-use crate::domain::credits::Micros;
+use super::usage::{self, model_name};
 use crate::domain::entitlement::{Access, StateVersion};
-use crate::domain::ids::IdempotencyKey;
 use crate::domain::ids::InstanceId;
-use crate::domain::organization::ModelRestrictions;
+use crate::domain::ids::OrgId;
 use crate::error::{Error, FieldContext, Result};
-use crate::service::{EntitlementQuery, QuantityReport, Service, UsageReport, WatchUpdate};
+use crate::service::{
+    Checked, EntitlementQuery, QuantityReport, Service, UsageReport, WatchUpdate,
+};
 
 #[derive(Debug, Clone)]
 pub struct EntitlementApi {
@@ -41,26 +42,6 @@ fn access(access: Access) -> proto::AccessState {
     }
 }
 
-/// Model and provider names: optional, bounded, printable.
-fn model_name(field: &str, raw: Option<&String>) -> Result<Option<String>> {
-    match raw.map(|s| s.trim()) {
-        None | Some("") => Ok(None),
-        Some(name)
-            if name.len() <= ModelRestrictions::MAX_ENTRY_LEN
-                && !name.chars().any(char::is_control) =>
-        {
-            Ok(Some(name.to_owned()))
-        }
-        Some(_) => Err(Error::invalid(
-            field,
-            format!(
-                "must be at most {} printable characters",
-                ModelRestrictions::MAX_ENTRY_LEN
-            ),
-        )),
-    }
-}
-
 #[tonic::async_trait]
 impl EntitlementService for EntitlementApi {
     async fn check_entitlement(
@@ -79,13 +60,16 @@ impl EntitlementService for EntitlementApi {
                 None | Some("") => None,
                 Some(raw) => Some(InstanceId::parse(raw).field("instance_id")?),
             },
+            reservation: usage::reservation(request)?,
         };
         let answer = self
             .service
             .check_entitlement(&actor, &query, request.min_version.map(StateVersion))
             .await?;
-        let decision = answer.value;
+        let Checked { decision, hold } = answer.value;
         Ok(Response::new(proto::CheckEntitlementResponse {
+            hold_id: hold.as_ref().map(|h| h.id.to_string()).unwrap_or_default(),
+            hold_expires_at: hold.map(|h| convert::timestamp(h.expires_at)),
             allowed: decision.allowed,
             reason: reason(decision.reason).into(),
             trial: Some(convert::trial(decision.trial)),
@@ -136,24 +120,43 @@ impl EntitlementService for EntitlementApi {
     ) -> Result<Response<proto::RecordUsageResponse>, Status> {
         let actor = actor(&request)?;
         let request = request.get_ref();
-        let org = org_id(&request.org_id)?;
-        let usage = UsageReport {
-            user: user_id(&request.user_id)?,
-            amount: Micros::parse_positive(request.amount_micros).field("amount_micros")?,
-            model: model_name("model", Some(&request.model))?
-                .ok_or_else(|| Error::invalid("model", "is required"))?,
-            idempotency_key: IdempotencyKey::parse_optional(&request.idempotency_key)
-                .field("idempotency_key")?
-                .ok_or_else(|| Error::invalid("idempotency_key", "is required"))?
-                .as_str()
-                .to_owned(),
-        };
-        let posted = self.service.record_usage(&actor, org, usage).await?;
-        Ok(Response::new(proto::RecordUsageResponse {
-            entry_id: posted.entry.id.to_string(),
-            balance_after_micros: posted.entry.balance_after.0,
-            replayed: posted.replayed,
-        }))
+        let (org, report) = usage::usage_report(request)?;
+        let recorded = self.service.record_usage(&actor, org, report).await?;
+        Ok(Response::new(usage::recorded(recorded)))
+    }
+
+    async fn record_usage_batch(
+        &self,
+        request: Request<proto::RecordUsageBatchRequest>,
+    ) -> Result<Response<proto::RecordUsageBatchResponse>, Status> {
+        let actor = actor(&request)?;
+        let reports = &request.get_ref().reports;
+        usage::batch_size(reports.len())?;
+        // Reports that do not parse are answered on their own; the rest go on.
+        let parsed: Vec<Result<(OrgId, UsageReport)>> =
+            reports.iter().map(usage::usage_report).collect();
+        let valid: Vec<(OrgId, UsageReport)> = parsed
+            .iter()
+            .filter_map(|report| report.as_ref().ok().cloned())
+            .collect();
+        let mut posted = self
+            .service
+            .record_usage_batch(&actor, valid)
+            .await?
+            .into_iter();
+        let results = parsed
+            .into_iter()
+            .map(|report| match report {
+                Ok(_) => posted.next().unwrap_or_else(|| {
+                    Err(Error::internal(anyhow::anyhow!(
+                        "a usage report had no result"
+                    )))
+                }),
+                Err(error) => Err(error),
+            })
+            .map(usage::batch_result)
+            .collect();
+        Ok(Response::new(proto::RecordUsageBatchResponse { results }))
     }
 
     async fn report_usage_quantity(

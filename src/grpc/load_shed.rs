@@ -1,8 +1,10 @@
 //! Load shedding: a cap on calls in flight, per class of call. A call over
 //! its cap is answered RESOURCE_EXHAUSTED at once instead of queueing into
-//! a timeout, and the gateway's entitlement calls have a cap of their own,
-//! so slow billing calls (waiting on Stripe or the database) can never
-//! starve `CheckEntitlement`.
+//! a timeout. The gateway's entitlement calls have a cap of their own, so
+//! slow billing calls (waiting on Stripe or the database) can never starve
+//! `CheckEntitlement`; health checks have a small one of their own too, so
+//! a flood of checks never makes a probe answer RESOURCE_EXHAUSTED (and a
+//! flood of probes never sheds checks).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,6 +20,8 @@ use tower::{Layer, Service};
 pub struct ConcurrencyLimits {
     /// `billing.v1.EntitlementService`: the gateway's hot path.
     pub entitlement: usize,
+    /// `grpc.health.v1.Health`: probes. A handful at a time is plenty.
+    pub health: usize,
     /// Everything else (billing, credits, administration, reflection).
     pub other: usize,
 }
@@ -26,18 +30,19 @@ impl Default for ConcurrencyLimits {
     fn default() -> Self {
         Self {
             entitlement: 4096,
+            health: 64,
             other: 256,
         }
     }
 }
 
-/// Paths counted with the entitlement calls: the gateway's service, and
-/// health checks, which probes must get through when billing is busy.
-const QUICK_PREFIXES: [&str; 2] = ["/billing.v1.EntitlementService/", "/grpc.health.v1.Health/"];
+const ENTITLEMENT_PREFIX: &str = "/billing.v1.EntitlementService/";
+const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
 #[derive(Debug, Clone)]
 pub struct LoadShedLayer {
     entitlement: Arc<Semaphore>,
+    health: Arc<Semaphore>,
     other: Arc<Semaphore>,
 }
 
@@ -45,7 +50,19 @@ impl LoadShedLayer {
     pub fn new(limits: ConcurrencyLimits) -> Self {
         Self {
             entitlement: Arc::new(Semaphore::new(limits.entitlement)),
+            health: Arc::new(Semaphore::new(limits.health)),
             other: Arc::new(Semaphore::new(limits.other)),
+        }
+    }
+
+    /// The cap a call counts against, by its path.
+    fn class_of(&self, path: &str) -> &Arc<Semaphore> {
+        if path.starts_with(ENTITLEMENT_PREFIX) {
+            &self.entitlement
+        } else if path.starts_with(HEALTH_PREFIX) {
+            &self.health
+        } else {
+            &self.other
         }
     }
 }
@@ -83,12 +100,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let path = request.uri().path();
-        let class = if QUICK_PREFIXES.iter().any(|prefix| path.starts_with(prefix)) {
-            &self.limits.entitlement
-        } else {
-            &self.limits.other
-        };
+        let class = self.limits.class_of(request.uri().path());
         let Ok(permit) = class.clone().try_acquire_owned() else {
             let overloaded = tonic::Status::resource_exhausted(
                 "the service is at its limit of calls in flight; retry with backoff",

@@ -3,31 +3,33 @@
 //!
 //! [`Ledger::open`] locks the organization's credit account, so everything
 //! posted through it is serialized with every other change of the same
-//! credits: 200 concurrent debits queue on the row and each sees the balance
-//! the previous one left. Opening also writes off credit that expired, so
-//! an expiry is recorded at the latest by the next change (or by the
-//! sweep), and a read in between already leaves it out.
+//! credits, usage batches included, and each sees the balance the previous
+//! one left. Opening also writes off credit that expired, so an expiry is
+//! recorded at the latest by the next change (or by the sweep), and a read
+//! in between already leaves it out. The arithmetic is the domain's
+//! [`LedgerBook`]; this adapter persists what it says after each posting.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use crate::domain::credits::{
-    Balance, CreditBalance, CreditEntry, CreditEntryKind, CreditHorizon, CreditLot, EntryDetails,
-    Micros,
+    Balance, CreditEntry, CreditEntryKind, CreditHorizon, EntryDetails, Micros,
 };
-use crate::domain::ids::{CreditEntryId, OrgId};
-use crate::error::Result;
+use crate::domain::ids::OrgId;
+use crate::domain::ledger_book::LedgerBook;
+use crate::error::{Error, Result};
 use crate::store;
 
 #[derive(Debug)]
 pub(super) struct Ledger {
     org: OrgId,
-    balance: CreditBalance,
+    book: LedgerBook,
+    /// What active holds set aside; it may not be spent by anything else.
+    held: i64,
     /// When the credits are positive, as stored; kept current after each
     /// posting, so the entitlement decision (and its change announcements)
     /// follow only when positivity changes, not with every debit.
     horizon: CreditHorizon,
-    now: DateTime<Utc>,
 }
 
 impl Ledger {
@@ -37,51 +39,21 @@ impl Ledger {
         org: OrgId,
         now: DateTime<Utc>,
     ) -> Result<Self> {
-        let (balance, horizon) = store::credits::lock_account(conn, org).await?;
+        let account = lock_account(conn, org).await?;
+        let held = store::credit_holds::held(conn, org, now).await?;
         let mut ledger = Self {
             org,
-            balance,
-            horizon,
-            now,
+            book: LedgerBook::open(org, account.balance, now),
+            held,
+            horizon: account.horizon,
         };
-        ledger.write_off_expired(conn).await?;
-        ledger.store_horizon(conn).await?;
+        ledger.persist(conn).await?;
         Ok(ledger)
     }
 
-    /// What may be spent now.
+    /// What may be spent now: the balance less what holds set aside.
     pub(super) fn available(&self) -> Balance {
-        self.balance.available_at(self.now)
-    }
-
-    /// Open lots less the overdraft, counting lots not yet written off.
-    fn book_balance(&self) -> i64 {
-        self.balance
-            .lots
-            .iter()
-            .map(|lot| lot.remaining)
-            .sum::<i64>()
-            - self.balance.overdraft
-    }
-
-    async fn write_off_expired(&mut self, conn: &mut PgConnection) -> Result<()> {
-        let expired: Vec<CreditLot> = self.balance.expired_lots(self.now).cloned().collect();
-        for lot in expired {
-            store::credits::draw(conn, lot.entry, lot.remaining).await?;
-            self.take_from_lot(lot.entry, lot.remaining);
-            let entry = self.entry(
-                CreditEntryKind::Expiry,
-                -lot.remaining,
-                EntryDetails {
-                    expired_entry: Some(lot.entry),
-                    ..EntryDetails::default()
-                },
-                // Booked when the credit stopped counting.
-                lot.expires_at.unwrap_or(self.now),
-            );
-            store::credits::insert_entry(conn, &entry).await?;
-        }
-        Ok(())
+        Balance(self.book.available().0 - self.held)
     }
 
     /// Adds credit: it first repays an overdraft, the rest stays available
@@ -93,24 +65,8 @@ impl Ledger {
         amount: Micros,
         details: EntryDetails,
     ) -> Result<CreditEntry> {
-        let plan = self.balance.plan_credit(amount);
-        if plan.repays_overdraft > 0 {
-            self.balance.overdraft -= plan.repays_overdraft;
-            store::credits::set_overdraft(conn, self.org, self.balance.overdraft).await?;
-        }
-        let expires_at = details.expires_at;
-        let mut entry = self.entry(kind, amount.get(), details, self.now);
-        entry.balance_after = Balance(self.book_balance() + plan.into_lot);
-        store::credits::insert_entry(conn, &entry).await?;
-        if plan.into_lot > 0 {
-            store::credits::insert_lot(conn, &entry, plan.into_lot).await?;
-            self.balance.lots.push(CreditLot {
-                entry: entry.id,
-                expires_at,
-                remaining: plan.into_lot,
-            });
-        }
-        self.store_horizon(conn).await?;
+        let entry = self.book.credit(kind, amount, details);
+        self.persist(conn).await?;
         Ok(entry)
     }
 
@@ -124,52 +80,42 @@ impl Ledger {
         amount: Micros,
         details: EntryDetails,
     ) -> Result<CreditEntry> {
-        let plan = self.balance.plan_debit(amount, self.now);
-        for (lot, take) in &plan.draws {
-            store::credits::draw(conn, *lot, *take).await?;
-            self.take_from_lot(*lot, *take);
-        }
-        if plan.overdraft_added > 0 {
-            self.balance.overdraft += plan.overdraft_added;
-            store::credits::set_overdraft(conn, self.org, self.balance.overdraft).await?;
-        }
-        let entry = self.entry(kind, -amount.get(), details, self.now);
-        store::credits::insert_entry(conn, &entry).await?;
-        self.store_horizon(conn).await?;
+        let entry = self.book.debit(kind, amount, details);
+        self.persist(conn).await?;
         Ok(entry)
     }
 
-    async fn store_horizon(&mut self, conn: &mut PgConnection) -> Result<()> {
-        let horizon = self.balance.horizon(self.now);
+    async fn persist(&mut self, conn: &mut PgConnection) -> Result<()> {
+        let changes = self.book.take_changes();
+        if !changes.is_empty() {
+            store::credit_postings::write(conn, &[(self.org, &changes)]).await?;
+        }
+        let horizon = self.book.horizon(self.held);
         if horizon != self.horizon {
-            store::credits::set_horizon(conn, self.org, horizon).await?;
+            store::credit_postings::set_horizons(conn, &[(self.org, horizon)]).await?;
             self.horizon = horizon;
         }
         Ok(())
     }
+}
 
-    fn take_from_lot(&mut self, id: CreditEntryId, amount: i64) {
-        if let Some(lot) = self.balance.lots.iter_mut().find(|lot| lot.entry == id) {
-            lot.remaining -= amount;
-        }
-        self.balance.lots.retain(|lot| lot.remaining > 0);
+/// Locks one organization's account, creating it on first use (within the
+/// caller's transaction: this path holds the organization's own lock, or
+/// touches this account alone, so it cannot cross another's order).
+async fn lock_account(
+    conn: &mut PgConnection,
+    org: OrgId,
+) -> Result<store::credit_postings::LockedAccount> {
+    let ids = [org.as_uuid()];
+    if let Some(account) = store::credit_postings::lock_accounts(conn, &ids)
+        .await?
+        .remove(&org)
+    {
+        return Ok(account);
     }
-
-    fn entry(
-        &self,
-        kind: CreditEntryKind,
-        amount: i64,
-        details: EntryDetails,
-        occurred_at: DateTime<Utc>,
-    ) -> CreditEntry {
-        CreditEntry {
-            id: CreditEntryId::generate(),
-            org_id: self.org,
-            kind,
-            amount,
-            balance_after: Balance(self.book_balance()),
-            details,
-            occurred_at,
-        }
-    }
+    store::credit_postings::create_accounts(conn, &ids).await?;
+    store::credit_postings::lock_accounts(conn, &ids)
+        .await?
+        .remove(&org)
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("credit account {org} was not created")))
 }

@@ -1,5 +1,5 @@
-//! Prepaid credits: balance, operator grants and adjustments, and usage
-//! debits from the gateway (purchases are in `credit_purchases`).
+//! Prepaid credits: balance, operator grants and adjustments (purchases
+//! are in `credit_purchases`, the gateway's usage and holds in `usage`).
 //!
 //! Credits are locked while the organization is not entitled (its trial is
 //! hard-expired with no subscription, or its subscription ended): the
@@ -8,7 +8,9 @@
 //! Lock order, the same for every credit change so none can deadlock:
 //! grants, adjustments, purchases and instance charges lock the
 //! organization (`for no key update`) and then the credit account; usage
-//! debits and expiry write-offs lock the account alone.
+//! batches, holds and expiry write-offs lock accounts alone, several in one
+//! batch always in id order, and create missing accounts outside their
+//! transaction.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -20,8 +22,9 @@ use super::{Actor, Service, load_org, load_state, lock_org};
 use crate::domain::credits::{
     Balance, CreditEntry, CreditEntryKind, EntryDetails, Micros, NextExpiry,
 };
-use crate::domain::ids::{CreditEntryId, OrgId, UserId};
+use crate::domain::ids::{CreditEntryId, OrgId};
 use crate::domain::role::{OrgAction, Role};
+use crate::domain::usage::{CreditHold, held_at};
 use crate::error::{Error, Result};
 use crate::store;
 
@@ -45,15 +48,6 @@ pub struct CreditAdjustment {
     pub idempotency_key: String,
 }
 
-/// What the gateway reports after a request.
-#[derive(Debug, Clone)]
-pub struct UsageReport {
-    pub user: UserId,
-    pub amount: Micros,
-    pub model: String,
-    pub idempotency_key: String,
-}
-
 /// A ledger write and whether it is a replay of an earlier request.
 #[derive(Debug, Clone)]
 pub struct Posted {
@@ -65,6 +59,9 @@ pub struct Posted {
 pub struct CreditBalanceView {
     /// `None` for members who may not see amounts.
     pub balance: Option<Balance>,
+    /// What active holds set aside; `None` when amounts are hidden.
+    pub held: Option<i64>,
+    pub active_holds: usize,
     pub next_expiry: Option<NextExpiry>,
     pub locked: bool,
     pub amounts_visible: bool,
@@ -83,28 +80,35 @@ impl Service {
         let role = self.authorize(&mut tx, actor, org, OrgAction::View).await?;
         let state = load_state(&mut tx, organization, now).await?;
         let credits = store::credits::balance(&mut tx, org).await?;
+        let holds = store::credit_holds::active(&mut tx, org).await?;
         let visible = sees_amounts(role);
         Ok(CreditBalanceView {
             balance: visible.then(|| credits.available_at(now)),
+            held: visible.then(|| held_at(&holds, now)),
+            active_holds: holds.iter().filter(|hold| hold.counts_at(now)).count(),
             next_expiry: credits.next_expiry(now),
             locked: state.access(now).locks_credits(),
             amounts_visible: visible,
         })
     }
 
-    /// The ledger, newest first: owners, billing managers and operators.
+    /// The ledger, newest first, and the active holds: owners, billing
+    /// managers and operators.
     pub async fn list_credit_entries(
         &self,
         actor: &Actor,
         org: OrgId,
         before: Option<CreditEntryId>,
         limit: i64,
-    ) -> Result<Vec<CreditEntry>> {
+    ) -> Result<(Vec<CreditEntry>, Vec<CreditHold>)> {
         let mut conn = self.store().pool().acquire().await?;
         load_org(&mut conn, org).await?;
         self.authorize(&mut conn, actor, org, OrgAction::ManageBilling)
             .await?;
-        store::credits::list_entries(&mut conn, org, before, limit.clamp(1, MAX_LEDGER_PAGE)).await
+        let limit = limit.clamp(1, MAX_LEDGER_PAGE);
+        let entries = store::credits::list_entries(&mut conn, org, before, limit).await?;
+        let holds = store::credit_holds::active(&mut conn, org).await?;
+        Ok((entries, holds))
     }
 
     pub async fn grant_credits(
@@ -250,67 +254,6 @@ impl Service {
             entry: first,
             replayed: true,
         }))
-    }
-
-    /// Debits a request's usage once per key; replays return the first
-    /// result. The request was served already, so a debit larger than the
-    /// balance is taken in full and overdraws; the next paid request is then
-    /// denied until credit arrives.
-    pub async fn record_usage(
-        &self,
-        actor: &Actor,
-        org: OrgId,
-        usage: UsageReport,
-    ) -> Result<Posted> {
-        match actor {
-            Actor::Gateway | Actor::Operator => {}
-            Actor::User(_) => {
-                return Err(Error::PermissionDenied(
-                    "usage is reported by the gateway and operators".into(),
-                ));
-            }
-        }
-        let now = self.now();
-        let mut tx = self.store().begin().await?;
-        let organization = load_org(&mut tx, org).await?;
-        let mut ledger = Ledger::open(&mut tx, org, now).await?;
-        let kind = CreditEntryKind::Usage;
-        if let Some(first) = self
-            .replay(
-                &mut tx,
-                org,
-                kind,
-                &usage.idempotency_key,
-                usage.amount.get(),
-            )
-            .await?
-        {
-            return Ok(first);
-        }
-        let access = load_state(&mut tx, organization, now).await?.access(now);
-        if access.locks_credits() {
-            return Err(Error::FailedPrecondition(format!(
-                "credits are locked while organization {org} is not entitled"
-            )));
-        }
-        let entry = ledger
-            .debit(
-                &mut tx,
-                kind,
-                usage.amount,
-                EntryDetails {
-                    idempotency_key: Some(usage.idempotency_key),
-                    user_id: Some(usage.user),
-                    model: Some(usage.model),
-                    ..EntryDetails::default()
-                },
-            )
-            .await?;
-        self.commit(tx).await?;
-        Ok(Posted {
-            entry,
-            replayed: false,
-        })
     }
 
     /// Writes off expired credit of up to `limit` organizations; returns how

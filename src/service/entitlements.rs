@@ -5,12 +5,16 @@ use std::sync::Arc;
 use super::Actor;
 use super::Service;
 use super::entitlement_cache::CachedOrg;
+use super::usage::Reservation;
 use crate::domain::catalog::Plan;
-use crate::domain::entitlement::{Access, AccessRequest, Decision, PROXY_FEATURE, StateVersion};
+use crate::domain::entitlement::{
+    Access, AccessRequest, Decision, PROXY_FEATURE, Reason, StateVersion,
+};
 use crate::domain::ids::InstanceId;
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::organization::Organization;
 use crate::domain::trial::TrialStatus;
+use crate::domain::usage::{CreditHold, UsageRefusal};
 use crate::error::{Error, Result};
 
 /// A validated CheckEntitlement request.
@@ -24,6 +28,15 @@ pub struct EntitlementQuery {
     pub provider: Option<String>,
     /// The add-on instance asked about, for an add-on's feature.
     pub instance: Option<InstanceId>,
+    /// Credit to hold for the request, when it is for a paid model.
+    pub reservation: Option<Reservation>,
+}
+
+/// A check's decision, and the hold placed for it, if any.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub decision: Decision,
+    pub hold: Option<CreditHold>,
 }
 
 #[derive(Debug, Clone)]
@@ -59,18 +72,22 @@ impl Service {
     }
 
     /// Decides whether the user may use the feature now, from memory. A
-    /// denial is a decision, not an error.
+    /// denial is a decision, not an error. With a reservation, an allowed
+    /// request for a paid model also holds the estimate (in the database),
+    /// and is denied INSUFFICIENT_CREDITS when what may be reserved cannot
+    /// cover it.
     pub async fn check_entitlement(
         &self,
         actor: &Actor,
         query: &EntitlementQuery,
         min_version: Option<StateVersion>,
-    ) -> Result<Answer<Decision>> {
+    ) -> Result<Answer<Checked>> {
         Self::require_entitlement_reader(actor)?;
         let now = self.now();
         let (cached, version) = self.cached_org(query.org, min_version).await?;
         let role = cached.role_of(&query.user);
         let state = &cached.state;
+        let mut needs_credits = false;
         let decision = if let Some(add_on) = self.catalog().add_on_for_feature(&query.feature) {
             let instance_id = query.instance.as_ref().ok_or_else(|| {
                 Error::invalid(
@@ -84,7 +101,7 @@ impl Service {
             state.decide_instance(role, instance, now)
         } else {
             let plan = self.plan_of(&state.org)?;
-            let needs_credits = query.feature == PROXY_FEATURE
+            needs_credits = query.feature == PROXY_FEATURE
                 && query
                     .model
                     .as_deref()
@@ -102,13 +119,40 @@ impl Service {
             )
         };
         let stale_since = self.cache().stale_since();
-        let decision =
+        let mut decision =
             self.inner
                 .settings
                 .stale_policy
                 .apply(decision, &query.feature, stale_since, now);
+        let mut hold = None;
+        if let Some(reservation) = &query.reservation
+            && decision.allowed
+            && needs_credits
+        {
+            let locked = decision.credits_locked();
+            match self
+                .reserve_credits(
+                    query.org,
+                    &query.user,
+                    query.model.as_deref(),
+                    reservation,
+                    locked,
+                )
+                .await?
+            {
+                Ok(placed) => hold = Some(placed),
+                Err(UsageRefusal::InsufficientCredits { .. }) => {
+                    decision = Decision {
+                        allowed: false,
+                        reason: Reason::InsufficientCredits,
+                        ..decision
+                    };
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
         Ok(Answer {
-            value: decision,
+            value: Checked { decision, hold },
             suppress_trial_messaging: state.org.suppress_trial_messaging,
             version,
             stale: stale_since.is_some(),
@@ -143,7 +187,7 @@ impl Service {
     /// With `min_version` newer than the cache has seen, it waits briefly
     /// for the notification, then reads the database. An organization the
     /// cache does not know (created a moment ago) is read from the database.
-    async fn cached_org(
+    pub(super) async fn cached_org(
         &self,
         org: OrgId,
         min_version: Option<StateVersion>,

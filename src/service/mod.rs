@@ -34,6 +34,9 @@ mod subscription_changes;
 mod subscription_sync;
 mod unit_items;
 mod upkeep;
+mod usage;
+mod usage_batch;
+mod usage_lanes;
 mod versions;
 mod watch;
 
@@ -46,9 +49,9 @@ pub use actor::Actor;
 pub use billing::SubscriptionView;
 pub use clock::{Clock, SystemClock};
 pub use credit_purchases::CreditPurchaseOrder;
-pub use credits::{CreditAdjustment, CreditBalanceView, CreditGrant, Posted, UsageReport};
+pub use credits::{CreditAdjustment, CreditBalanceView, CreditGrant, Posted};
 pub use entitlement_cache::{CachedOrg, Change, EntitlementCache};
-pub use entitlements::{Answer, EntitlementQuery, EntitlementsView};
+pub use entitlements::{Answer, Checked, EntitlementQuery, EntitlementsView};
 pub use inbox::WorkerStep;
 pub use instances::{InstanceView, NewInstance};
 pub use members::MembersView;
@@ -56,6 +59,7 @@ pub use operators::{OrganizationOverrides, Page};
 pub use organizations::{NewOrganization, OrganizationView};
 pub use seat_changes::SeatChangeOutcome;
 pub use unit_items::QuantityReport;
+pub use usage::{DEFAULT_HOLD_TTL, MAX_HOLD_TTL, Reservation, UsageRecorded, UsageReport};
 pub use versions::capture_committed_version;
 pub use watch::WatchUpdate;
 
@@ -87,6 +91,9 @@ pub struct Settings {
     /// How long a billing change waits for another change of the same
     /// organization (or a retried key for its first call) before ABORTED.
     pub operation_wait: std::time::Duration,
+    /// Usage lanes committing in parallel (each a pooled connection while
+    /// it commits); an organization always uses the same one.
+    pub usage_lanes: usize,
 }
 
 /// The use cases, cheap to clone and share between adapters.
@@ -106,6 +113,8 @@ struct Inner {
     stripe: Option<StripeApi>,
     /// Every organization's entitlement inputs, for answers from memory.
     cache: Arc<EntitlementCache>,
+    /// Usage reports waiting for their group commit.
+    usage: usage_lanes::UsageLanes,
 }
 
 impl Service {
@@ -122,6 +131,7 @@ impl Service {
                 store,
                 catalog,
                 clock,
+                usage: usage_lanes::UsageLanes::new(settings.usage_lanes),
                 settings,
                 stripe,
                 cache,

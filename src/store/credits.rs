@@ -1,6 +1,6 @@
-//! The credit ledger (`credit_entries`), what is left of each credit
-//! (`credit_lots`) and the per-organization account row debits lock
-//! (`credit_accounts`).
+//! Reading the credit ledger (`credit_entries`), what is left of each
+//! credit (`credit_lots`) and the per-organization account
+//! (`credit_accounts`); postings are written by `credit_postings`.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -28,6 +28,7 @@ struct EntryRow {
     instance_id: Option<String>,
     expires_at: Option<DateTime<Utc>>,
     expired_entry_id: Option<Uuid>,
+    hold_id: Option<Uuid>,
     occurred_at: DateTime<Utc>,
 }
 
@@ -58,63 +59,11 @@ impl TryFrom<EntryRow> for CreditEntry {
                     .map_err(|e| corrupt("credit entry instance", e))?,
                 expires_at: row.expires_at,
                 expired_entry: row.expired_entry_id.map(Into::into),
+                hold: row.hold_id.map(Into::into),
             },
             occurred_at: row.occurred_at,
         })
     }
-}
-
-/// Locks the organization's credit account (creating it on first use) and
-/// returns its open lots and overdraft, and the horizon last stored. Every
-/// change of an organization's credits holds this lock, so concurrent
-/// debits queue instead of losing an update.
-pub async fn lock_account(
-    conn: &mut PgConnection,
-    org: OrgId,
-) -> Result<(CreditBalance, CreditHorizon)> {
-    sqlx::query!(
-        "insert into credit_accounts (org_id) values ($1) on conflict do nothing",
-        org.as_uuid(),
-    )
-    .execute(&mut *conn)
-    .await?;
-    let account = sqlx::query!(
-        r#"
-        select overdraft_micros, credit_positive, credit_positive_until
-        from credit_accounts where org_id = $1 for update
-        "#,
-        org.as_uuid(),
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    let balance = CreditBalance {
-        lots: open_lots(conn, org).await?,
-        overdraft: account.overdraft_micros,
-    };
-    let horizon =
-        CreditHorizon::from_stored(account.credit_positive, account.credit_positive_until);
-    Ok((balance, horizon))
-}
-
-/// Stores when the credits are positive; a change announces itself.
-pub async fn set_horizon(
-    conn: &mut PgConnection,
-    org: OrgId,
-    horizon: CreditHorizon,
-) -> Result<()> {
-    let (positive, until) = horizon.to_stored();
-    sqlx::query!(
-        r#"
-        update credit_accounts set credit_positive = $2, credit_positive_until = $3
-        where org_id = $1
-        "#,
-        org.as_uuid(),
-        positive,
-        until,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Every organization's credit horizon (or those of `only`), for the
@@ -169,7 +118,7 @@ pub async fn balance(conn: &mut PgConnection, org: OrgId) -> Result<CreditBalanc
     })
 }
 
-async fn open_lots(conn: &mut PgConnection, org: OrgId) -> Result<Vec<CreditLot>> {
+pub(super) async fn open_lots(conn: &mut PgConnection, org: OrgId) -> Result<Vec<CreditLot>> {
     let rows = sqlx::query!(
         r#"
         select entry_id, expires_at, remaining_micros
@@ -190,79 +139,6 @@ async fn open_lots(conn: &mut PgConnection, org: OrgId) -> Result<Vec<CreditLot>
         .collect())
 }
 
-pub async fn insert_entry(conn: &mut PgConnection, entry: &CreditEntry) -> Result<()> {
-    let details = &entry.details;
-    sqlx::query!(
-        r#"
-        insert into credit_entries
-            (id, org_id, kind, amount_micros, balance_after_micros, idempotency_key,
-             stripe_payment_id, reason, user_id, model, instance_id, expires_at,
-             expired_entry_id, occurred_at)
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-        "#,
-        entry.id.as_uuid(),
-        entry.org_id.as_uuid(),
-        entry.kind.as_str(),
-        entry.amount,
-        entry.balance_after.0,
-        details.idempotency_key,
-        details.stripe_payment_id,
-        details.reason,
-        details.user_id.as_ref().map(UserId::as_str),
-        details.model,
-        details.instance_id.as_ref().map(InstanceId::as_str),
-        details.expires_at,
-        details.expired_entry.map(|id| id.as_uuid()),
-        entry.occurred_at,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn insert_lot(
-    conn: &mut PgConnection,
-    entry: &CreditEntry,
-    remaining: i64,
-) -> Result<()> {
-    sqlx::query!(
-        r#"
-        insert into credit_lots (entry_id, org_id, expires_at, remaining_micros)
-        values ($1, $2, $3, $4)
-        "#,
-        entry.id.as_uuid(),
-        entry.org_id.as_uuid(),
-        entry.details.expires_at,
-        remaining,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Takes `amount` from what is left of a credit.
-pub async fn draw(conn: &mut PgConnection, lot: CreditEntryId, amount: i64) -> Result<()> {
-    sqlx::query!(
-        "update credit_lots set remaining_micros = remaining_micros - $2 where entry_id = $1",
-        lot.as_uuid(),
-        amount,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn set_overdraft(conn: &mut PgConnection, org: OrgId, overdraft: i64) -> Result<()> {
-    sqlx::query!(
-        "update credit_accounts set overdraft_micros = $2 where org_id = $1",
-        org.as_uuid(),
-        overdraft,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// The entry an earlier request with this key made, if any.
 pub async fn by_idempotency_key(
     conn: &mut PgConnection,
@@ -275,7 +151,7 @@ pub async fn by_idempotency_key(
         r#"
         select id, org_id, kind, amount_micros, balance_after_micros, idempotency_key,
                stripe_payment_id, reason, user_id, model, instance_id, expires_at,
-               expired_entry_id, occurred_at
+               expired_entry_id, hold_id, occurred_at
         from credit_entries
         where org_id = $1 and kind = $2 and idempotency_key = $3
         "#,
@@ -286,6 +162,32 @@ pub async fn by_idempotency_key(
     .fetch_optional(conn)
     .await?;
     row.map(TryInto::try_into).transpose()
+}
+
+/// The usage entries earlier reports with these keys made, for any of
+/// the organizations.
+pub async fn usage_by_keys(
+    conn: &mut PgConnection,
+    orgs: &[Uuid],
+    keys: &[String],
+) -> Result<Vec<CreditEntry>> {
+    let rows = sqlx::query_as!(
+        EntryRow,
+        r#"
+        select e.id, e.org_id, e.kind, e.amount_micros, e.balance_after_micros,
+               e.idempotency_key, e.stripe_payment_id, e.reason, e.user_id, e.model,
+               e.instance_id, e.expires_at, e.expired_entry_id, e.hold_id, e.occurred_at
+        from credit_entries e
+        join unnest($1::uuid[], $2::text[]) as k (org_id, idempotency_key)
+          on e.org_id = k.org_id and e.idempotency_key = k.idempotency_key
+        where e.kind = 'usage'
+        "#,
+        orgs,
+        keys,
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
 }
 
 /// Whether a Stripe payment has already been credited.
@@ -310,7 +212,7 @@ pub async fn list_entries(
         r#"
         select id, org_id, kind, amount_micros, balance_after_micros, idempotency_key,
                stripe_payment_id, reason, user_id, model, instance_id, expires_at,
-               expired_entry_id, occurred_at
+               expired_entry_id, hold_id, occurred_at
         from credit_entries
         where org_id = $1 and ($2::uuid is null or id < $2)
         order by id desc

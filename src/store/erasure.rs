@@ -104,6 +104,12 @@ pub async fn erase_user(
     )
     .execute(&mut *conn)
     .await?;
+    sqlx::query!(
+        "update credit_holds set user_id = 'erased-' || gen_random_uuid()::text where user_id = $1",
+        user.as_str(),
+    )
+    .execute(&mut *conn)
+    .await?;
 
     // The person's add-on instances end with their membership; each row
     // gets its own pseudonym, as the one-trial-per-user index needs.

@@ -6,6 +6,8 @@
 
 pub mod audit;
 pub mod checkout_sessions;
+pub mod credit_holds;
+pub mod credit_postings;
 pub mod credits;
 pub mod entitlement_versions;
 pub mod erasure;

@@ -189,6 +189,7 @@ async fn two_hundred_concurrent_usage_debits_sum_exactly() {
                 amount_micros: 1_234,
                 model: "gpt-4o".into(),
                 idempotency_key: format!("req-{n}"),
+                ..Default::default()
             },
         );
         calls.spawn(async move { client.record_usage(usage).await });
@@ -259,6 +260,7 @@ async fn a_replayed_usage_key_returns_the_first_debit_and_takes_nothing_more() {
                 amount_micros: 1,
                 model: "gpt-4o".into(),
                 idempotency_key: "bff".into(),
+                ..Default::default()
             },
         ))
         .await;

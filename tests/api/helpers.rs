@@ -195,6 +195,7 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
             watch_log_capacity: options.watch_log_capacity,
             operation_lease: options.operation_lease,
             operation_wait: Duration::from_secs(5),
+            usage_lanes: 4,
         },
         stripe: options
             .stripe_api_base
@@ -539,8 +540,7 @@ impl TestApp {
                     feature: "proxy".to_owned(),
                     model: model.map(str::to_owned),
                     provider: provider.map(str::to_owned),
-                    instance_id: None,
-                    min_version: None,
+                    ..Default::default()
                 },
             ))
             .await
@@ -926,6 +926,7 @@ impl TestApp {
                     amount_micros: micros,
                     model: "gpt-4o".into(),
                     idempotency_key: key.to_owned(),
+                    ..Default::default()
                 },
             ))
             .await

@@ -6,6 +6,9 @@ use std::time::Duration;
 use billing_service::grpc::ConcurrencyLimits;
 use billing_service::grpc::proto::{self, EntitlementReason};
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::helpers::{As, TestOptions, catalog_with_stripe_prices, request, spawn_app_with};
 use crate::stripe_server::FakeStripe;
@@ -19,6 +22,7 @@ async fn slow_billing_calls_over_the_cap_are_shed_and_checks_still_answer() {
         limits: ConcurrencyLimits {
             entitlement: 64,
             other: 2,
+            ..ConcurrencyLimits::default()
         },
         ..TestOptions::default()
     })
@@ -79,4 +83,63 @@ async fn slow_billing_calls_over_the_cap_are_shed_and_checks_still_answer() {
     assert_eq!((served, shed), (2, 4));
     // The shed calls never reached Stripe: they were answered, not queued.
     assert_eq!(stripe.writes("POST /v1/billing_portal/sessions").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_stays_serving_while_checks_are_shed() {
+    let app = spawn_app_with(TestOptions {
+        limits: ConcurrencyLimits {
+            entitlement: 2,
+            health: 8,
+            other: 2,
+        },
+        ..TestOptions::default()
+    })
+    .await;
+    let org = app.create_org("alice").await;
+    // Checks asking for a version never committed wait out the replica's
+    // min_version wait before answering, so they pile up on their cap.
+    let mut checks = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let mut entitlements = app.entitlements();
+        let check = request(
+            As::Gateway,
+            proto::CheckEntitlementRequest {
+                org_id: org.id.clone(),
+                user_id: "alice".into(),
+                feature: "proxy".into(),
+                min_version: Some(u64::MAX / 2),
+                ..Default::default()
+            },
+        );
+        checks.spawn(async move { entitlements.check_entitlement(check).await });
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let mut probes = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let mut health = HealthClient::new(app.channel.clone());
+        probes.spawn(async move {
+            health
+                .check(HealthCheckRequest {
+                    service: "billing.v1.EntitlementService".into(),
+                })
+                .await
+        });
+    }
+    while let Some(probe) = probes.join_next().await {
+        let reply = probe.expect("task").expect("probes are not shed");
+        assert_eq!(reply.into_inner().status(), ServingStatus::Serving);
+    }
+    let mut shed = 0;
+    while let Some(check) = checks.join_next().await {
+        if let Err(status) = check.expect("task")
+            && status.code() == Code::ResourceExhausted
+        {
+            shed += 1;
+        }
+    }
+    assert!(
+        shed > 0,
+        "the checks went over their cap of 2 and were shed"
+    );
 }

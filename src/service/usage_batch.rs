@@ -1,0 +1,156 @@
+//! One commit of usage reports and reservations, for one or many
+//! organizations: the accounts are locked in id order, the domain's rules
+//! are applied to each organization's book in arrival order, and everything
+//! is written in a fixed number of statements, then committed once.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::credits::CreditEntry;
+use crate::domain::entitlement::StateVersion;
+use crate::domain::ids::OrgId;
+use crate::domain::ledger_book::LedgerBook;
+use crate::domain::usage::{CreditHold, OrgUsage, UsageOutcome, UsageRequest};
+use crate::error::{Error, Result};
+use crate::store::{self, Store, credit_postings::LockedAccount};
+
+/// A report or reservation waiting for its commit.
+#[derive(Debug, Clone)]
+pub(super) struct UsageItem {
+    pub org: OrgId,
+    /// Whether the organization's credits are locked, from the entitlement
+    /// state the caller read.
+    pub locked: bool,
+    pub request: UsageRequest,
+}
+
+/// Posts `items` in one transaction; outcomes come back in item order,
+/// with the state version the commit took if it changed an entitlement
+/// input (a balance or its holds crossing zero).
+pub(super) async fn post(
+    store: &Store,
+    items: &[UsageItem],
+    now: DateTime<Utc>,
+) -> Result<(Vec<UsageOutcome>, Option<StateVersion>)> {
+    let mut orgs: Vec<Uuid> = items.iter().map(|item| item.org.as_uuid()).collect();
+    orgs.sort_unstable();
+    orgs.dedup();
+    let mut tx = store.begin().await?;
+    let mut accounts = store::credit_postings::lock_accounts(&mut tx, &orgs).await?;
+    if accounts.len() < orgs.len() {
+        // First postings of some organizations: create their accounts on
+        // their own, then lock every account again in order.
+        tx.rollback().await?;
+        let missing: Vec<Uuid> = orgs
+            .iter()
+            .copied()
+            .filter(|org| !accounts.contains_key(&OrgId::from(*org)))
+            .collect();
+        let mut conn = store.pool().acquire().await?;
+        store::credit_postings::create_accounts(&mut conn, &missing).await?;
+        drop(conn);
+        tx = store.begin().await?;
+        accounts = store::credit_postings::lock_accounts(&mut tx, &orgs).await?;
+        if accounts.len() < orgs.len() {
+            return Err(Error::internal(anyhow::anyhow!(
+                "credit accounts were not created"
+            )));
+        }
+    }
+    let (hold_ids, reserve_keys, debit_orgs, debit_keys) = lookups(items);
+    let holds = store::credit_holds::for_batch(&mut tx, &orgs, &hold_ids, &reserve_keys).await?;
+    let posted = store::credits::usage_by_keys(&mut tx, &debit_orgs, &debit_keys).await?;
+
+    let mut books = open_books(items, accounts, holds, posted, now);
+    let outcomes = items
+        .iter()
+        .map(|item| {
+            let (usage, _) = books.get_mut(&item.org).ok_or_else(|| {
+                Error::internal(anyhow::anyhow!("no credit account for {}", item.org))
+            })?;
+            Ok(usage.apply(item.request.clone()))
+        })
+        .collect::<Result<Vec<UsageOutcome>>>()?;
+
+    let mut changes = Vec::with_capacity(books.len());
+    for (org, (usage, stored_horizon)) in books {
+        changes.push((org, usage.finish(), stored_horizon));
+    }
+    let new_holds: Vec<CreditHold> = changes
+        .iter()
+        .flat_map(|(_, c, _)| c.new_holds.iter().cloned())
+        .collect();
+    let closed_holds: Vec<CreditHold> = changes
+        .iter()
+        .flat_map(|(_, c, _)| c.closed_holds.iter().cloned())
+        .collect();
+    // Holds first: a settling entry refers to its hold.
+    store::credit_holds::insert(&mut tx, &new_holds).await?;
+    let book_changes: Vec<_> = changes.iter().map(|(org, c, _)| (*org, &c.book)).collect();
+    store::credit_postings::write(&mut tx, &book_changes).await?;
+    store::credit_holds::close(&mut tx, &closed_holds, now).await?;
+    let horizons: Vec<_> = changes
+        .iter()
+        .filter(|(_, c, stored)| c.horizon != *stored)
+        .map(|(org, c, _)| (*org, c.horizon))
+        .collect();
+    store::credit_postings::set_horizons(&mut tx, &horizons).await?;
+    let version = store::commit(tx).await?;
+    Ok((outcomes, version))
+}
+
+/// What the batch must look up besides the accounts: holds named by
+/// settlements, reservation keys, and the (organization, key) pairs of
+/// debits.
+fn lookups(items: &[UsageItem]) -> (Vec<Uuid>, Vec<String>, Vec<Uuid>, Vec<String>) {
+    let mut hold_ids = Vec::new();
+    let mut reserve_keys = Vec::new();
+    let (mut debit_orgs, mut debit_keys) = (Vec::new(), Vec::new());
+    for item in items {
+        match &item.request {
+            UsageRequest::Debit(debit) => {
+                debit_orgs.push(item.org.as_uuid());
+                debit_keys.push(debit.key.clone());
+                hold_ids.extend(debit.hold.map(|id| id.as_uuid()));
+            }
+            UsageRequest::Reserve(hold) => reserve_keys.push(hold.key.clone()),
+        }
+    }
+    (hold_ids, reserve_keys, debit_orgs, debit_keys)
+}
+
+type Books = HashMap<OrgId, (OrgUsage, crate::domain::credits::CreditHorizon)>;
+
+fn open_books(
+    items: &[UsageItem],
+    accounts: HashMap<OrgId, LockedAccount>,
+    holds: Vec<CreditHold>,
+    posted: Vec<CreditEntry>,
+    now: DateTime<Utc>,
+) -> Books {
+    let mut holds_by_org: HashMap<OrgId, Vec<CreditHold>> = HashMap::new();
+    for hold in holds {
+        holds_by_org.entry(hold.org_id).or_default().push(hold);
+    }
+    let mut posted_by_org: HashMap<OrgId, Vec<CreditEntry>> = HashMap::new();
+    for entry in posted {
+        posted_by_org.entry(entry.org_id).or_default().push(entry);
+    }
+    // An organization's lock state is the one its newest item was read with.
+    let locked: HashMap<OrgId, bool> = items.iter().map(|i| (i.org, i.locked)).collect();
+    accounts
+        .into_iter()
+        .map(|(org, account)| {
+            let usage = OrgUsage::new(
+                LedgerBook::open(org, account.balance, now),
+                holds_by_org.remove(&org).unwrap_or_default(),
+                posted_by_org.remove(&org).unwrap_or_default(),
+                locked.get(&org).copied().unwrap_or(false),
+                now,
+            );
+            (org, (usage, account.horizon))
+        })
+        .collect()
+}

@@ -1,0 +1,145 @@
+//! Group commit for usage: reports and reservations wait in a lane, and
+//! whatever arrives while the lane's previous batch commits is posted
+//! together in the next one (each still its own ledger entry with its own
+//! key). A busy organization is then bounded by commits per second times
+//! the batch size, not by one commit per report.
+//!
+//! An organization always uses the same lane, so its reports are posted in
+//! arrival order; lanes commit in parallel, each holding one pooled
+//! connection while it commits. A report is answered only after its batch
+//! committed, so a crash loses nothing that was acknowledged; a caller that
+//! gave up meanwhile retries with the same key and gets the first result.
+
+use std::sync::{Mutex, PoisonError};
+
+use tokio::sync::oneshot;
+
+use super::Service;
+use super::usage_batch::{UsageItem, post};
+use super::versions;
+use crate::domain::entitlement::StateVersion;
+use crate::domain::usage::UsageOutcome;
+use crate::error::{Error, Result};
+
+/// Reports one commit takes at most; more wait for the next.
+const MAX_ITEMS_PER_COMMIT: usize = 1_000;
+
+#[derive(Debug)]
+pub(super) struct UsageLanes {
+    lanes: Box<[Mutex<Lane>]>,
+}
+
+#[derive(Debug, Default)]
+struct Lane {
+    waiting: Vec<Waiting>,
+    /// Whether a task is committing this lane's batches now.
+    committing: bool,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    item: UsageItem,
+    /// The outcome, with the version its commit took, if any.
+    reply: oneshot::Sender<Result<(UsageOutcome, Option<StateVersion>)>>,
+}
+
+impl UsageLanes {
+    pub(super) fn new(lanes: usize) -> Self {
+        Self {
+            lanes: (0..lanes.max(1)).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn lane_of(&self, item: &UsageItem) -> usize {
+        let lanes = u128::try_from(self.lanes.len()).unwrap_or(1);
+        usize::try_from(item.org.as_uuid().as_u128() % lanes).unwrap_or(0)
+    }
+
+    fn lane(&self, index: usize) -> std::sync::MutexGuard<'_, Lane> {
+        self.lanes[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Service {
+    /// Posts the items through their lanes and answers each once its batch
+    /// has committed.
+    pub(super) async fn post_usage(&self, items: Vec<UsageItem>) -> Vec<Result<UsageOutcome>> {
+        let lanes = &self.inner.usage;
+        let mut replies = Vec::with_capacity(items.len());
+        let mut start = Vec::new();
+        for item in items {
+            let (reply, answer) = oneshot::channel();
+            let index = lanes.lane_of(&item);
+            let mut lane = lanes.lane(index);
+            lane.waiting.push(Waiting { item, reply });
+            if !lane.committing {
+                lane.committing = true;
+                start.push(index);
+            }
+            replies.push(answer);
+        }
+        for index in start {
+            tokio::spawn(self.clone().commit_lane(index));
+        }
+        let mut outcomes = Vec::with_capacity(replies.len());
+        for answer in replies {
+            let answer = answer.await.unwrap_or_else(|_| {
+                Err(Error::internal(anyhow::anyhow!(
+                    "the usage lane stopped before answering"
+                )))
+            });
+            outcomes.push(answer.map(|(outcome, version)| {
+                // The call's response names the version its batch committed.
+                if let Some(version) = version {
+                    versions::note_committed(version);
+                }
+                outcome
+            }));
+        }
+        outcomes
+    }
+
+    /// Commits the lane's waiting items, batch after batch, until none wait.
+    async fn commit_lane(self, index: usize) {
+        loop {
+            let batch: Vec<Waiting> = {
+                let mut lane = self.inner.usage.lane(index);
+                if lane.waiting.is_empty() {
+                    lane.committing = false;
+                    return;
+                }
+                let take = lane.waiting.len().min(MAX_ITEMS_PER_COMMIT);
+                lane.waiting.drain(..take).collect()
+            };
+            let items: Vec<UsageItem> = batch.iter().map(|w| w.item.clone()).collect();
+            match post(self.store(), &items, self.now()).await {
+                Ok((outcomes, version)) => {
+                    if let Some(version) = version {
+                        // Read-your-writes on this replica, as for any commit.
+                        self.cache()
+                            .wait_for(version, self.inner.settings.min_version_wait)
+                            .await;
+                    }
+                    for (waiting, outcome) in batch.into_iter().zip(outcomes) {
+                        let _ = waiting.reply.send(Ok((outcome, version)));
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        reports = batch.len(),
+                        "a usage batch failed to commit"
+                    );
+                    for waiting in batch {
+                        let _ = waiting.reply.send(Err(Error::Unavailable(
+                            "usage could not be posted now; retry with the same idempotency key"
+                                .into(),
+                        )));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Credit holds (`credit_holds`): written under the credit account's lock,
+//! like every posting.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::corrupt;
+use crate::domain::credits::Micros;
+use crate::domain::ids::{OrgId, UserId};
+use crate::domain::usage::{CreditHold, HoldStatus};
+use crate::error::Result;
+
+struct HoldRow {
+    id: Uuid,
+    org_id: Uuid,
+    amount_micros: i64,
+    idempotency_key: String,
+    user_id: String,
+    model: Option<String>,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    status: String,
+    settled_by_key: Option<String>,
+}
+
+impl TryFrom<HoldRow> for CreditHold {
+    type Error = crate::error::Error;
+
+    fn try_from(row: HoldRow) -> Result<Self> {
+        Ok(Self {
+            id: row.id.into(),
+            org_id: row.org_id.into(),
+            amount: Micros::parse_positive(row.amount_micros)
+                .map_err(|e| corrupt("credit hold amount", e))?,
+            idempotency_key: row.idempotency_key,
+            user_id: UserId::parse(&row.user_id).map_err(|e| corrupt("credit hold user", e))?,
+            model: row.model,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            status: HoldStatus::parse(&row.status)
+                .ok_or_else(|| corrupt("credit hold status", row.status.clone()))?,
+            settled_by: row.settled_by_key,
+        })
+    }
+}
+
+/// For a batch: the active holds of `orgs`, and any hold (in any state)
+/// of theirs that has one of `ids` or one of the reservation `keys`.
+pub async fn for_batch(
+    conn: &mut PgConnection,
+    orgs: &[Uuid],
+    ids: &[Uuid],
+    keys: &[String],
+) -> Result<Vec<CreditHold>> {
+    let rows = sqlx::query_as!(
+        HoldRow,
+        r#"
+        select id, org_id, amount_micros, idempotency_key, user_id, model, created_at,
+               expires_at, status, settled_by_key
+        from credit_holds
+        where org_id = any($1)
+          and (status = 'active' or id = any($2) or idempotency_key = any($3))
+        "#,
+        orgs,
+        ids,
+        keys,
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+/// The organization's active holds, soonest expiry first.
+pub async fn active(conn: &mut PgConnection, org: OrgId) -> Result<Vec<CreditHold>> {
+    let rows = sqlx::query_as!(
+        HoldRow,
+        r#"
+        select id, org_id, amount_micros, idempotency_key, user_id, model, created_at,
+               expires_at, status, settled_by_key
+        from credit_holds
+        where org_id = $1 and status = 'active'
+        order by expires_at, id
+        "#,
+        org.as_uuid(),
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+pub async fn insert(conn: &mut PgConnection, holds: &[CreditHold]) -> Result<()> {
+    if holds.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&CreditHold) -> Uuid| holds.iter().map(f).collect::<Vec<_>>();
+    let ids = column(|h| h.id.as_uuid());
+    let orgs = column(|h| h.org_id.as_uuid());
+    let amounts: Vec<i64> = holds.iter().map(|h| h.amount.get()).collect();
+    let keys: Vec<String> = holds.iter().map(|h| h.idempotency_key.clone()).collect();
+    let users: Vec<String> = holds
+        .iter()
+        .map(|h| h.user_id.as_str().to_owned())
+        .collect();
+    let models: Vec<Option<String>> = holds.iter().map(|h| h.model.clone()).collect();
+    let created: Vec<DateTime<Utc>> = holds.iter().map(|h| h.created_at).collect();
+    let expires: Vec<DateTime<Utc>> = holds.iter().map(|h| h.expires_at).collect();
+    let statuses: Vec<String> = holds.iter().map(|h| h.status.as_str().to_owned()).collect();
+    let settled_by: Vec<Option<String>> = holds.iter().map(|h| h.settled_by.clone()).collect();
+    sqlx::query!(
+        r#"
+        insert into credit_holds
+            (id, org_id, amount_micros, idempotency_key, user_id, model, created_at,
+             expires_at, status, settled_by_key, closed_at)
+        select id, org_id, amount, key, user_id, model, created_at, expires_at, status,
+               settled_by, case when status = 'active' then null else created_at end
+        from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::text[], $6::text[],
+                    $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[])
+            as h (id, org_id, amount, key, user_id, model, created_at, expires_at, status,
+                  settled_by)
+        "#,
+        &ids,
+        &orgs,
+        &amounts,
+        &keys,
+        &users,
+        &models as &[Option<String>],
+        &created,
+        &expires,
+        &statuses,
+        &settled_by as &[Option<String>],
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records holds settled or released at `now`.
+pub async fn close(
+    conn: &mut PgConnection,
+    holds: &[CreditHold],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if holds.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = holds.iter().map(|h| h.id.as_uuid()).collect();
+    let statuses: Vec<String> = holds.iter().map(|h| h.status.as_str().to_owned()).collect();
+    let settled_by: Vec<Option<String>> = holds.iter().map(|h| h.settled_by.clone()).collect();
+    sqlx::query!(
+        r#"
+        update credit_holds c
+        set status = h.status, settled_by_key = h.settled_by,
+            closed_at = coalesce(c.closed_at, $4)
+        from unnest($1::uuid[], $2::text[], $3::text[]) as h (id, status, settled_by)
+        where c.id = h.id
+        "#,
+        &ids,
+        &statuses,
+        &settled_by as &[Option<String>],
+        now,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What the organization's active holds set aside at `now`.
+pub async fn held(conn: &mut PgConnection, org: OrgId, now: DateTime<Utc>) -> Result<i64> {
+    Ok(sqlx::query_scalar!(
+        r#"
+        select coalesce(sum(amount_micros), 0)::int8 as "held!"
+        from credit_holds
+        where org_id = $1 and status = 'active' and expires_at > $2
+        "#,
+        org.as_uuid(),
+        now,
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Organizations with active holds past their expiry, for the sweep.
+pub async fn orgs_with_expired_holds(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<OrgId>> {
+    let rows = sqlx::query_scalar!(
+        r#"
+        select distinct org_id from credit_holds
+        where status = 'active' and expires_at <= $1
+        limit $2
+        "#,
+        now,
+        limit,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// Releases the organization's holds that expired by `now`; returns how many.
+pub async fn expire(conn: &mut PgConnection, org: OrgId, now: DateTime<Utc>) -> Result<u64> {
+    let done = sqlx::query!(
+        r#"
+        update credit_holds set status = 'expired', closed_at = $2
+        where org_id = $1 and status = 'active' and expires_at <= $2
+        "#,
+        org.as_uuid(),
+        now,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
