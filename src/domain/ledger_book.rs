@@ -188,3 +188,137 @@ impl LedgerBook {
         entry
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-12-01T12:00:00Z")
+            .expect("time")
+            .to_utc()
+    }
+
+    fn lot(n: u128, remaining: i64, expires_in_days: Option<i64>) -> CreditLot {
+        CreditLot {
+            entry: CreditEntryId::from(uuid::Uuid::from_u128(n)),
+            expires_at: expires_in_days.map(|d| now() + TimeDelta::days(d)),
+            remaining,
+        }
+    }
+
+    fn micros(n: i64) -> Micros {
+        Micros::parse_positive(n).expect("positive")
+    }
+
+    #[test]
+    fn postings_record_what_to_write() {
+        let org = OrgId::from(uuid::Uuid::from_u128(1));
+        let cases: Vec<(
+            &str,
+            CreditBalance,
+            Vec<(bool, i64)>,
+            i64,
+            usize,
+            usize,
+            Option<i64>,
+        )> = vec![
+            // name, balance, postings (credit?, amount), book balance after,
+            // entries, lots drawn, overdraft written
+            (
+                "a debit draws the soonest expiry first",
+                CreditBalance {
+                    lots: vec![lot(1, 500, None), lot(2, 300, Some(3))],
+                    overdraft: 0,
+                },
+                vec![(false, 400)],
+                400,
+                1,
+                2,
+                None,
+            ),
+            (
+                "expired credit is written off when the book opens",
+                CreditBalance {
+                    lots: vec![lot(1, 500, Some(-1)), lot(2, 300, None)],
+                    overdraft: 0,
+                },
+                vec![(false, 100)],
+                200,
+                2,
+                2,
+                None,
+            ),
+            (
+                "a debit beyond the balance overdraws, a credit repays it first",
+                CreditBalance {
+                    lots: vec![lot(1, 100, None)],
+                    overdraft: 0,
+                },
+                vec![(false, 250), (true, 1_000)],
+                850,
+                2,
+                1,
+                Some(0),
+            ),
+            (
+                "many debits on one lot are one draw",
+                CreditBalance {
+                    lots: vec![lot(1, 1_000, None)],
+                    overdraft: 0,
+                },
+                vec![(false, 1), (false, 2), (false, 3)],
+                994,
+                3,
+                1,
+                None,
+            ),
+        ];
+        for (name, balance, postings, after, entries, draws, overdraft) in cases {
+            let mut book = LedgerBook::open(org, balance, now());
+            for (credit, amount) in postings {
+                if credit {
+                    book.credit(
+                        CreditEntryKind::Grant,
+                        micros(amount),
+                        EntryDetails::default(),
+                    );
+                } else {
+                    book.debit(
+                        CreditEntryKind::Usage,
+                        micros(amount),
+                        EntryDetails::default(),
+                    );
+                }
+            }
+            let changes = book.take_changes();
+            assert_eq!(
+                changes.entries.last().map(|e| e.balance_after.0),
+                Some(after),
+                "{name}"
+            );
+            assert_eq!(changes.entries.len(), entries, "{name}");
+            assert_eq!(changes.draws.len(), draws, "{name}");
+            assert_eq!(changes.overdraft, overdraft, "{name}");
+            assert!(book.take_changes().is_empty(), "{name}: handed over once");
+        }
+    }
+
+    #[test]
+    fn what_is_held_counts_against_the_horizon() {
+        let org = OrgId::from(uuid::Uuid::from_u128(1));
+        let book = LedgerBook::open(
+            org,
+            CreditBalance {
+                lots: vec![lot(1, 1_000, None)],
+                overdraft: 0,
+            },
+            now(),
+        );
+        assert_eq!(book.horizon(0), CreditHorizon::Always);
+        assert_eq!(book.horizon(999), CreditHorizon::Always);
+        assert_eq!(book.horizon(1_000), CreditHorizon::Never);
+    }
+}

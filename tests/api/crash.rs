@@ -2,11 +2,13 @@
 //! and the outcome: the real binary is killed (SIGKILL) while the test
 //! Stripe server holds its answer, and another replica finishes the
 //! operation once, replaying the write under the same idempotency key.
+//! And no acknowledged usage debit is lost when the process dies mid-stream.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use billing_service::grpc::proto::billing_service_client::BillingServiceClient;
+use billing_service::grpc::proto::entitlement_service_client::EntitlementServiceClient;
 use billing_service::grpc::proto::{self, BillingCycle};
 use tonic::transport::Channel;
 
@@ -164,4 +166,114 @@ async fn an_operation_killed_after_its_stripe_write_is_finished_once_by_another_
         .filter(|action| action == "subscription.cycle_change_scheduled")
         .count();
     assert_eq!(scheduled, 1);
+}
+
+/// kill -9 in the middle of a stream of usage debits: every debit that was
+/// acknowledged is in the ledger once, and replaying every key sent (the
+/// gateway's retry) completes the rest without doubling any.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_a_stream_of_debits_loses_no_acknowledged_debit_and_doubles_none() {
+    const COST: i64 = 1_000;
+    let (app, stripe) = spawn_app_with_stripe().await;
+    let org = app.create_org(OWNER).await.id;
+    app.grant(&org, 1_000_000_000, "grant").await;
+    let port = free_port();
+    let mut child = start_binary(&app, &stripe, port);
+    let channel = connect(port).await;
+
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut streams = tokio::task::JoinSet::new();
+    for stream in 0..16 {
+        let mut gateway = EntitlementServiceClient::new(channel.clone());
+        let org = org.clone();
+        let acked = acked_tx.clone();
+        streams.spawn(async move {
+            let mut sent = Vec::new();
+            for n in 0.. {
+                let key = format!("s{stream}-{n}");
+                sent.push(key.clone());
+                let usage = request(
+                    As::Gateway,
+                    proto::RecordUsageRequest {
+                        org_id: org.clone(),
+                        user_id: OWNER.into(),
+                        amount_micros: COST,
+                        model: "gpt-4o".into(),
+                        idempotency_key: key.clone(),
+                        ..Default::default()
+                    },
+                );
+                match gateway.record_usage(usage).await {
+                    Ok(_) => {
+                        let _ = acked.send(key);
+                    }
+                    // The process died under it.
+                    Err(_) => return sent,
+                }
+            }
+            sent
+        });
+    }
+    drop(acked_tx);
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < 300 {
+        acknowledged.push(acked_rx.recv().await.expect("debits are acknowledged"));
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("the process is gone");
+    let mut sent = Vec::new();
+    while let Some(keys) = streams.join_next().await {
+        sent.extend(keys.expect("stream"));
+    }
+    while let Ok(key) = acked_rx.try_recv() {
+        acknowledged.push(key);
+    }
+
+    let posted: Vec<String> = sqlx::query_scalar(
+        "select idempotency_key from credit_entries where org_id = $1::uuid and kind = 'usage'",
+    )
+    .bind(&org)
+    .fetch_all(&app.pool)
+    .await
+    .expect("ledger");
+    let posted: std::collections::HashSet<String> = posted.into_iter().collect();
+    for key in &acknowledged {
+        assert!(posted.contains(key), "acknowledged debit {key} was lost");
+    }
+    assert!(posted.len() <= sent.len());
+
+    // The gateway retries everything it sent, on the surviving replica.
+    for key in &sent {
+        let retried = app
+            .entitlements()
+            .record_usage(request(
+                As::Gateway,
+                proto::RecordUsageRequest {
+                    org_id: org.clone(),
+                    user_id: OWNER.into(),
+                    amount_micros: COST,
+                    model: "gpt-4o".into(),
+                    idempotency_key: key.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("retry")
+            .into_inner();
+        assert_eq!(retried.replayed, posted.contains(key), "{key}");
+    }
+    let entries: i64 = sqlx::query_scalar(
+        "select count(*) from credit_entries where org_id = $1::uuid and kind = 'usage'",
+    )
+    .bind(&org)
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(
+        entries,
+        i64::try_from(sent.len()).expect("count"),
+        "one entry per key"
+    );
+    let spent = COST * entries;
+    assert_eq!(app.balance_micros(&org).await, 1_000_000_000 - spent);
 }

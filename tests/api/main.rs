@@ -23,6 +23,7 @@ mod stripe_fixtures;
 mod stripe_server;
 mod trial;
 mod unit_items;
+mod usage;
 mod watch;
 mod webhook_ingress;
 mod webhook_ordering;
