@@ -213,20 +213,22 @@ mod tests {
         Micros::parse_positive(n).expect("positive")
     }
 
+    /// Name, balance, postings (credit?, amount), book balance after,
+    /// entries written, lots drawn, overdraft written.
+    type Case = (
+        &'static str,
+        CreditBalance,
+        Vec<(bool, i64)>,
+        i64,
+        usize,
+        usize,
+        Option<i64>,
+    );
+
     #[test]
     fn postings_record_what_to_write() {
         let org = OrgId::from(uuid::Uuid::from_u128(1));
-        let cases: Vec<(
-            &str,
-            CreditBalance,
-            Vec<(bool, i64)>,
-            i64,
-            usize,
-            usize,
-            Option<i64>,
-        )> = vec![
-            // name, balance, postings (credit?, amount), book balance after,
-            // entries, lots drawn, overdraft written
+        let cases: Vec<Case> = vec![
             (
                 "a debit draws the soonest expiry first",
                 CreditBalance {

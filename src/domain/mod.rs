@@ -10,6 +10,7 @@ pub mod add_ons;
 pub mod cancellation;
 pub mod catalog;
 pub mod checkout;
+pub mod credit_holds;
 pub mod credits;
 pub mod cycle_change;
 pub mod entitlement;

@@ -6,12 +6,12 @@ use tonic::{Request, Response, Status};
 use super::auth::actor;
 use super::convert::{self, optional_timestamp, org_id, parse_timestamp, reason, timestamp};
 use super::proto::{self, credit_service_server::CreditService};
+use crate::domain::credit_holds::CreditHold;
 use crate::domain::credits::{CreditEntry, CreditEntryKind, Micros};
 use crate::domain::ids::InstanceId;
 use crate::domain::ids::{CreditEntryId, IdempotencyKey, RedirectUrl, UserId};
 use crate::domain::instances::InstanceStatus;
 use crate::domain::money::Money;
-use crate::domain::usage::CreditHold;
 use crate::error::{Error, FieldContext, Result};
 use crate::service::{
     CreditAdjustment, CreditGrant, CreditPurchaseOrder, InstanceView, NewInstance, Posted, Service,

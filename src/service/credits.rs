@@ -19,12 +19,12 @@ use sqlx::PgConnection;
 use super::audit_trail::{AuditAction, record};
 use super::credit_ledger::Ledger;
 use super::{Actor, Service, load_org, load_state, lock_org};
+use crate::domain::credit_holds::{CreditHold, held_at};
 use crate::domain::credits::{
     Balance, CreditEntry, CreditEntryKind, EntryDetails, Micros, NextExpiry,
 };
 use crate::domain::ids::{CreditEntryId, OrgId};
 use crate::domain::role::{OrgAction, Role};
-use crate::domain::usage::{CreditHold, held_at};
 use crate::error::{Error, Result};
 use crate::store;
 

@@ -7,6 +7,7 @@ use super::Service;
 use super::entitlement_cache::CachedOrg;
 use super::usage::Reservation;
 use crate::domain::catalog::Plan;
+use crate::domain::credit_holds::CreditHold;
 use crate::domain::entitlement::{
     Access, AccessRequest, Decision, PROXY_FEATURE, Reason, StateVersion,
 };
@@ -14,7 +15,7 @@ use crate::domain::ids::InstanceId;
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::organization::Organization;
 use crate::domain::trial::TrialStatus;
-use crate::domain::usage::{CreditHold, UsageRefusal};
+use crate::domain::usage::UsageRefusal;
 use crate::error::{Error, Result};
 
 /// A validated CheckEntitlement request.

@@ -13,11 +13,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::credit_ledger::Ledger;
 use super::usage_batch::UsageItem;
 use super::{Actor, Service};
+use crate::domain::credit_holds::CreditHold;
 use crate::domain::credits::{Balance, CreditEntry, Micros};
 use crate::domain::ids::{HoldId, OrgId, UserId};
-use crate::domain::usage::{
-    CreditHold, HoldRequest, UsageDebit, UsageOutcome, UsageRefusal, UsageRequest,
-};
+use crate::domain::usage::{HoldRequest, UsageDebit, UsageOutcome, UsageRefusal, UsageRequest};
 use crate::error::{Error, Result};
 use crate::store;
 

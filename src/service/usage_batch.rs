@@ -8,11 +8,12 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::domain::credit_holds::CreditHold;
 use crate::domain::credits::CreditEntry;
 use crate::domain::entitlement::StateVersion;
 use crate::domain::ids::OrgId;
 use crate::domain::ledger_book::LedgerBook;
-use crate::domain::usage::{CreditHold, OrgUsage, UsageOutcome, UsageRequest};
+use crate::domain::usage::{OrgUsage, UsageOutcome, UsageRequest};
 use crate::error::{Error, Result};
 use crate::store::{self, Store, credit_postings::LockedAccount};
 

@@ -6,9 +6,9 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::corrupt;
+use crate::domain::credit_holds::{CreditHold, HoldStatus};
 use crate::domain::credits::Micros;
 use crate::domain::ids::{OrgId, UserId};
-use crate::domain::usage::{CreditHold, HoldStatus};
 use crate::error::Result;
 
 struct HoldRow {
