@@ -14,32 +14,27 @@
 //! start-up are measured in a child process per size, so each starts clean.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use billing_service::app::{App, AppSettings};
-use billing_service::domain::catalog::{Catalog, SignupPolicy};
-use billing_service::domain::entitlement::StalePolicy;
-use billing_service::domain::trial::TrialLength;
+use billing_service::app::App;
+use billing_service::grpc::STATE_VERSION_HEADER;
 use billing_service::grpc::proto::entitlement_service_client::EntitlementServiceClient;
 use billing_service::grpc::proto::org_admin_service_client::OrgAdminServiceClient;
 use billing_service::grpc::proto::{self, EntitlementReason};
-use billing_service::grpc::{CallerTokens, ConcurrencyLimits, STATE_VERSION_HEADER};
-use billing_service::service;
-use billing_service::stripe::WebhookSecrets;
-use billing_service::worker::{InboxSettings, MaintenanceSettings};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 use tonic::{Request, metadata::MetadataValue};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
 
-const GATEWAY_TOKEN: &str = "gateway-bench-token-0001";
-const OPS_TOKEN: &str = "ops-bench-token-00000001";
+#[path = "bench_support/mod.rs"]
+mod bench_support;
+
+use bench_support::{
+    Database, GATEWAY_TOKEN, LoadResult, OPS_TOKEN, Outcome, call_noop, channels, drive, micros,
+    org_id, settings, start_noop_baseline,
+};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -52,6 +47,9 @@ struct Args {
     /// Seconds of load on each server.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Alternating rounds of the service and the baseline.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// HTTP/2 connections the client spreads its calls over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -102,9 +100,25 @@ impl Seeded {
     }
 }
 
-fn org_id(i: usize) -> String {
-    format!("00000000-0000-4000-8000-{i:012x}")
-}
+/// Organizations of three members each, a quarter of each kind.
+const SEED: [&str; 3] = [
+    "insert into organizations (id, name, plan, trial_end, require_seats, creator_user_id, created_at)
+     select ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'Org ' || i, 'teams',
+            case when i % 4 = 0 then now() + interval '20 days' else now() - interval '20 days' end,
+            true, 'u' || i || '-0', now()
+     from generate_series(0, $1 - 1) i",
+    "insert into memberships (org_id, user_id, role, joined_at)
+     select ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'u' || i || '-' || m,
+            case when m = 0 then 'owner' else 'member' end, now()
+     from generate_series(0, $1 - 1) i, generate_series(0, 2) m",
+    "insert into subscriptions (id, org_id, stripe_subscription_id, status, plan, billing_cycle,
+                                paid_seats, current_period_start, current_period_end, created_at)
+     select gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid,
+            'sub_bench_' || i, 'active', 'teams', 'monthly',
+            case when i % 4 = 2 then 5 else 1 end, now() - interval '3 days',
+            now() + interval '27 days', now()
+     from generate_series(0, $1 - 1) i where i % 4 in (2, 3)",
+];
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -137,16 +151,7 @@ async fn probe(url: &str) -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let admin: PgConnectOptions = args.admin_url.parse()?;
     println!("# entitlement_bench\n");
-    println!(
-        "machine: {} cores, {}; build: {}",
-        std::thread::available_parallelism()?.get(),
-        cpu_model(),
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
-    );
+    println!("machine: {}", bench_support::machine());
 
     println!("\n## Memory and start-up (child process per size)\n");
     println!(
@@ -155,7 +160,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("| ---: | ---: | ---: | ---: | ---: |");
     let mut empty_rss = None;
     for n in std::iter::once(0).chain(args.memory_orgs.iter().copied()) {
-        let db = Database::create(&admin, n).await?;
+        let db = Database::create(&admin, &SEED, n).await?;
         let line = std::process::Command::new(std::env::current_exe()?)
             .arg("--probe")
             .arg(db.url())
@@ -184,7 +189,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    let db = Database::create(&admin, args.orgs).await?;
+    let db = Database::create(&admin, &SEED, args.orgs).await?;
     let options: PgConnectOptions = db.url().parse()?;
     let replica_a = App::build(settings(options.clone(), 20)).await?;
     let a_addr = replica_a.grpc_addr();
@@ -194,43 +199,46 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "\n## CheckEntitlement vs a no-op baseline ({} orgs, concurrency {}, {} s each, {} connections)\n",
         args.orgs, args.concurrency, args.seconds, args.connections
     );
-    // The two servers take turns, twice each, so neither gains from going
-    // first (a warmer machine, a grown allocator); each row is the second
-    // of its turns.
-    let baseline_addr = start_baseline().await?;
-    let service_url = format!("http://{a_addr}");
-    let baseline_url = format!("http://{baseline_addr}");
-    let mut runs = None;
-    for _ in 0..2 {
-        let baseline = load(&args, &baseline_url, Target::Baseline).await?;
-        let entitlement = Target::Entitlement { orgs: args.orgs };
-        let service = load(&args, &service_url, entitlement).await?;
-        runs = Some((service, baseline));
+    // The two servers take turns, the order alternating by round, so
+    // neither gains from going first (a warmer machine, a grown allocator).
+    let baseline_addr = start_noop_baseline().await?;
+    let service = channels(&format!("http://{a_addr}"), args.connections).await?;
+    let baseline = channels(&format!("http://{baseline_addr}"), args.connections).await?;
+    println!("| round | server | calls/s | p50 | p90 | p99 | max | errors | wrong decisions |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut ratios = Vec::new();
+    for round in 1..=args.rounds {
+        let (checks, noop) = if round % 2 == 1 {
+            let noop = load_baseline(&args, &baseline).await?;
+            (load_checks(&args, &service).await?, noop)
+        } else {
+            let checks = load_checks(&args, &service).await?;
+            (checks, load_baseline(&args, &baseline).await?)
+        };
+        for (name, result) in [("CheckEntitlement", &checks), ("no-op baseline", &noop)] {
+            println!(
+                "| {round} | {name} | {:.0} | {} | {} | {} | {} | {} | {} |",
+                result.calls_per_second(),
+                micros(result.p(0.5)),
+                micros(result.p(0.9)),
+                micros(result.p(0.99)),
+                micros(result.latency.max()),
+                result.errors,
+                result.wrong
+            );
+        }
+        ratios.push((
+            round,
+            checks.calls_per_second() / noop.calls_per_second(),
+            checks.p(0.5) as f64 / noop.p(0.5).max(1) as f64,
+            checks.p(0.99) as f64 / noop.p(0.99).max(1) as f64,
+        ));
     }
-    let (service, baseline) = runs.ok_or_else(|| anyhow::anyhow!("no run"))?;
-    println!("| server | calls/s | p50 | p90 | p99 | max | errors | wrong decisions |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for (name, result) in [
-        ("CheckEntitlement", &service),
-        ("no-op baseline (health Check)", &baseline),
-    ] {
-        println!(
-            "| {name} | {:.0} | {} | {} | {} | {} | {} | {} |",
-            result.throughput(),
-            micros(result.latency.value_at_quantile(0.5)),
-            micros(result.latency.value_at_quantile(0.9)),
-            micros(result.latency.value_at_quantile(0.99)),
-            micros(result.latency.max()),
-            result.errors,
-            result.wrong
-        );
+    println!("\n| round | throughput (CheckEntitlement / no-op) | p50 ratio | p99 ratio |");
+    println!("| ---: | ---: | ---: | ---: |");
+    for (round, rps, p50, p99) in ratios {
+        println!("| {round} | {rps:.2} | {p50:.2} | {p99:.2} |");
     }
-    println!(
-        "\nthroughput ratio (CheckEntitlement / baseline): {:.2}; p99 ratio: {:.2}",
-        service.throughput() / baseline.throughput(),
-        service.latency.value_at_quantile(0.99) as f64
-            / baseline.latency.value_at_quantile(0.99).max(1) as f64
-    );
 
     println!(
         "\n## Propagation between two replicas ({} changes)\n",
@@ -250,253 +258,74 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn settings(database: PgConnectOptions, max_connections: u32) -> AppSettings {
-    AppSettings {
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-        webhook_addr: "127.0.0.1:0".parse().expect("addr"),
-        webhook_secrets: WebhookSecrets::none(),
-        database,
-        database_max_connections: max_connections,
-        caller_tokens: CallerTokens::parse(&format!("gateway:{GATEWAY_TOKEN},ops:{OPS_TOKEN}"))
-            .expect("tokens"),
-        catalog: Catalog::from_toml(Catalog::DEFAULT_TOML).expect("catalog"),
-        service: service::Settings {
-            trial_length: TrialLength::days(30),
-            signup_policy: SignupPolicy {
-                monthly_enabled: true,
-            },
-            min_version_wait: Duration::from_millis(100),
-            stale_policy: StalePolicy {
-                max_staleness: chrono::TimeDelta::seconds(60),
-                fail_closed_features: vec![],
-            },
-            watch_log_capacity: 10_000,
-            operation_lease: Duration::from_secs(120),
-            operation_wait: Duration::from_secs(5),
-            usage_lanes: 4,
-        },
-        stripe: None,
-        inbox: InboxSettings::default(),
-        maintenance: MaintenanceSettings::default(),
-        limits: ConcurrencyLimits::default(),
-    }
-}
-
-/// A scratch database, migrated and seeded.
-struct Database {
-    admin: PgConnectOptions,
-    name: String,
-}
-
-impl Database {
-    async fn create(admin: &PgConnectOptions, orgs: usize) -> anyhow::Result<Self> {
-        let name = format!("billing_bench_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect_with(admin).await?;
-        sqlx::query(&format!("create database {name}"))
-            .execute(&mut conn)
-            .await?;
-        let db = Self {
-            admin: admin.clone(),
-            name,
-        };
-        let mut conn = PgConnection::connect_with(&admin.clone().database(&db.name)).await?;
-        billing_service::store::MIGRATOR.run(&mut conn).await?;
-        seed(&mut conn, orgs).await?;
-        Ok(db)
-    }
-
-    fn url(&self) -> String {
-        let host = self.admin.get_host();
-        let port = self.admin.get_port();
-        let user = self.admin.get_username();
-        format!("postgres://{user}@{host}:{port}/{}", self.name)
-    }
-
-    async fn drop_now(self) -> anyhow::Result<()> {
-        let mut conn = PgConnection::connect_with(&self.admin).await?;
-        sqlx::query(&format!(
-            "drop database if exists {} with (force)",
-            self.name
-        ))
-        .execute(&mut conn)
-        .await?;
-        Ok(())
-    }
-}
-
-/// Seeds `n` organizations of three members each, a quarter of each kind.
-/// Written in bulk with the announcing triggers off (nothing listens yet).
-async fn seed(conn: &mut PgConnection, n: usize) -> anyhow::Result<()> {
-    if n == 0 {
-        return Ok(());
-    }
-    let n = i64::try_from(n)?;
-    let mut tx = conn.begin().await?;
-    for statement in [
-        "set local session_replication_role = replica",
-        "insert into organizations (id, name, plan, trial_end, require_seats, creator_user_id, created_at)
-         select ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'Org ' || i, 'teams',
-                case when i % 4 = 0 then now() + interval '20 days' else now() - interval '20 days' end,
-                true, 'u' || i || '-0', now()
-         from generate_series(0, $1 - 1) i",
-        "insert into memberships (org_id, user_id, role, joined_at)
-         select ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'u' || i || '-' || m,
-                case when m = 0 then 'owner' else 'member' end, now()
-         from generate_series(0, $1 - 1) i, generate_series(0, 2) m",
-        "insert into subscriptions (id, org_id, stripe_subscription_id, status, plan, billing_cycle,
-                                    paid_seats, current_period_start, current_period_end, created_at)
-         select gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid,
-                'sub_bench_' || i, 'active', 'teams', 'monthly',
-                case when i % 4 = 2 then 5 else 1 end, now() - interval '3 days',
-                now() + interval '27 days', now()
-         from generate_series(0, $1 - 1) i where i % 4 in (2, 3)",
-    ] {
-        let query = sqlx::query(statement);
-        let query = if statement.contains("$1") { query.bind(n) } else { query };
-        query.execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-enum Target {
-    Entitlement { orgs: usize },
-    Baseline,
-}
-
-struct LoadResult {
-    calls: u64,
-    elapsed: Duration,
-    latency: Histogram<u64>,
-    errors: u64,
-    wrong: u64,
-}
-
-impl LoadResult {
-    fn throughput(&self) -> f64 {
-        self.calls as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
-async fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
-    let mut channels = Vec::with_capacity(n);
-    for _ in 0..n {
-        channels.push(Channel::from_shared(url.to_owned())?.connect().await?);
-    }
-    Ok(channels)
-}
-
-/// Drives the target at the chosen concurrency: a second of warm-up, then
-/// the measured run.
-async fn load(args: &Args, url: &str, target: Target) -> anyhow::Result<LoadResult> {
-    let target = Arc::new(target);
-    let channels = channels(url, args.connections).await?;
+/// `CheckEntitlement` for random seeded organizations and users (one in
+/// ten not a member), every answer checked against the seeded state.
+async fn load_checks(args: &Args, channels: &[Channel]) -> anyhow::Result<LoadResult> {
     let token: MetadataValue<_> = format!("Bearer {GATEWAY_TOKEN}").parse()?;
-    let mut result = None;
-    for (phase, seconds) in [("warm-up", 1), ("measure", args.seconds)] {
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        let started = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for worker in 0..args.concurrency {
-            let channel = channels[worker % channels.len()].clone();
-            let target = target.clone();
+    let channels = channels.to_vec();
+    let orgs = args.orgs;
+    drive(
+        args.concurrency,
+        Duration::from_secs(1),
+        Duration::from_secs(args.seconds),
+        move |worker, n| {
+            let mut client =
+                EntitlementServiceClient::new(channels[worker % channels.len()].clone());
             let token = token.clone();
-            tasks.spawn(async move {
-                let mut latency =
-                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-                let (mut calls, mut errors, mut wrong) = (0u64, 0u64, 0u64);
-                let mut entitlements = EntitlementServiceClient::new(channel.clone());
-                let mut health = HealthClient::new(channel);
-                let mut rng = rand::rngs::StdRng::from_os_rng();
-                while Instant::now() < deadline {
-                    let sent = Instant::now();
-                    let ok = match target.as_ref() {
-                        Target::Entitlement { orgs } => {
-                            let i = rng.random_range(0..*orgs);
-                            let stranger = rng.random_range(0..10) == 0;
-                            let user = if stranger {
-                                "stranger".to_owned()
-                            } else {
-                                format!("u{i}-1")
-                            };
-                            let mut request = Request::new(proto::CheckEntitlementRequest {
-                                org_id: org_id(i),
-                                user_id: user,
-                                feature: "proxy".into(),
-                                ..Default::default()
-                            });
-                            request
-                                .metadata_mut()
-                                .insert("authorization", token.clone());
-                            match entitlements.check_entitlement(request).await {
-                                Ok(reply) => {
-                                    let reply = reply.into_inner();
-                                    let want = if stranger {
-                                        (false, EntitlementReason::NotAMember)
-                                    } else {
-                                        Seeded::of(i).member_answer()
-                                    };
-                                    if (reply.allowed, reply.reason()) != want {
-                                        wrong += 1;
-                                    }
-                                    true
-                                }
-                                Err(_) => false,
-                            }
+            async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(n);
+                let i = rng.random_range(0..orgs);
+                let stranger = rng.random_range(0..10) == 0;
+                let user = if stranger {
+                    "stranger".to_owned()
+                } else {
+                    format!("u{i}-1")
+                };
+                let mut request = Request::new(proto::CheckEntitlementRequest {
+                    org_id: org_id(i),
+                    user_id: user,
+                    feature: "proxy".into(),
+                    ..Default::default()
+                });
+                request.metadata_mut().insert("authorization", token);
+                match client.check_entitlement(request).await {
+                    Ok(reply) => {
+                        let reply = reply.into_inner();
+                        let want = if stranger {
+                            (false, EntitlementReason::NotAMember)
+                        } else {
+                            Seeded::of(i).member_answer()
+                        };
+                        Outcome {
+                            wrong: (reply.allowed, reply.reason()) != want,
+                            ..Outcome::ok(1)
                         }
-                        Target::Baseline => health
-                            .check(HealthCheckRequest {
-                                service: String::new(),
-                            })
-                            .await
-                            .is_ok(),
-                    };
-                    let took = sent.elapsed();
-                    calls += 1;
-                    if !ok {
-                        errors += 1;
                     }
-                    latency.saturating_record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+                    Err(_) => Outcome::failed(),
                 }
-                (calls, errors, wrong, latency)
-            });
-        }
-        let mut merged = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-        let (mut calls, mut errors, mut wrong) = (0, 0, 0);
-        while let Some(done) = tasks.join_next().await {
-            let (c, e, w, h) = done?;
-            calls += c;
-            errors += e;
-            wrong += w;
-            merged.add(h)?;
-        }
-        if phase == "measure" {
-            result = Some(LoadResult {
-                calls,
-                elapsed: started.elapsed(),
-                latency: merged,
-                errors,
-                wrong,
-            });
-        }
-    }
-    result.ok_or_else(|| anyhow::anyhow!("no measurement"))
+            }
+        },
+    )
+    .await
 }
 
-/// A tonic server with only the health service: the no-op baseline.
-async fn start_baseline() -> anyhow::Result<std::net::SocketAddr> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(
-        Server::builder()
-            .add_service(health)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    Ok(addr)
+async fn load_baseline(args: &Args, channels: &[Channel]) -> anyhow::Result<LoadResult> {
+    let channels = channels.to_vec();
+    drive(
+        args.concurrency,
+        Duration::from_secs(1),
+        Duration::from_secs(args.seconds),
+        move |worker, _| {
+            let channel = channels[worker % channels.len()].clone();
+            async move {
+                match call_noop(channel).await {
+                    Ok(()) => Outcome::ok(1),
+                    Err(_) => Outcome::failed(),
+                }
+            }
+        },
+    )
+    .await
 }
 
 /// Flips trial organizations between active and expired on replica A and
@@ -600,14 +429,6 @@ async fn propagation(args: &Args, a: &str, b: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn micros(value: u64) -> String {
-    if value >= 10_000 {
-        format!("{:.1} ms", value as f64 / 1000.0)
-    } else {
-        format!("{value} µs")
-    }
-}
-
 /// The process's resident memory in KiB (Linux).
 fn resident_kib() -> anyhow::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
@@ -617,15 +438,4 @@ fn resident_kib() -> anyhow::Result<u64> {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/self/status"))
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix("model name"))
-                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }

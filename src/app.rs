@@ -6,15 +6,12 @@
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use sqlx::postgres::{PgConnectOptions, PgListener};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Status};
 use tonic_health::ServingStatus;
 use tower_http::trace::TraceLayer;
@@ -31,6 +28,7 @@ use crate::grpc::{
 use crate::service::{self, Clock, EntitlementCache, Service, SystemClock};
 use crate::store::{self, Store};
 use crate::stripe::{StripeApi, StripeSettings, WebhookSecrets, webhook_router};
+use crate::transport;
 use crate::worker::{
     InboxSettings, MaintenanceSettings, run_inbox_worker, run_maintenance, run_operations,
 };
@@ -61,17 +59,6 @@ const SERVICE_NAMES: [&str; 4] = [
     "billing.v1.EntitlementService",
     "billing.v1.OrgAdminService",
 ];
-
-/// Longest time one RPC may take before it is cancelled.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The gateway keeps its connections for days and sends small calls on
-/// them. Pings every 20 s (answered within 10 s) keep idle connections
-/// through NATs and load balancers and find dead peers in half a minute;
-/// TCP keepalive backs that up for peers that stop answering pings.
-const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
-const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub struct App {
@@ -253,19 +240,8 @@ impl App {
         let service = self.service;
 
         tracing::info!(addr = %self.grpc_addr, "serving gRPC");
-        // Small unary answers go out at once: without TCP_NODELAY, Nagle's
-        // algorithm meets the client's delayed ACK in a 40 ms stall.
-        let incoming = TcpIncoming::from(self.listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(TCP_KEEPALIVE));
-        let grpc = Server::builder()
-            // Cancel calls that hang, so a stuck query cannot pin a connection forever.
-            .timeout(REQUEST_TIMEOUT)
-            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
-            // Flow-control windows follow the measured bandwidth-delay
-            // product, so a busy connection is not held to the 64 KiB default.
-            .http2_adaptive_window(Some(true))
+        let incoming = transport::incoming(self.listener);
+        let grpc = transport::server()
             // One span per call, with method and status, for logs and traces.
             .layer(TraceLayer::new_for_grpc())
             // The state version a call committed goes back in its metadata.

@@ -27,4 +27,5 @@ pub mod service;
 pub mod store;
 pub mod stripe;
 pub mod telemetry;
+pub mod transport;
 pub mod worker;
