@@ -97,6 +97,12 @@ pub(super) async fn post(
         .filter(|(_, c, stored)| c.horizon != *stored)
         .map(|(org, c, _)| (*org, c.horizon))
         .collect();
+    if horizons.is_empty() {
+        // Only a horizon change announces itself; without one there is no
+        // version to read back, so the commit is one round trip.
+        tx.commit().await?;
+        return Ok((outcomes, None));
+    }
     store::credit_postings::set_horizons(&mut tx, &horizons).await?;
     let version = store::commit(tx).await?;
     Ok((outcomes, version))
