@@ -60,9 +60,9 @@ pub(super) async fn post(
             )));
         }
     }
-    let (hold_ids, reserve_keys, debit_orgs, debit_keys) = lookups(items);
+    let (hold_ids, reserve_keys, debit_keys) = lookups(items);
     let holds = store::credit_holds::for_batch(&mut tx, &orgs, &hold_ids, &reserve_keys).await?;
-    let posted = store::credits::usage_by_keys(&mut tx, &debit_orgs, &debit_keys).await?;
+    let posted = store::credits::usage_by_keys(&mut tx, &orgs, &debit_keys).await?;
 
     let mut books = open_books(items, accounts, holds, posted, now);
     let outcomes = items
@@ -109,23 +109,25 @@ pub(super) async fn post(
 }
 
 /// What the batch must look up besides the accounts: holds named by
-/// settlements, reservation keys, and the (organization, key) pairs of
-/// debits.
-fn lookups(items: &[UsageItem]) -> (Vec<Uuid>, Vec<String>, Vec<Uuid>, Vec<String>) {
+/// settlements, reservation keys, and the keys of debits.
+fn lookups(items: &[UsageItem]) -> (Vec<Uuid>, Vec<String>, Vec<String>) {
     let mut hold_ids = Vec::new();
     let mut reserve_keys = Vec::new();
-    let (mut debit_orgs, mut debit_keys) = (Vec::new(), Vec::new());
+    let mut debit_keys = Vec::new();
     for item in items {
         match &item.request {
             UsageRequest::Debit(debit) => {
-                debit_orgs.push(item.org.as_uuid());
                 debit_keys.push(debit.key.clone());
                 hold_ids.extend(debit.hold.map(|id| id.as_uuid()));
             }
             UsageRequest::Reserve(hold) => reserve_keys.push(hold.key.clone()),
         }
     }
-    (hold_ids, reserve_keys, debit_orgs, debit_keys)
+    for list in [&mut reserve_keys, &mut debit_keys] {
+        list.sort_unstable();
+        list.dedup();
+    }
+    (hold_ids, reserve_keys, debit_keys)
 }
 
 type Books = HashMap<OrgId, (OrgUsage, crate::domain::credits::CreditHorizon)>;

@@ -114,7 +114,14 @@ impl Service {
                 lane.waiting.drain(..take).collect()
             };
             let items: Vec<UsageItem> = batch.iter().map(|w| w.item.clone()).collect();
-            match post(self.store(), &items, self.now()).await {
+            // On a task of its own, so that even a panic answers the batch
+            // and leaves the lane committing.
+            let store = self.store().clone();
+            let now = self.now();
+            let posted = tokio::spawn(async move { post(&store, &items, now).await })
+                .await
+                .unwrap_or_else(|panic| Err(Error::internal(panic)));
+            match posted {
                 Ok((outcomes, version)) => {
                     if let Some(version) = version {
                         // Read-your-writes on this replica, as for any commit.

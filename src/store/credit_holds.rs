@@ -45,8 +45,10 @@ impl TryFrom<HoldRow> for CreditHold {
     }
 }
 
-/// For a batch: the active holds of `orgs`, and any hold (in any state)
-/// of theirs that has one of `ids` or one of the reservation `keys`.
+/// For a batch: the active holds of `orgs`, any hold with one of `ids`
+/// (the caller keeps those of its organizations), and any of theirs with
+/// one of the reservation `keys`. One arm per index, so each stays an
+/// index scan however many settled holds there are.
 pub async fn for_batch(
     conn: &mut PgConnection,
     orgs: &[Uuid],
@@ -56,11 +58,17 @@ pub async fn for_batch(
     let rows = sqlx::query_as!(
         HoldRow,
         r#"
-        select id, org_id, amount_micros, idempotency_key, user_id, model, created_at,
-               expires_at, status, settled_by_key
-        from credit_holds
-        where org_id = any($1)
-          and (status = 'active' or id = any($2) or idempotency_key = any($3))
+        select id as "id!", org_id as "org_id!", amount_micros as "amount_micros!",
+               idempotency_key as "idempotency_key!", user_id as "user_id!", model,
+               created_at as "created_at!", expires_at as "expires_at!", status as "status!",
+               settled_by_key
+        from (
+            select * from credit_holds where org_id = any($1) and status = 'active'
+            union
+            select * from credit_holds where id = any($2)
+            union
+            select * from credit_holds where org_id = any($1) and idempotency_key = any($3)
+        ) as holds
         "#,
         orgs,
         ids,
@@ -153,7 +161,7 @@ pub async fn close(
         set status = h.status, settled_by_key = h.settled_by,
             closed_at = coalesce(c.closed_at, $4)
         from unnest($1::uuid[], $2::text[], $3::text[]) as h (id, status, settled_by)
-        where c.id = h.id
+        where c.id = h.id and c.id = any($1)
         "#,
         &ids,
         &statuses,

@@ -91,7 +91,9 @@ pub async fn lock_accounts(
     Ok(locked)
 }
 
-/// Stores the postings of one or many organizations' books.
+/// Stores the postings of one or many organizations' books. Each update
+/// also names its rows with `= any(...)`, so the planner reaches them by
+/// index rather than joining the whole table against the batch.
 pub async fn write(conn: &mut PgConnection, books: &[(OrgId, &BookChanges)]) -> Result<()> {
     let mut entries = EntryColumns::default();
     let (mut lot_ids, mut lot_orgs, mut lot_expiries, mut lot_remaining) =
@@ -144,7 +146,7 @@ pub async fn write(conn: &mut PgConnection, books: &[(OrgId, &BookChanges)]) -> 
             r#"
             update credit_lots l set remaining_micros = l.remaining_micros - d.amount
             from unnest($1::uuid[], $2::int8[]) as d (entry_id, amount)
-            where l.entry_id = d.entry_id
+            where l.entry_id = d.entry_id and l.entry_id = any($1)
             "#,
             &draw_ids,
             &draw_amounts,
@@ -157,7 +159,7 @@ pub async fn write(conn: &mut PgConnection, books: &[(OrgId, &BookChanges)]) -> 
             r#"
             update credit_accounts a set overdraft_micros = o.overdraft
             from unnest($1::uuid[], $2::int8[]) as o (org_id, overdraft)
-            where a.org_id = o.org_id
+            where a.org_id = o.org_id and a.org_id = any($1)
             "#,
             &overdraft_orgs,
             &overdrafts,
@@ -186,7 +188,7 @@ pub async fn set_horizons(
         update credit_accounts a
         set credit_positive = h.positive, credit_positive_until = h.until
         from unnest($1::uuid[], $2::bool[], $3::timestamptz[]) as h (org_id, positive, until)
-        where a.org_id = h.org_id
+        where a.org_id = h.org_id and a.org_id = any($1)
         "#,
         &orgs,
         &positive,

@@ -164,8 +164,10 @@ pub async fn by_idempotency_key(
     row.map(TryInto::try_into).transpose()
 }
 
-/// The usage entries earlier reports with these keys made, for any of
-/// the organizations.
+/// The usage entries of any of `orgs` with any of `keys`: every earlier
+/// report a batch's keys could replay (and perhaps a few more, which no
+/// report of the batch then looks up). Both lists go to the index as
+/// arrays, so the lookup stays an index scan however large the ledger.
 pub async fn usage_by_keys(
     conn: &mut PgConnection,
     orgs: &[Uuid],
@@ -174,13 +176,11 @@ pub async fn usage_by_keys(
     let rows = sqlx::query_as!(
         EntryRow,
         r#"
-        select e.id, e.org_id, e.kind, e.amount_micros, e.balance_after_micros,
-               e.idempotency_key, e.stripe_payment_id, e.reason, e.user_id, e.model,
-               e.instance_id, e.expires_at, e.expired_entry_id, e.hold_id, e.occurred_at
-        from credit_entries e
-        join unnest($1::uuid[], $2::text[]) as k (org_id, idempotency_key)
-          on e.org_id = k.org_id and e.idempotency_key = k.idempotency_key
-        where e.kind = 'usage'
+        select id, org_id, kind, amount_micros, balance_after_micros, idempotency_key,
+               stripe_payment_id, reason, user_id, model, instance_id, expires_at,
+               expired_entry_id, hold_id, occurred_at
+        from credit_entries
+        where org_id = any($1) and kind = 'usage' and idempotency_key = any($2)
         "#,
         orgs,
         keys,
