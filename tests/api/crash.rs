@@ -168,6 +168,21 @@ async fn an_operation_killed_after_its_stripe_write_is_finished_once_by_another_
     assert_eq!(scheduled, 1);
 }
 
+/// The gateway's usage report for one request.
+fn debit(org: &str, key: &str, micros: i64) -> tonic::Request<proto::RecordUsageRequest> {
+    request(
+        As::Gateway,
+        proto::RecordUsageRequest {
+            org_id: org.to_owned(),
+            user_id: OWNER.into(),
+            amount_micros: micros,
+            model: "gpt-4o".into(),
+            idempotency_key: key.to_owned(),
+            ..Default::default()
+        },
+    )
+}
+
 /// kill -9 in the middle of a stream of usage debits: every debit that was
 /// acknowledged is in the ledger once, and replaying every key sent (the
 /// gateway's retry) completes the rest without doubling any.
@@ -192,18 +207,7 @@ async fn a_kill_during_a_stream_of_debits_loses_no_acknowledged_debit_and_double
             for n in 0.. {
                 let key = format!("s{stream}-{n}");
                 sent.push(key.clone());
-                let usage = request(
-                    As::Gateway,
-                    proto::RecordUsageRequest {
-                        org_id: org.clone(),
-                        user_id: OWNER.into(),
-                        amount_micros: COST,
-                        model: "gpt-4o".into(),
-                        idempotency_key: key.clone(),
-                        ..Default::default()
-                    },
-                );
-                match gateway.record_usage(usage).await {
+                match gateway.record_usage(debit(&org, &key, COST)).await {
                     Ok(_) => {
                         let _ = acked.send(key);
                     }
@@ -246,17 +250,7 @@ async fn a_kill_during_a_stream_of_debits_loses_no_acknowledged_debit_and_double
     for key in &sent {
         let retried = app
             .entitlements()
-            .record_usage(request(
-                As::Gateway,
-                proto::RecordUsageRequest {
-                    org_id: org.clone(),
-                    user_id: OWNER.into(),
-                    amount_micros: COST,
-                    model: "gpt-4o".into(),
-                    idempotency_key: key.clone(),
-                    ..Default::default()
-                },
-            ))
+            .record_usage(debit(&org, key, COST))
             .await
             .expect("retry")
             .into_inner();

@@ -13,6 +13,23 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::helpers::{As, TestOptions, catalog_with_stripe_prices, request, spawn_app_with};
 use crate::stripe_server::FakeStripe;
 
+/// The gateway's check of alice's proxy access.
+fn proxy_check(
+    org: &str,
+    min_version: Option<u64>,
+) -> tonic::Request<proto::CheckEntitlementRequest> {
+    request(
+        As::Gateway,
+        proto::CheckEntitlementRequest {
+            org_id: org.to_owned(),
+            user_id: "alice".into(),
+            feature: "proxy".into(),
+            min_version,
+            ..Default::default()
+        },
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_billing_calls_over_the_cap_are_shed_and_checks_still_answer() {
     let stripe = FakeStripe::start().await;
@@ -53,15 +70,7 @@ async fn slow_billing_calls_over_the_cap_are_shed_and_checks_still_answer() {
     let mut checks = tokio::task::JoinSet::new();
     for _ in 0..40 {
         let mut entitlements = app.entitlements();
-        let check = request(
-            As::Gateway,
-            proto::CheckEntitlementRequest {
-                org_id: org.id.clone(),
-                user_id: "alice".into(),
-                feature: "proxy".into(),
-                ..Default::default()
-            },
-        );
+        let check = proxy_check(&org.id, None);
         checks.spawn(async move { entitlements.check_entitlement(check).await });
     }
     while let Some(check) = checks.join_next().await {
@@ -102,16 +111,7 @@ async fn health_stays_serving_while_checks_are_shed() {
     let mut checks = tokio::task::JoinSet::new();
     for _ in 0..40 {
         let mut entitlements = app.entitlements();
-        let check = request(
-            As::Gateway,
-            proto::CheckEntitlementRequest {
-                org_id: org.id.clone(),
-                user_id: "alice".into(),
-                feature: "proxy".into(),
-                min_version: Some(u64::MAX / 2),
-                ..Default::default()
-            },
-        );
+        let check = proxy_check(&org.id, Some(u64::MAX / 2));
         checks.spawn(async move { entitlements.check_entitlement(check).await });
     }
     tokio::time::sleep(Duration::from_millis(30)).await;
