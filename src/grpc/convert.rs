@@ -6,7 +6,7 @@ use prost_types::Timestamp;
 
 use super::proto;
 use crate::domain::entitlement::Reason;
-use crate::domain::ids::{OrgId, UserId};
+use crate::domain::ids::{IdempotencyKey, OrgId, UserId};
 use crate::domain::money::Money;
 use crate::domain::pricing::BillingCycle;
 use crate::domain::role::Role;
@@ -40,6 +40,15 @@ pub fn org_id(raw: &str) -> Result<OrgId> {
 
 pub fn user_id(raw: &str) -> Result<UserId> {
     UserId::parse(raw).field("user_id")
+}
+
+/// A required idempotency key (or reservation key) named `field`.
+pub fn required_key(field: &str, raw: &str) -> Result<String> {
+    Ok(IdempotencyKey::parse_optional(raw)
+        .field(field)?
+        .ok_or_else(|| Error::invalid(field, "is required"))?
+        .as_str()
+        .to_owned())
 }
 
 pub fn reason(reason: Reason) -> proto::EntitlementReason {

@@ -4,7 +4,9 @@
 use tonic::{Request, Response, Status};
 
 use super::auth::actor;
-use super::convert::{self, optional_timestamp, org_id, parse_timestamp, reason, timestamp};
+use super::convert::{
+    self, optional_timestamp, org_id, parse_timestamp, reason, required_key, timestamp,
+};
 use super::proto::{self, credit_service_server::CreditService};
 use crate::domain::credit_holds::CreditHold;
 use crate::domain::credits::{CreditEntry, CreditEntryKind, Micros};
@@ -133,13 +135,6 @@ fn reason_text(raw: &str) -> Result<String> {
     Ok(reason.to_owned())
 }
 
-fn required_key(raw: &str) -> Result<String> {
-    IdempotencyKey::parse_optional(raw)
-        .field("idempotency_key")?
-        .map(|key| key.as_str().to_owned())
-        .ok_or_else(|| Error::invalid("idempotency_key", "is required"))
-}
-
 fn instance_id(raw: &str) -> Result<InstanceId> {
     InstanceId::parse(raw).field("instance_id")
 }
@@ -242,7 +237,7 @@ impl CreditService for CreditApi {
                 .as_ref()
                 .map(|at| parse_timestamp("expires_at", Some(at)))
                 .transpose()?,
-            idempotency_key: required_key(&request.idempotency_key)?,
+            idempotency_key: required_key("idempotency_key", &request.idempotency_key)?,
         };
         let result = self.service.grant_credits(&actor, org, grant).await?;
         Ok(Response::new(posted(result)))
@@ -258,7 +253,7 @@ impl CreditService for CreditApi {
         let adjustment = CreditAdjustment {
             amount: request.amount_micros,
             reason: reason_text(&request.reason)?,
-            idempotency_key: required_key(&request.idempotency_key)?,
+            idempotency_key: required_key("idempotency_key", &request.idempotency_key)?,
         };
         let result = self.service.adjust_credits(&actor, org, adjustment).await?;
         Ok(Response::new(posted(result)))

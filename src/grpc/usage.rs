@@ -4,10 +4,10 @@
 use chrono::TimeDelta;
 use tonic::Status;
 
-use super::convert::{org_id, user_id};
+use super::convert::{org_id, required_key, user_id};
 use super::proto;
 use crate::domain::credits::Micros;
-use crate::domain::ids::{HoldId, IdempotencyKey, OrgId};
+use crate::domain::ids::{HoldId, OrgId};
 use crate::domain::organization::ModelRestrictions;
 use crate::domain::usage::MAX_BATCH_REPORTS;
 use crate::error::{Error, FieldContext, Result};
@@ -31,14 +31,6 @@ pub(super) fn model_name(field: &str, raw: Option<&String>) -> Result<Option<Str
             ),
         )),
     }
-}
-
-fn required_key(field: &str, raw: &str) -> Result<String> {
-    Ok(IdempotencyKey::parse_optional(raw)
-        .field(field)?
-        .ok_or_else(|| Error::invalid(field, "is required"))?
-        .as_str()
-        .to_owned())
 }
 
 /// One report, validated.

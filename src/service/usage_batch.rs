@@ -32,7 +32,7 @@ pub(super) struct UsageItem {
 /// input (a balance or its holds crossing zero).
 pub(super) async fn post(
     store: &Store,
-    items: &[UsageItem],
+    items: Vec<UsageItem>,
     now: DateTime<Utc>,
 ) -> Result<(Vec<UsageOutcome>, Option<StateVersion>)> {
     let mut orgs: Vec<Uuid> = items.iter().map(|item| item.org.as_uuid()).collect();
@@ -60,18 +60,18 @@ pub(super) async fn post(
             )));
         }
     }
-    let (hold_ids, reserve_keys, debit_keys) = lookups(items);
+    let (hold_ids, reserve_keys, debit_keys) = lookups(&items);
     let holds = store::credit_holds::for_batch(&mut tx, &orgs, &hold_ids, &reserve_keys).await?;
     let posted = store::credits::usage_by_keys(&mut tx, &orgs, &debit_keys).await?;
 
-    let mut books = open_books(items, accounts, holds, posted, now);
+    let mut books = open_books(&items, accounts, holds, posted, now);
     let outcomes = items
-        .iter()
+        .into_iter()
         .map(|item| {
             let (usage, _) = books.get_mut(&item.org).ok_or_else(|| {
                 Error::internal(anyhow::anyhow!("no credit account for {}", item.org))
             })?;
-            Ok(usage.apply(item.request.clone()))
+            Ok(usage.apply(item.request))
         })
         .collect::<Result<Vec<UsageOutcome>>>()?;
 

@@ -104,21 +104,23 @@ impl Service {
     /// Commits the lane's waiting items, batch after batch, until none wait.
     async fn commit_lane(self, index: usize) {
         loop {
-            let batch: Vec<Waiting> = {
+            let (items, replies): (Vec<UsageItem>, Vec<_>) = {
                 let mut lane = self.inner.usage.lane(index);
                 if lane.waiting.is_empty() {
                     lane.committing = false;
                     return;
                 }
                 let take = lane.waiting.len().min(MAX_ITEMS_PER_COMMIT);
-                lane.waiting.drain(..take).collect()
+                lane.waiting
+                    .drain(..take)
+                    .map(|waiting| (waiting.item, waiting.reply))
+                    .unzip()
             };
-            let items: Vec<UsageItem> = batch.iter().map(|w| w.item.clone()).collect();
             // On a task of its own, so that even a panic answers the batch
             // and leaves the lane committing.
             let store = self.store().clone();
             let now = self.now();
-            let posted = tokio::spawn(async move { post(&store, &items, now).await })
+            let posted = tokio::spawn(async move { post(&store, items, now).await })
                 .await
                 .unwrap_or_else(|panic| Err(Error::internal(panic)));
             match posted {
@@ -129,18 +131,18 @@ impl Service {
                             .wait_for(version, self.inner.settings.min_version_wait)
                             .await;
                     }
-                    for (waiting, outcome) in batch.into_iter().zip(outcomes) {
-                        let _ = waiting.reply.send(Ok((outcome, version)));
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok((outcome, version)));
                     }
                 }
                 Err(error) => {
                     tracing::error!(
                         error = format!("{error:#}"),
-                        reports = batch.len(),
+                        reports = replies.len(),
                         "a usage batch failed to commit"
                     );
-                    for waiting in batch {
-                        let _ = waiting.reply.send(Err(Error::Unavailable(
+                    for reply in replies {
+                        let _ = reply.send(Err(Error::Unavailable(
                             "usage could not be posted now; retry with the same idempotency key"
                                 .into(),
                         )));

@@ -118,7 +118,7 @@ pub async fn balance(conn: &mut PgConnection, org: OrgId) -> Result<CreditBalanc
     })
 }
 
-pub(super) async fn open_lots(conn: &mut PgConnection, org: OrgId) -> Result<Vec<CreditLot>> {
+async fn open_lots(conn: &mut PgConnection, org: OrgId) -> Result<Vec<CreditLot>> {
     let rows = sqlx::query!(
         r#"
         select entry_id, expires_at, remaining_micros
