@@ -136,7 +136,7 @@ pub async fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
 
 /// The no-op baseline: one bare unary method (`/bench.Noop/Call`, empty
 /// messages, no work) on a tonic server with the service's own transport
-/// settings (TCP_NODELAY, keepalives, adaptive windows).
+/// settings (TCP_NODELAY, keepalives, fixed flow-control windows).
 pub async fn start_noop_baseline() -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
