@@ -185,7 +185,8 @@ impl Service {
     }
 
     /// The organization from memory, and the version the answer stands at.
-    /// With `min_version` newer than the cache has seen, it waits briefly
+    /// With `min_version` newer than both the watermark and the
+    /// organization's own version, it waits briefly
     /// for the notification, then reads the database. An organization the
     /// cache does not know (created a moment ago) is read from the database.
     pub(super) async fn cached_org(
@@ -194,20 +195,26 @@ impl Service {
         min_version: Option<StateVersion>,
     ) -> Result<(Arc<CachedOrg>, StateVersion)> {
         let cache = self.cache();
-        let behind = min_version.filter(|&min| cache.watermark() < min);
-        if let Some(min) = behind
-            && !cache
+        let mut held = cache.get(org);
+        let behind = min_version.filter(|&min| {
+            cache.watermark() < min && held.as_ref().is_none_or(|held| held.version < min)
+        });
+        if let Some(min) = behind {
+            if !cache
                 .wait_for(min, self.inner.settings.min_version_wait)
                 .await
-        {
-            // The database has every committed version; a `min_version`
-            // beyond it was never committed, and the answer says so.
-            let read_at = self.read_through(org, Some(min)).await?;
-            let cached = cache.get(org).ok_or_else(|| super::org_not_found(org))?;
-            return Ok((cached, read_at));
+            {
+                // The database has every committed version; a `min_version`
+                // beyond it was never committed, and the answer says so.
+                let read_at = self.read_through(org, Some(min)).await?;
+                let cached = cache.get(org).ok_or_else(|| super::org_not_found(org))?;
+                return Ok((cached, read_at));
+            }
+            held = cache.get(org);
         }
-        if let Some(cached) = cache.get(org) {
-            return Ok((cached, cache.watermark()));
+        if let Some(cached) = held {
+            let version = answered_at(cache.watermark(), &cached);
+            return Ok((cached, version));
         }
         let read_at = self.read_through(org, None).await?;
         let cached = cache.get(org).ok_or_else(|| super::org_not_found(org))?;
@@ -241,6 +248,15 @@ impl Service {
                 other => other,
             })
     }
+}
+
+/// The version an answer about one organization stands at. The watermark
+/// covers every organization; the organization's own state may be newer
+/// than it (a refresh for an earlier announcement reads the row as it is
+/// now), and the organization was read after its last change, so its own
+/// version is covered too.
+fn answered_at(watermark: StateVersion, org: &CachedOrg) -> StateVersion {
+    watermark.max(org.version)
 }
 
 /// An answer from the entitlement state, with the version it stands at.
