@@ -3,12 +3,11 @@
 //! (port 0 works, for tests) and `run_until_stopped` serves until the
 //! shutdown future completes.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use sqlx::postgres::{PgConnectOptions, PgListener};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -25,6 +24,7 @@ use crate::grpc::{
     self, Authenticator, BillingApi, CallerTokens, ConcurrencyLimits, CreditApi, EntitlementApi,
     LoadShedLayer, OrgAdminApi, Scope, StateVersionLayer,
 };
+use crate::http_listener::{self, ListenerLimits};
 use crate::service::{self, Clock, EntitlementCache, Service, SystemClock};
 use crate::store::{self, Store};
 use crate::stripe::{StripeApi, StripeSettings, WebhookSecrets, webhook_router};
@@ -50,6 +50,7 @@ pub struct AppSettings {
     pub inbox: InboxSettings,
     pub maintenance: MaintenanceSettings,
     pub limits: ConcurrencyLimits,
+    pub webhook_limits: ListenerLimits,
 }
 
 /// Names of the served services, for health reporting.
@@ -74,6 +75,7 @@ pub struct App {
     /// The connection listening for entitlement changes since the load.
     listening: PgListener,
     limits: ConcurrencyLimits,
+    webhook_limits: ListenerLimits,
     service: Service,
     authenticator: Authenticator,
 }
@@ -134,6 +136,7 @@ impl App {
             maintenance: settings.maintenance,
             listening,
             limits: settings.limits,
+            webhook_limits: settings.webhook_limits,
             service,
             authenticator: Authenticator::new(&settings.caller_tokens),
         })
@@ -204,15 +207,12 @@ impl App {
         };
 
         tracing::info!(addr = %self.webhook_addr, "serving Stripe webhooks");
-        // Answers are small and must not wait on Nagle's algorithm.
-        let webhook_listener = self.webhook_listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY on a webhook connection");
-            }
-        });
-        let webhooks = axum::serve(webhook_listener, self.webhook)
-            .with_graceful_shutdown(wait_for_stop())
-            .into_future();
+        let webhooks = http_listener::serve(
+            self.webhook_listener,
+            self.webhook,
+            self.webhook_limits,
+            wait_for_stop(),
+        );
 
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in SERVICE_NAMES {
@@ -279,7 +279,7 @@ impl App {
                         .await;
                 }
             });
-        let (grpc, webhooks) = tokio::join!(grpc, webhooks);
+        let (grpc, ()) = tokio::join!(grpc, webhooks);
         maintenance.await.context("the maintenance loop panicked")?;
         changes
             .await
@@ -291,7 +291,6 @@ impl App {
             operations.await.context("the operations loop panicked")?;
         }
         grpc.context("serving gRPC")?;
-        webhooks.context("serving webhooks")?;
         Ok(())
     }
 }

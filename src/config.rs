@@ -120,6 +120,27 @@ pub struct Config {
     /// Usage lanes committing in parallel: reports for one organization
     /// always share a lane and are posted in group commits; each lane holds
     /// one database connection while it commits.
+    /// Webhook listener: how long request headers may take to arrive, and
+    /// how long a kept-alive connection may sit idle.
+    #[arg(long, env = "BILLING_WEBHOOK_HEADER_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_header_timeout_ms: u64,
+
+    /// Webhook listener: how long a request body may take to arrive, in all.
+    #[arg(long, env = "BILLING_WEBHOOK_BODY_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_body_timeout_ms: u64,
+
+    /// Webhook listener: open connections at most; more wait unaccepted.
+    #[arg(long, env = "BILLING_WEBHOOK_MAX_CONNECTIONS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub webhook_max_connections: u32,
+
+    /// Webhook listener: requests handled at once; more are answered 503.
+    #[arg(long, env = "BILLING_WEBHOOK_MAX_IN_FLIGHT", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub webhook_max_in_flight: u32,
+
     #[arg(long, env = "BILLING_USAGE_COMMIT_LANES", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub usage_commit_lanes: u32,

@@ -22,6 +22,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod http_listener;
 pub mod local_postgres;
 pub mod service;
 pub mod store;

@@ -11,6 +11,7 @@ use billing_service::domain::entitlement::StalePolicy;
 use billing_service::domain::retry::RetryPolicy;
 use billing_service::domain::trial::TrialLength;
 use billing_service::grpc::{CallerTokens, ConcurrencyLimits, Scope};
+use billing_service::http_listener::ListenerLimits;
 use billing_service::stripe::{StripeSettings, WEBHOOK_PATH, WebhookSecrets};
 use billing_service::worker::{InboxSettings, MaintenanceSettings};
 use billing_service::{local_postgres, service, telemetry};
@@ -94,6 +95,12 @@ async fn main() -> anyhow::Result<()> {
         },
         maintenance: MaintenanceSettings {
             interval: Duration::from_millis(config.maintenance_interval_ms),
+        },
+        webhook_limits: ListenerLimits {
+            header_timeout: Duration::from_millis(config.webhook_header_timeout_ms),
+            body_timeout: Duration::from_millis(config.webhook_body_timeout_ms),
+            max_connections: config.webhook_max_connections as usize,
+            max_requests_in_flight: config.webhook_max_in_flight as usize,
         },
         limits: ConcurrencyLimits {
             entitlement: config.max_concurrent_checks as usize,

@@ -57,6 +57,7 @@ pub fn settings(database: PgConnectOptions, max_connections: u32) -> AppSettings
         inbox: InboxSettings::default(),
         maintenance: MaintenanceSettings::default(),
         limits: ConcurrencyLimits::default(),
+        webhook_limits: billing_service::http_listener::ListenerLimits::default(),
     }
 }
 

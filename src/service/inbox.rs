@@ -82,13 +82,18 @@ impl Service {
     async fn apply_event(&self, event: &ClaimedEvent) -> Result<Outcome> {
         let parsed = BillingEvent::parse(&event.raw_body).map_err(Error::internal)?;
         let outcome = match parsed {
-            BillingEvent::Unsupported { .. } | BillingEvent::NotOurs => {
-                self.finish_event(event, Outcome::NoEffect).await?
+            BillingEvent::Unsupported { .. } => {
+                self.finish_without_effect(event, "an event type this service does not act on")
+                    .await?
+            }
+            BillingEvent::NotOurs => {
+                self.finish_without_effect(event, "about an object of no organization of ours")
+                    .await?
             }
             BillingEvent::CreditPurchasePaid(payment) => {
                 let mut tx = self.store().begin().await?;
                 let outcome = self.credit_payment(&mut tx, payment).await?;
-                stripe_events::finish(&mut tx, &event.id, outcome, self.now()).await?;
+                stripe_events::finish(&mut tx, &event.id, outcome, None, self.now()).await?;
                 self.commit(tx).await?;
                 outcome
             }
@@ -96,7 +101,8 @@ impl Service {
                 let mut tx = self.store().begin().await?;
                 store::checkout_sessions::set_status(&mut tx, &session_id, SessionStatus::Expired)
                     .await?;
-                stripe_events::finish(&mut tx, &event.id, Outcome::Applied, self.now()).await?;
+                stripe_events::finish(&mut tx, &event.id, Outcome::Applied, None, self.now())
+                    .await?;
                 self.commit(tx).await?;
                 Outcome::Applied
             }
@@ -128,14 +134,31 @@ impl Service {
                 subscription = %named.subscription_id,
                 "Stripe event for a subscription of no organization of ours"
             );
-            return self.finish_event(event, Outcome::NoEffect).await;
+            let note = format!(
+                "subscription {} belongs to no organization of ours",
+                named.subscription_id
+            );
+            return self.finish_without_effect(event, &note).await;
         };
         let ticket = self.sync_ticket(&named.subscription_id).await?;
         let live = match self.stripe()?.subscription(&named.subscription_id).await {
             Ok(live) => live,
             // Stripe does not know it (a test-mode object deleted since, an
-            // event of another account): there is nothing to follow.
-            Err(Error::NotFound(_)) => return self.finish_event(event, Outcome::NoEffect).await,
+            // event of another account): there is nothing to follow, and
+            // retrying would not change that.
+            Err(Error::NotFound(reason)) => {
+                tracing::info!(
+                    event_id = %event.id,
+                    subscription = %named.subscription_id,
+                    %reason,
+                    "Stripe does not know the event's subscription; recorded without effect"
+                );
+                let note = format!(
+                    "Stripe does not know subscription {}: {reason}",
+                    named.subscription_id
+                );
+                return self.finish_without_effect(event, &note).await;
+            }
             Err(error) => return Err(error),
         };
         let mut tx = self.store().begin().await?;
@@ -143,7 +166,7 @@ impl Service {
         if let Some(session) = &named.completed_session {
             store::checkout_sessions::set_status(&mut tx, session, SessionStatus::Complete).await?;
         }
-        stripe_events::finish(&mut tx, &event.id, Outcome::Applied, self.now()).await?;
+        stripe_events::finish(&mut tx, &event.id, Outcome::Applied, None, self.now()).await?;
         self.commit(tx).await?;
         // The event is done; an upkeep it called for runs on its own.
         if let Err(error) = self.run_queued_upkeep(org).await {
@@ -152,9 +175,16 @@ impl Service {
         Ok(Outcome::Applied)
     }
 
-    async fn finish_event(&self, event: &ClaimedEvent, outcome: Outcome) -> Result<Outcome> {
+    async fn finish_without_effect(&self, event: &ClaimedEvent, note: &str) -> Result<Outcome> {
         let mut conn = self.store().pool().acquire().await?;
-        stripe_events::finish(&mut conn, &event.id, outcome, self.now()).await?;
-        Ok(outcome)
+        stripe_events::finish(
+            &mut conn,
+            &event.id,
+            Outcome::NoEffect,
+            Some(note),
+            self.now(),
+        )
+        .await?;
+        Ok(Outcome::NoEffect)
     }
 }

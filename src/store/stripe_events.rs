@@ -91,21 +91,24 @@ impl Outcome {
     }
 }
 
+/// Marks the event finished; `note` says why when it had no effect.
 pub async fn finish(
     conn: &mut PgConnection,
     id: &str,
     outcome: Outcome,
+    note: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<()> {
     sqlx::query!(
         r#"
         update stripe_events
-        set state = $2, attempts = attempts + 1, finished_at = $3, last_error = null
+        set state = $2, attempts = attempts + 1, finished_at = $3, last_error = null, note = $4
         where id = $1
         "#,
         id,
         outcome.as_str(),
         now,
+        note,
     )
     .execute(conn)
     .await?;

@@ -10,7 +10,8 @@
 //! | --- | --- |
 //! | bad, missing or stale (> 5 min) signature | 400, nothing stored |
 //! | body over 1 MiB | 413 |
-//! | valid signature, malformed JSON | 400, logged |
+//! | valid signature, malformed JSON, or JSON that is not a Stripe event | 400, logged |
+//! | valid signature, but nothing PostgreSQL can store (a NUL byte, an id or type that no Stripe event has) | 400, logged |
 //! | stored, or already stored | 200 |
 //! | database unreachable | 503, so Stripe retries |
 
@@ -73,14 +74,55 @@ struct Ingress {
     stored: Arc<Notify>,
 }
 
-/// The fields the inbox needs, read from the JSON when the typed client
-/// cannot parse an otherwise well-formed, correctly signed event.
+/// The fields the inbox needs, and what makes a body a Stripe event at
+/// all, read from the JSON whether or not the typed client parses it.
 #[derive(Deserialize)]
 struct EventEnvelope {
     id: String,
+    object: String,
     #[serde(rename = "type")]
     event_type: String,
     created: i64,
+    /// Only checked: every event carries its object.
+    #[serde(rename = "data")]
+    _data: EventData,
+}
+
+#[derive(Deserialize)]
+struct EventData {
+    #[serde(rename = "object")]
+    _object: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Longest event id or type stored. Stripe's are a few dozen characters;
+/// the bound keeps a signed but absurd one out of the primary key.
+const MAX_NAME_LEN: usize = 255;
+
+/// Why a correctly signed body is refused at the door, or `None` when it
+/// is an event the inbox can store. PostgreSQL's `text` cannot hold a NUL
+/// character, and an id outside Stripe's alphabet is no Stripe event;
+/// answering 400 keeps Stripe from retrying what could never be stored.
+fn unstorable(envelope: &EventEnvelope, payload: &str) -> Option<&'static str> {
+    let name_ok = |name: &str, extra: &[char]| {
+        !name.is_empty()
+            && name.len() <= MAX_NAME_LEN
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || extra.contains(&c))
+    };
+    if envelope.object != "event" {
+        Some("the body is not a Stripe event")
+    } else if payload.contains('\0') {
+        Some("the body contains a NUL character")
+    } else if !name_ok(&envelope.id, &[]) {
+        Some("the event id is not a Stripe id")
+    } else if !name_ok(&envelope.event_type, &['.']) {
+        Some("the event type is not a Stripe event type")
+    } else if DateTime::from_timestamp(envelope.created, 0).is_none() {
+        Some("the event's creation time is out of range")
+    } else {
+        None
+    }
 }
 
 pub fn webhook_router(store: Store, secrets: WebhookSecrets, stored: Arc<Notify>) -> Router {
@@ -104,20 +146,12 @@ fn verify(
     let mut last = Rejection::NoSecret;
     for secret in &secrets.0 {
         match Webhook::construct_event(payload, signature, secret) {
-            Ok(event) => {
-                return Ok(EventEnvelope {
-                    id: event.id.as_str().to_owned(),
-                    event_type: event.type_.as_str().to_owned(),
-                    created: event.created,
-                });
-            }
-            // The signature and timestamp were good; only the typed parse
-            // failed. Keep the event if it is still well-formed JSON: the
-            // worker reads what it needs from Stripe itself.
-            Err(WebhookError::BadParse(reason)) => {
-                return serde_json::from_str::<EventEnvelope>(payload)
-                    .map_err(|json| Rejection::Malformed(format!("{reason}; {json}")));
-            }
+            // The signature and timestamp are good. The typed parse may
+            // fail on a well-formed event (a field this client version does
+            // not know); the event is kept all the same, since the worker
+            // reads what it needs from Stripe itself.
+            Ok(_) => return envelope(payload, None),
+            Err(WebhookError::BadParse(reason)) => return envelope(payload, Some(reason)),
             Err(WebhookError::BadTimestamp(at)) => last = Rejection::Stale(at),
             Err(WebhookError::BadSignature | WebhookError::BadKey | WebhookError::BadHeader(_)) => {
                 if !matches!(last, Rejection::Stale(_)) {
@@ -129,12 +163,27 @@ fn verify(
     Err(last)
 }
 
+/// The verified body's envelope, if it is a storable Stripe event.
+fn envelope(payload: &str, typed_parse: Option<String>) -> Result<EventEnvelope, Rejection> {
+    let envelope = serde_json::from_str::<EventEnvelope>(payload).map_err(|json| {
+        Rejection::Malformed(match typed_parse {
+            Some(typed) => format!("{typed}; {json}"),
+            None => json.to_string(),
+        })
+    })?;
+    match unstorable(&envelope, payload) {
+        Some(reason) => Err(Rejection::Unstorable(reason)),
+        None => Ok(envelope),
+    }
+}
+
 #[derive(Debug)]
 enum Rejection {
     NoSecret,
     BadSignature,
     Stale(i64),
     Malformed(String),
+    Unstorable(&'static str),
 }
 
 async fn receive(
@@ -169,6 +218,13 @@ async fn receive(
             tracing::warn!(%reason, "correctly signed webhook with a malformed body rejected");
             return (StatusCode::BAD_REQUEST, "malformed event");
         }
+        Err(Rejection::Unstorable(reason)) => {
+            tracing::warn!(
+                reason,
+                "correctly signed webhook that cannot be stored rejected"
+            );
+            return (StatusCode::BAD_REQUEST, reason);
+        }
     };
     let Some(created) = DateTime::from_timestamp(envelope.created, 0) else {
         return (StatusCode::BAD_REQUEST, "malformed event");
@@ -197,6 +253,78 @@ async fn receive(
             // Not stored, so not acknowledged: Stripe will deliver it again.
             tracing::error!(event_id = %envelope.id, error = %error, "webhook could not be stored");
             (StatusCode::SERVICE_UNAVAILABLE, "try again")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, object: &str, event_type: &str, created: i64) -> EventEnvelope {
+        EventEnvelope {
+            id: id.into(),
+            object: object.into(),
+            event_type: event_type.into(),
+            created,
+            _data: EventData {
+                _object: serde_json::Map::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn only_storable_stripe_events_pass_the_door() {
+        let long = "e".repeat(MAX_NAME_LEN + 1);
+        let cases: [(EventEnvelope, &str, Option<&str>); 9] = [
+            (
+                event("evt_1", "event", "customer.subscription.updated", 1),
+                "{}",
+                None,
+            ),
+            (
+                event("evt_1", "event", "v1.billing.meter.no_meter_found", 1),
+                "{}",
+                None,
+            ),
+            (
+                event("evt_1", "charge", "charge.succeeded", 1),
+                "{}",
+                Some("the body is not a Stripe event"),
+            ),
+            (
+                event("evt_1", "event", "x.y", 1),
+                "{\"a\": \"\0\"}",
+                Some("the body contains a NUL character"),
+            ),
+            (
+                event("evt_\0", "event", "x.y", 1),
+                "{}",
+                Some("the event id is not a Stripe id"),
+            ),
+            (
+                event(&long, "event", "x.y", 1),
+                "{}",
+                Some("the event id is not a Stripe id"),
+            ),
+            (
+                event("", "event", "x.y", 1),
+                "{}",
+                Some("the event id is not a Stripe id"),
+            ),
+            (
+                event("evt_1", "event", "x y", 1),
+                "{}",
+                Some("the event type is not a Stripe event type"),
+            ),
+            (
+                event("evt_1", "event", "x.y", i64::MAX),
+                "{}",
+                Some("the event's creation time is out of range"),
+            ),
+        ];
+        for (envelope, payload, want) in cases {
+            assert_eq!(unstorable(&envelope, payload), want, "{}", envelope.id);
         }
     }
 }

@@ -16,6 +16,7 @@ use billing_service::grpc::proto::entitlement_service_client::EntitlementService
 use billing_service::grpc::proto::org_admin_service_client::OrgAdminServiceClient;
 use billing_service::grpc::proto::{self, Role};
 use billing_service::grpc::{CallerTokens, ConcurrencyLimits};
+use billing_service::http_listener::ListenerLimits;
 use billing_service::service::{self, EntitlementCache, Service};
 use billing_service::store;
 use billing_service::stripe::{StripeSettings, WEBHOOK_PATH, WebhookSecrets};
@@ -60,6 +61,7 @@ pub struct TestOptions {
     /// The Stripe API the app calls; `None` runs without Stripe.
     pub stripe_api_base: Option<String>,
     pub limits: ConcurrencyLimits,
+    pub webhook_limits: ListenerLimits,
     pub stale_policy: StalePolicy,
     pub watch_log_capacity: usize,
     pub database_max_connections: u32,
@@ -74,6 +76,7 @@ impl Default for TestOptions {
             monthly_signup: true,
             stripe_api_base: None,
             limits: ConcurrencyLimits::default(),
+            webhook_limits: ListenerLimits::default(),
             stale_policy: StalePolicy {
                 max_staleness: TimeDelta::seconds(60),
                 fail_closed_features: vec![],
@@ -218,6 +221,7 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
             interval: Duration::from_millis(100),
         },
         limits: options.limits,
+        webhook_limits: options.webhook_limits,
     })
     .await
     .expect("app builds");

@@ -26,4 +26,5 @@ mod unit_items;
 mod usage;
 mod watch;
 mod webhook_ingress;
+mod webhook_listener;
 mod webhook_ordering;

@@ -123,3 +123,50 @@ async fn while_the_database_is_down_an_event_is_not_acknowledged_and_is_stored_o
     assert_eq!(app.deliver(&payload).await, 200, "Stripe's retry");
     assert_eq!(app.stored_events("evt_db_down").await, 1);
 }
+
+/// Signed bodies PostgreSQL could never store, or that are no Stripe event,
+/// are refused with 400 (so Stripe stops retrying them), and none is stored.
+#[tokio::test]
+async fn signed_bodies_that_cannot_be_stored_or_are_no_event_get_400() {
+    let app = spawn_app().await;
+    let valid: Value = serde_json::from_str(&subscription_event(
+        "evt_ok",
+        "customer.subscription.updated",
+    ))
+    .expect("json");
+    let mut nul_in_id = valid.clone();
+    nul_in_id["id"] = json!("evt_nul\u{0}");
+    let mut long_id = valid.clone();
+    long_id["id"] = json!(format!("evt_{}", "x".repeat(9_000)));
+    let mut not_an_event = valid.clone();
+    not_an_event["object"] = json!("charge");
+    let mut no_object = valid.clone();
+    no_object["data"] = json!({});
+    let nul_byte_in_body =
+        valid
+            .to_string()
+            .replacen("\"evt_ok\"", "\"evt_ok\", \"note\": \"\u{0}\"", 1);
+    for payload in [
+        nul_in_id.to_string(),
+        long_id.to_string(),
+        not_an_event.to_string(),
+        no_object.to_string(),
+        nul_byte_in_body,
+    ] {
+        let signature = stripe_signature(&payload, WEBHOOK_SECRET, 0);
+        let shown: String = payload.chars().take(60).collect();
+        assert_eq!(
+            app.post_webhook(payload, Some(signature)).await,
+            400,
+            "{shown}"
+        );
+    }
+    let stored: i64 = sqlx::query_scalar("select count(*) from stripe_events")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(stored, 0);
+    // The valid one still goes in.
+    assert_eq!(app.deliver(&valid.to_string()).await, 200);
+    assert_eq!(app.stored_events("evt_ok").await, 1);
+}

@@ -317,3 +317,34 @@ async fn an_event_type_we_do_not_act_on_is_recorded_as_no_effect() {
     app.deliver_events(&[event]).await;
     assert_eq!(app.event_state("evt_unknown_type").await, "no_effect");
 }
+
+#[tokio::test]
+async fn an_event_about_a_subscription_stripe_does_not_know_is_recorded_as_no_effect_with_the_reason()
+ {
+    let (app, _stripe) = spawn_app_with_stripe().await;
+    let org = app.create_org("alice").await;
+    let mut subscription = crate::stripe_fixtures::fixtures()["subscription"].clone();
+    subscription["id"] = serde_json::json!("sub_gone_from_stripe");
+    subscription["customer"] = serde_json::json!("cus_nobody");
+    subscription["metadata"] = serde_json::json!({ "org_id": org.id });
+    let event = serde_json::json!({
+        "id": "evt_sub_gone",
+        "object": "event",
+        "type": "customer.subscription.updated",
+        "created": chrono::Utc::now().timestamp(),
+        "data": { "object": subscription },
+    });
+    app.deliver_events(&[event]).await;
+    assert_eq!(app.event_state("evt_sub_gone").await, "no_effect");
+    let (attempts, note): (i32, Option<String>) =
+        sqlx::query_as("select attempts, note from stripe_events where id = 'evt_sub_gone'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("event");
+    assert_eq!(attempts, 1, "finished at the first attempt, not retried");
+    let note = note.expect("a reason");
+    assert!(
+        note.contains("Stripe does not know subscription sub_gone_from_stripe"),
+        "{note}"
+    );
+}
