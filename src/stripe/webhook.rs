@@ -1,4 +1,5 @@
-//! The webhook ingress: `POST /stripe/webhook` on its own listener.
+//! The webhook ingress: `POST /stripe/webhook` on its own listener
+//! (`http_listener`: timeouts and caps).
 //!
 //! It only verifies, stores and acknowledges. The signature is checked with
 //! async-stripe's verification against every configured secret (so a secret
