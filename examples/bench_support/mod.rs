@@ -51,7 +51,11 @@ pub fn settings(database: PgConnectOptions, max_connections: u32) -> AppSettings
             watch_log_capacity: 10_000,
             operation_lease: Duration::from_secs(120),
             operation_wait: Duration::from_secs(5),
-            usage_lanes: 4,
+            // The service's default unless the run says otherwise.
+            usage_lanes: std::env::var("BILLING_USAGE_COMMIT_LANES")
+                .ok()
+                .and_then(|lanes| lanes.parse().ok())
+                .unwrap_or(4),
         },
         stripe: None,
         inbox: InboxSettings::default(),

@@ -46,13 +46,17 @@ impl TryFrom<HoldRow> for CreditHold {
 }
 
 /// For a batch: the active holds of `orgs`, any hold with one of `ids`
-/// (the caller keeps those of its organizations), and any of theirs with
-/// one of the reservation `keys`. One arm per index, so each stays an
-/// index scan however many settled holds there are.
+/// (the caller keeps those of its organizations), and any with one of the
+/// (organization, reservation key) pairs `key_orgs` and `keys`. One arm per
+/// index, each a lateral subquery run per value of the batch (`offset 0`
+/// keeps it one), so each stays
+/// an index descent per value whatever the plan and however many settled
+/// holds there are.
 pub async fn for_batch(
     conn: &mut PgConnection,
     orgs: &[Uuid],
     ids: &[Uuid],
+    key_orgs: &[Uuid],
     keys: &[String],
 ) -> Result<Vec<CreditHold>> {
     let rows = sqlx::query_as!(
@@ -63,15 +67,25 @@ pub async fn for_batch(
                created_at as "created_at!", expires_at as "expires_at!", status as "status!",
                settled_by_key
         from (
-            select * from credit_holds where org_id = any($1) and status = 'active'
+            select h.* from unnest($1::uuid[]) as o (org_id)
+            cross join lateral (
+                select * from credit_holds h where h.org_id = o.org_id and h.status = 'active'
+                offset 0
+            ) as h
             union
             select * from credit_holds where id = any($2)
             union
-            select * from credit_holds where org_id = any($1) and idempotency_key = any($3)
+            select h.* from unnest($3::uuid[], $4::text[]) as k (org_id, key)
+            cross join lateral (
+                select * from credit_holds h
+                where h.org_id = k.org_id and h.idempotency_key = k.key
+                offset 0
+            ) as h
         ) as holds
         "#,
         orgs,
         ids,
+        key_orgs,
         keys,
     )
     .fetch_all(conn)

@@ -73,7 +73,7 @@ pub async fn lock_accounts(
         r#"
         select org_id, entry_id, expires_at, remaining_micros
         from credit_lots
-        where org_id = any($1) and remaining_micros > 0
+        where org_id = any($1) and open
         "#,
         orgs,
     )

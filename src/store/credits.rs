@@ -123,7 +123,7 @@ async fn open_lots(conn: &mut PgConnection, org: OrgId) -> Result<Vec<CreditLot>
         r#"
         select entry_id, expires_at, remaining_micros
         from credit_lots
-        where org_id = $1 and remaining_micros > 0
+        where org_id = $1 and open
         "#,
         org.as_uuid(),
     )
@@ -164,10 +164,14 @@ pub async fn by_idempotency_key(
     row.map(TryInto::try_into).transpose()
 }
 
-/// The usage entries of any of `orgs` with any of `keys`: every earlier
-/// report a batch's keys could replay (and perhaps a few more, which no
-/// report of the batch then looks up). Both lists go to the index as
-/// arrays, so the lookup stays an index scan however large the ledger.
+/// The usage entries with one of the (organization, key) pairs: every
+/// earlier report a batch's keys replay. Each pair is one descent of the
+/// idempotency index whatever the plan, since a lateral subquery can only
+/// be run per pair (`offset 0` keeps the planner from turning it into a
+/// plain join). (With the two lists as separate `= any` conditions,
+/// PostgreSQL 15 would rather scan every usage entry of the organizations
+/// and filter them by key; with a plain join, a generic plan made while the
+/// ledger was small hashes all of it.)
 pub async fn usage_by_keys(
     conn: &mut PgConnection,
     orgs: &[Uuid],
@@ -176,11 +180,16 @@ pub async fn usage_by_keys(
     let rows = sqlx::query_as!(
         EntryRow,
         r#"
-        select id, org_id, kind, amount_micros, balance_after_micros, idempotency_key,
-               stripe_payment_id, reason, user_id, model, instance_id, expires_at,
-               expired_entry_id, hold_id, occurred_at
-        from credit_entries
-        where org_id = any($1) and kind = 'usage' and idempotency_key = any($2)
+        select e.id, e.org_id, e.kind, e.amount_micros, e.balance_after_micros,
+               e.idempotency_key, e.stripe_payment_id, e.reason, e.user_id, e.model,
+               e.instance_id, e.expires_at, e.expired_entry_id, e.hold_id, e.occurred_at
+        from unnest($1::uuid[], $2::text[]) as wanted (org_id, key)
+        cross join lateral (
+            select * from credit_entries e
+            where e.org_id = wanted.org_id and e.kind = 'usage'
+              and e.idempotency_key = wanted.key
+            offset 0
+        ) as e
         "#,
         orgs,
         keys,
@@ -238,7 +247,7 @@ pub async fn orgs_with_expired_credit(
         r#"
         select distinct org_id
         from credit_lots
-        where remaining_micros > 0 and expires_at <= $1
+        where open and expires_at <= $1
         limit $2
         "#,
         now,
