@@ -31,6 +31,7 @@ use crate::stripe::{StripeApi, StripeSettings, WebhookSecrets, webhook_router};
 use crate::transport;
 use crate::worker::{
     InboxSettings, MaintenanceSettings, run_inbox_worker, run_maintenance, run_operations,
+    run_stripe_catch_up,
 };
 
 /// Everything `App::build` needs, already resolved.
@@ -177,6 +178,15 @@ impl App {
             ))
         });
 
+        let catch_up = self.service.stripe_configured().then(|| {
+            tokio::spawn(run_stripe_catch_up(
+                self.service.clone(),
+                self.inbox.catch_up_interval,
+                self.stored_events.clone(),
+                stopped.clone(),
+            ))
+        });
+
         let changes = {
             let service = self.service.clone();
             let stopped = stopped.clone();
@@ -286,6 +296,11 @@ impl App {
             .context("the entitlement change listener panicked")?;
         if let Some(worker) = worker {
             worker.await.context("the inbox worker panicked")?;
+        }
+        if let Some(catch_up) = catch_up {
+            catch_up
+                .await
+                .context("the Stripe catch-up loop panicked")?;
         }
         if let Some(operations) = operations {
             operations.await.context("the operations loop panicked")?;

@@ -120,6 +120,12 @@ pub struct Config {
     /// Usage lanes committing in parallel: reports for one organization
     /// always share a lane and are posted in group commits; each lane holds
     /// one database connection while it commits.
+    /// How often Stripe's Events API is listed for events that were never
+    /// delivered (also once at start).
+    #[arg(long, env = "BILLING_STRIPE_CATCHUP_INTERVAL_MS", default_value_t = 300_000,
+          value_parser = clap::value_parser!(u64).range(1_000..))]
+    pub stripe_catchup_interval_ms: u64,
+
     /// Webhook listener: how long request headers may take to arrive, and
     /// how long a kept-alive connection may sit idle.
     #[arg(long, env = "BILLING_WEBHOOK_HEADER_TIMEOUT_MS", default_value_t = 10_000,

@@ -23,6 +23,10 @@ pub enum Error {
     /// later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// A dependency asked us to slow down (Stripe's 429, after the
+    /// client's own retries); retrying later will work.
+    #[error("{0}")]
+    RateLimited(String),
     /// A conflicting change of the same organization is under way; retry.
     #[error("{0}")]
     Aborted(String),

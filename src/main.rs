@@ -91,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
                 first_delay: Duration::from_millis(config.webhook_retry_delay_ms),
                 ..InboxSettings::default().retry
             },
+            catch_up_interval: Duration::from_millis(config.stripe_catchup_interval_ms),
             ..InboxSettings::default()
         },
         maintenance: MaintenanceSettings {

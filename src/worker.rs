@@ -22,6 +22,9 @@ pub struct InboxSettings {
     pub retry: RetryPolicy,
     /// The longest the worker sleeps when the inbox looks empty.
     pub poll_interval: Duration,
+    /// How often Stripe's Events API is listed for events never delivered
+    /// (and once at start).
+    pub catch_up_interval: Duration,
 }
 
 impl Default for InboxSettings {
@@ -33,6 +36,7 @@ impl Default for InboxSettings {
                 max_delay: Duration::from_secs(3600),
             },
             poll_interval: Duration::from_secs(2),
+            catch_up_interval: Duration::from_secs(300),
         }
     }
 }
@@ -55,6 +59,8 @@ pub async fn run_inbox_worker(
             }
             // Already logged with its cause; move on to the next event.
             Ok(WorkerStep::Failed { .. }) => false,
+            // Stripe asked us to slow down: pause, as if idle.
+            Ok(WorkerStep::Throttled { .. }) => true,
             Err(error) => {
                 // The inbox itself is unreachable (database down): wait.
                 tracing::error!(error = %error, "the webhook inbox could not be read");
@@ -67,6 +73,29 @@ pub async fn run_inbox_worker(
                 () = tokio::time::sleep(settings.poll_interval) => {}
                 _ = stop.changed() => {}
             }
+        }
+    }
+}
+
+/// Catches up with Stripe's Events API at start and then every `interval`,
+/// waking the inbox worker when events were found.
+pub async fn run_stripe_catch_up(
+    service: Service,
+    interval: Duration,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        match service.catch_up_stripe_events().await {
+            Ok(report) if report.stored > 0 => wake.notify_one(),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(error = %error, "catching up with Stripe's events failed; the next run tries again");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => {}
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod retry;
 pub mod role;
 pub mod seat_change;
 pub mod seats;
+pub mod stripe_catch_up;
 pub mod subscription;
 pub mod subscription_sync;
 #[cfg(test)]

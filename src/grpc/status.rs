@@ -14,7 +14,9 @@ impl From<Error> for Status {
             Error::PermissionDenied(message) => Status::permission_denied(message),
             Error::FailedPrecondition(message) => Status::failed_precondition(message),
             Error::AlreadyExists(message) => Status::already_exists(message),
-            Error::Unavailable(message) => Status::unavailable(message),
+            Error::Unavailable(message) | Error::RateLimited(message) => {
+                Status::unavailable(message)
+            }
             Error::Aborted(message) => Status::aborted(message),
             Error::Internal(cause) => {
                 // The cause stays in our logs; callers learn nothing about internals.

@@ -33,7 +33,15 @@ pub enum WorkerStep {
         event_id: String,
         parked: bool,
     },
+    /// Stripe is rate-limiting us: the event waits, uncounted, and the
+    /// worker pauses before its next claim.
+    Throttled {
+        event_id: String,
+    },
 }
+
+/// How long a rate-limited event waits before it is due again.
+const THROTTLED_EVENT_WAIT: TimeDelta = TimeDelta::seconds(10);
 
 impl Service {
     /// Claims one due inbox event and applies it.
@@ -50,6 +58,18 @@ impl Service {
                 event_id: event.id,
                 outcome,
             }),
+            Err(Error::RateLimited(reason)) => {
+                tracing::info!(event_id = %event.id, %reason, "Stripe is rate-limiting; the event waits");
+                let mut conn = self.store().pool().acquire().await?;
+                stripe_events::defer(
+                    &mut conn,
+                    &event.id,
+                    &reason,
+                    self.now() + THROTTLED_EVENT_WAIT,
+                )
+                .await?;
+                Ok(WorkerStep::Throttled { event_id: event.id })
+            }
             Err(error) => {
                 let attempts = u32::try_from(event.attempts).unwrap_or(0) + 1;
                 let retry_at = retry.next_attempt(attempts, self.now());

@@ -37,6 +37,7 @@ impl StepFailure {
                 true
             }
             Error::Unavailable(_)
+            | Error::RateLimited(_)
             | Error::Internal(_)
             | Error::Aborted(_)
             | Error::PermissionDenied(_)

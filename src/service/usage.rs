@@ -228,6 +228,7 @@ fn copy_error(error: &Error) -> Error {
         Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
         Error::AlreadyExists(m) => Error::AlreadyExists(m.clone()),
         Error::Unavailable(m) => Error::Unavailable(m.clone()),
+        Error::RateLimited(m) => Error::RateLimited(m.clone()),
         Error::Aborted(m) => Error::Aborted(m.clone()),
         Error::Internal(cause) => Error::internal(anyhow::anyhow!("{cause:#}")),
     }

@@ -33,6 +33,47 @@ pub async fn insert_if_new(conn: &mut PgConnection, event: &ReceivedEvent<'_>) -
     Ok(inserted == 1)
 }
 
+/// An event found by catch-up, as the inbox stores it.
+#[derive(Debug, Clone)]
+pub struct CaughtUpEvent<'a> {
+    pub id: &'a str,
+    pub event_type: &'a str,
+    pub body: &'a str,
+    pub created: DateTime<Utc>,
+}
+
+/// Stores the events not stored yet, in one statement, marked as caught
+/// up; returns how many were new.
+pub async fn insert_caught_up(
+    conn: &mut PgConnection,
+    events: &[CaughtUpEvent<'_>],
+) -> Result<u64> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<&str> = events.iter().map(|e| e.id).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
+    let bodies: Vec<&str> = events.iter().map(|e| e.body).collect();
+    let created: Vec<DateTime<Utc>> = events.iter().map(|e| e.created).collect();
+    let inserted = sqlx::query!(
+        r#"
+        insert into stripe_events (id, event_type, raw_body, stripe_created_at, source)
+        select id, event_type, raw_body, created, 'catch_up'
+        from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+            as e (id, event_type, raw_body, created)
+        on conflict (id) do nothing
+        "#,
+        &ids as &[&str],
+        &types as &[&str],
+        &bodies as &[&str],
+        &created,
+    )
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted)
+}
+
 /// A stored event a worker has claimed.
 #[derive(Debug, Clone)]
 pub struct ClaimedEvent {
@@ -109,6 +150,25 @@ pub async fn finish(
         outcome.as_str(),
         now,
         note,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Puts a claimed event back for `retry_at` without counting an attempt:
+/// it did not fail, Stripe asked us to slow down.
+pub async fn defer(
+    conn: &mut PgConnection,
+    id: &str,
+    reason: &str,
+    retry_at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query!(
+        "update stripe_events set next_attempt_at = $2, last_error = $3 where id = $1",
+        id,
+        retry_at,
+        reason,
     )
     .execute(conn)
     .await?;

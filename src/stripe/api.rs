@@ -51,6 +51,9 @@ impl fmt::Debug for StripeSettings {
 /// and the prices of the schedule's phases (items carry their price already).
 const SUBSCRIPTION_EXPANSIONS: [&str; 2] = ["schedule", "schedule.phases.items.price"];
 
+/// Attempts at a read before its failure is reported.
+const READ_ATTEMPTS: u32 = 3;
+
 #[derive(Clone)]
 pub struct StripeApi {
     pub(super) client: Client,
@@ -72,6 +75,10 @@ impl StripeApi {
         let client = ClientBuilder::new(settings.secret_key.clone())
             .url(base)
             .timeout(std::time::Duration::from_secs(20))
+            // Reads retry 409, 429 and 5xx with backoff (1 s, then 2 s),
+            // and stop when Stripe-Should-Retry says so. Every write names
+            // its own strategy: once, with the recorded operation's key.
+            .request_strategy(RequestStrategy::ExponentialBackoff(READ_ATTEMPTS))
             .build()?;
         Ok(Self { client })
     }
@@ -249,7 +256,10 @@ pub(super) fn stripe_error(doing: &str, error: StripeError) -> Error {
                     "Stripe answered {status} while {doing}: {message}"
                 )),
                 404 => Error::NotFound(format!("Stripe: {message}")),
-                429 | 500.. => Error::Unavailable(format!(
+                429 => Error::RateLimited(format!(
+                    "Stripe is rate-limiting {doing}; it is retried later"
+                )),
+                500.. => Error::Unavailable(format!(
                     "Stripe could not complete {doing} ({status}); it is retried"
                 )),
                 _ => Error::FailedPrecondition(format!("Stripe refused {doing}: {message}")),

@@ -59,6 +59,27 @@ struct EventData {
     object: Value,
 }
 
+/// Every event type [`BillingEvent::parse`] acts on, for listing from the
+/// Events API (which takes at most 20 types).
+pub const ACTED_ON_TYPES: [&str; 16] = [
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.expired",
+    "payment_intent.succeeded",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "invoice.paid",
+    "invoice.payment_failed",
+    "subscription_schedule.aborted",
+    "subscription_schedule.canceled",
+    "subscription_schedule.completed",
+    "subscription_schedule.created",
+    "subscription_schedule.expiring",
+    "subscription_schedule.released",
+    "subscription_schedule.updated",
+];
+
 /// The event types we act on, by where their payload names the object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -203,6 +224,17 @@ mod tests {
         match BillingEvent::parse(&event(event_type, object)).unwrap() {
             BillingEvent::SubscriptionChanged(r) => Some(r.subscription_id),
             _ => None,
+        }
+    }
+
+    #[test]
+    fn catch_up_lists_exactly_the_types_acted_on() {
+        for event_type in ACTED_ON_TYPES {
+            assert!(Kind::from_type(event_type).is_some(), "{event_type}");
+        }
+        for ignored in ["charge.refunded", "customer.updated", "invoice.created"] {
+            assert!(!ACTED_ON_TYPES.contains(&ignored), "{ignored}");
+            assert!(Kind::from_type(ignored).is_none(), "{ignored}");
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod api;
 mod convert;
+pub mod event_list;
 pub mod events;
 mod perform;
 pub mod webhook;

@@ -215,6 +215,7 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
                 max_delay: Duration::from_millis(200),
             },
             poll_interval: Duration::from_millis(50),
+            catch_up_interval: InboxSettings::default().catch_up_interval,
         },
         // Quick renewals and expiries, so a test sees them in moments.
         maintenance: MaintenanceSettings {
@@ -266,6 +267,11 @@ impl TestApp {
     }
 
     /// This replica's in-memory entitlement state.
+    /// The use cases, for driving a background job at a chosen moment.
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
     pub fn cache(&self) -> &EntitlementCache {
         self.service.cache()
     }
@@ -737,7 +743,9 @@ impl TestApp {
     /// Waits until no stored event is waiting to be applied and no billing
     /// operation (an upkeep an event queued, say) is unfinished.
     pub async fn wait_for_inbox(&self) {
-        for _ in 0..400 {
+        // Patient: an event whose Stripe reads fail takes three tries with
+        // backoff (3 s) per attempt before it is retried or parked.
+        for _ in 0..1600 {
             let pending: i64 = sqlx::query_scalar(
                 "select (select count(*) from stripe_events where state = 'pending')
                       + (select count(*) from billing_operations where status in ('queued', 'running'))",

@@ -19,6 +19,7 @@ mod organizations;
 mod permissions;
 mod replicas;
 mod seats;
+mod stripe_catch_up;
 mod stripe_fixtures;
 mod stripe_server;
 mod trial;

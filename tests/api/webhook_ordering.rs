@@ -348,3 +348,26 @@ async fn an_event_about_a_subscription_stripe_does_not_know_is_recorded_as_no_ef
         "{note}"
     );
 }
+
+#[tokio::test]
+async fn a_rate_limited_read_of_the_subscription_is_retried_and_the_event_applied_once() {
+    let (app, stripe) = spawn_app_with_stripe().await;
+    let org = app.create_org(OWNER).await.id;
+    let sub = app
+        .subscribe(&stripe, &org, OWNER, "teams", BillingCycle::Monthly, 2)
+        .await;
+    stripe.fail_renewal_payment(&sub);
+    stripe.rate_limit_next(2);
+    app.deliver_all(&stripe).await;
+    assert_eq!(stripe.rate_limited_answers(), 2, "two 429s, then an answer");
+    assert_eq!(
+        app.subscription_of(&org, As::User(OWNER)).await.status,
+        "past_due"
+    );
+    let attempts: Vec<i32> =
+        sqlx::query_scalar("select attempts from stripe_events where state <> 'pending'")
+            .fetch_all(&app.pool)
+            .await
+            .expect("events");
+    assert!(attempts.iter().all(|&a| a == 1), "{attempts:?}");
+}

@@ -339,6 +339,35 @@ impl FakeStripe {
         }
     }
 
+    /// Answers the next `requests` requests, of any kind, with 429.
+    pub fn rate_limit_next(&self, requests: u32) {
+        self.lock().rate_limited = requests;
+    }
+
+    /// How many requests were answered 429.
+    pub fn rate_limited_answers(&self) -> u32 {
+        self.lock().rate_limited_answers
+    }
+
+    /// While set, events are listed by `GET /v1/events` but never queued
+    /// for delivery, as when our endpoint is unreachable for days.
+    pub fn set_deliveries_dropped(&self, dropped: bool) {
+        self.lock().dropping_deliveries = dropped;
+    }
+
+    /// The ids of every event emitted so far, oldest first.
+    pub fn event_ids(&self) -> Vec<String> {
+        self.all_events()
+            .iter()
+            .filter_map(|e| e["id"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Every event emitted so far, delivered or not, oldest first.
+    pub fn all_events(&self) -> Vec<Value> {
+        self.lock().events.clone()
+    }
+
     /// Takes the queued events, oldest first.
     pub fn take_events(&self) -> Vec<Value> {
         std::mem::take(&mut self.lock().outbox)

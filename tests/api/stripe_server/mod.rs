@@ -174,6 +174,12 @@ struct Stripe {
     idempotent: HashMap<String, (Value, StatusCode, Value)>,
     /// Events not yet taken by the test.
     outbox: Vec<Value>,
+    /// Every event ever emitted, oldest first, for `GET /v1/events`
+    /// (delivered or not: Stripe lists what happened, not what arrived).
+    events: Vec<Value>,
+    /// Whether new events skip the outbox: our endpoint is away, or
+    /// Stripe gave up delivering them. They are still listed.
+    dropping_deliveries: bool,
     /// Every write as (method and path, params), for assertions.
     writes: Vec<(String, Value)>,
     /// Whether the customer's card needs 3-D Secure for off-session charges.
@@ -184,6 +190,10 @@ struct Stripe {
     unreadable: Vec<String>,
     /// Whether updates of schedules fail (to exercise orphan clean-up).
     refuse_schedule_updates: bool,
+    /// Requests still to be answered 429 (to exercise rate limiting).
+    rate_limited: u32,
+    /// Requests answered 429 so far.
+    rate_limited_answers: u32,
     /// How long each answer takes (to exercise a slow Stripe).
     delay: std::time::Duration,
     held: Option<HeldWrite>,
@@ -316,6 +326,19 @@ async fn serve(
     };
     let delay = state.lock().expect("lock").delay;
     tokio::time::sleep(delay).await;
+    {
+        let mut stripe = state.lock().expect("lock");
+        if stripe.rate_limited > 0 {
+            stripe.rate_limited -= 1;
+            stripe.rate_limited_answers += 1;
+            let (status, body) = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "invalid_request_error",
+                "Too many requests hit the API too quickly.",
+            );
+            return json_response(status, &body);
+        }
+    }
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let key = headers
         .get("idempotency-key")

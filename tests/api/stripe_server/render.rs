@@ -373,7 +373,10 @@ impl Stripe {
         event.insert("created".into(), json!(now()));
         event.insert("api_version".into(), json!("2026-09-30.endive"));
         event.insert("data".into(), json!({ "object": object }));
-        self.outbox.push(Value::Object(event));
+        self.events.push(Value::Object(event.clone()));
+        if !self.dropping_deliveries {
+            self.outbox.push(Value::Object(event));
+        }
     }
 
     pub(super) fn emit_subscription(&mut self, event_type: &str, id: &str) {

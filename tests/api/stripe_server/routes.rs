@@ -55,6 +55,7 @@ impl Stripe {
                 .map(|intent| self.render_payment_intent(intent))
                 .ok_or_else(|| missing("payment_intent", id)),
             ("POST", ["refunds"]) => self.refund(params),
+            ("GET", ["events"]) => self.list_events(params),
             _ => Err(error(
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
@@ -91,6 +92,69 @@ impl Stripe {
             .map(|s| self.render_subscription(s, &[]))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(json!({ "object": "list", "data": data, "has_more": false, "url": "/v1/subscriptions" }))
+    }
+
+    /// Events newest first, as Stripe lists them: `created[gt|gte|lt|lte]`,
+    /// up to 20 `types`, `limit` 1 to 100 (10 by default), and
+    /// `starting_after` an event of the list (the next page is older).
+    fn list_events(&self, params: &Value) -> Answer {
+        let bound = |op: &str| -> Result<Option<i64>, (StatusCode, Value)> {
+            match params.get("created").and_then(|c| c.get(op)) {
+                None => Ok(None),
+                Some(value) => value
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .map(Some)
+                    .ok_or_else(|| invalid(format!("Invalid integer: created[{op}]"))),
+            }
+        };
+        let (gt, gte, lt, lte) = (bound("gt")?, bound("gte")?, bound("lt")?, bound("lte")?);
+        let types: Vec<&str> = list(params, "types")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        if types.len() > 20 {
+            return Err(invalid("You may pass at most 20 types."));
+        }
+        let limit = match text(params, "limit") {
+            None => 10,
+            Some(raw) => raw
+                .parse::<usize>()
+                .ok()
+                .filter(|l| (1..=100).contains(l))
+                .ok_or_else(|| invalid("limit must be between 1 and 100"))?,
+        };
+        let created = |event: &Value| event["created"].as_i64().unwrap_or(0);
+        let mut matching: Vec<&Value> = self
+            .events
+            .iter()
+            .filter(|e| gt.is_none_or(|t| created(e) > t))
+            .filter(|e| gte.is_none_or(|t| created(e) >= t))
+            .filter(|e| lt.is_none_or(|t| created(e) < t))
+            .filter(|e| lte.is_none_or(|t| created(e) <= t))
+            .filter(|e| types.is_empty() || types.contains(&e["type"].as_str().unwrap_or("")))
+            .collect();
+        // Newest first; events of one second in reverse emission order.
+        matching.reverse();
+        matching.sort_by_key(|e| std::cmp::Reverse(created(e)));
+        let start = match text(params, "starting_after") {
+            None => 0,
+            Some(after) => {
+                let at = matching
+                    .iter()
+                    .position(|e| e["id"] == after)
+                    .ok_or_else(|| missing("event", after))?;
+                at + 1
+            }
+        };
+        let page: Vec<Value> = matching
+            .iter()
+            .skip(start)
+            .take(limit)
+            .map(|e| (*e).clone())
+            .collect();
+        let has_more = start + page.len() < matching.len();
+        Ok(json!({ "object": "list", "data": page, "has_more": has_more, "url": "/v1/events" }))
     }
 
     fn void_invoice(&mut self, id: &str) -> Answer {
