@@ -31,7 +31,7 @@ use crate::stripe::{StripeApi, StripeSettings, WebhookSecrets, webhook_router};
 use crate::transport;
 use crate::worker::{
     InboxSettings, MaintenanceSettings, run_inbox_worker, run_maintenance, run_operations,
-    run_stripe_catch_up,
+    run_stripe_catch_up, run_stripe_reconciliation,
 };
 
 /// Everything `App::build` needs, already resolved.
@@ -187,6 +187,14 @@ impl App {
             ))
         });
 
+        let reconciliation = self.service.stripe_configured().then(|| {
+            tokio::spawn(run_stripe_reconciliation(
+                self.service.clone(),
+                self.inbox.reconcile_interval,
+                stopped.clone(),
+            ))
+        });
+
         let changes = {
             let service = self.service.clone();
             let stopped = stopped.clone();
@@ -296,6 +304,11 @@ impl App {
             .context("the entitlement change listener panicked")?;
         if let Some(worker) = worker {
             worker.await.context("the inbox worker panicked")?;
+        }
+        if let Some(reconciliation) = reconciliation {
+            reconciliation
+                .await
+                .context("the Stripe reconciliation loop panicked")?;
         }
         if let Some(catch_up) = catch_up {
             catch_up

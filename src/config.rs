@@ -117,14 +117,17 @@ pub struct Config {
     #[arg(long, env = "BILLING_OPERATION_WAIT_MS", default_value_t = 5_000)]
     pub operation_wait_ms: u64,
 
-    /// Usage lanes committing in parallel: reports for one organization
-    /// always share a lane and are posted in group commits; each lane holds
-    /// one database connection while it commits.
     /// How often Stripe's Events API is listed for events that were never
     /// delivered (also once at start).
     #[arg(long, env = "BILLING_STRIPE_CATCHUP_INTERVAL_MS", default_value_t = 300_000,
           value_parser = clap::value_parser!(u64).range(1_000..))]
     pub stripe_catchup_interval_ms: u64,
+
+    /// How often every subscription is read from Stripe, compared with ours
+    /// and repaired.
+    #[arg(long, env = "BILLING_STRIPE_RECONCILE_INTERVAL_MS", default_value_t = 3_600_000,
+          value_parser = clap::value_parser!(u64).range(1_000..))]
+    pub stripe_reconcile_interval_ms: u64,
 
     /// Webhook listener: how long request headers may take to arrive, and
     /// how long a kept-alive connection may sit idle.
@@ -147,7 +150,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub webhook_max_in_flight: u32,
 
-    #[arg(long, env = "BILLING_USAGE_COMMIT_LANES", default_value_t = 4,
+    /// Usage lanes committing in parallel: reports for one organization
+    /// always share a lane and are posted in group commits; each lane holds
+    /// one database connection while it commits. One per CPU core by
+    /// default (at most 8): more lanes than cores make smaller commits.
+    #[arg(long, env = "BILLING_USAGE_COMMIT_LANES", default_value_t = crate::service::default_usage_lanes(),
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub usage_commit_lanes: u32,
 

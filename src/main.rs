@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
                 ..InboxSettings::default().retry
             },
             catch_up_interval: Duration::from_millis(config.stripe_catchup_interval_ms),
+            reconcile_interval: Duration::from_millis(config.stripe_reconcile_interval_ms),
             ..InboxSettings::default()
         },
         maintenance: MaintenanceSettings {

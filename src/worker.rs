@@ -25,6 +25,8 @@ pub struct InboxSettings {
     /// How often Stripe's Events API is listed for events never delivered
     /// (and once at start).
     pub catch_up_interval: Duration,
+    /// How often every subscription is compared with Stripe and repaired.
+    pub reconcile_interval: Duration,
 }
 
 impl Default for InboxSettings {
@@ -37,6 +39,7 @@ impl Default for InboxSettings {
             },
             poll_interval: Duration::from_secs(2),
             catch_up_interval: Duration::from_secs(300),
+            reconcile_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -96,6 +99,28 @@ pub async fn run_stripe_catch_up(
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Reconciles with Stripe every `interval` (the first pass one interval
+/// after start; catch-up covers the start).
+pub async fn run_stripe_reconciliation(
+    service: Service,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let every = chrono::TimeDelta::from_std(interval).unwrap_or(chrono::TimeDelta::hours(1));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if let Err(error) = service.reconcile_stripe_if_due(every).await {
+            tracing::warn!(error = %error, "reconciling with Stripe failed; the next pass tries again");
         }
     }
 }

@@ -55,7 +55,7 @@ pub fn settings(database: PgConnectOptions, max_connections: u32) -> AppSettings
             usage_lanes: std::env::var("BILLING_USAGE_COMMIT_LANES")
                 .ok()
                 .and_then(|lanes| lanes.parse().ok())
-                .unwrap_or(4),
+                .unwrap_or_else(|| billing_service::service::default_usage_lanes() as usize),
         },
         stripe: None,
         inbox: InboxSettings::default(),

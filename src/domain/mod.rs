@@ -29,6 +29,7 @@ pub mod role;
 pub mod seat_change;
 pub mod seats;
 pub mod stripe_catch_up;
+pub mod stripe_reconciliation;
 pub mod subscription;
 pub mod subscription_sync;
 #[cfg(test)]

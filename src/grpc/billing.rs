@@ -13,7 +13,9 @@ use crate::domain::money::Money;
 use crate::domain::pricing::BillingCycle;
 use crate::domain::seat_change::SeatDirection;
 use crate::error::{Error, FieldContext};
-use crate::service::{Actor, SeatChangeOutcome, Service, SubscriptionView};
+use crate::service::{
+    Actor, ReconcileReport, ReconcileScope, SeatChangeOutcome, Service, SubscriptionView,
+};
 
 #[derive(Debug, Clone)]
 pub struct BillingApi {
@@ -361,6 +363,42 @@ impl BillingService for BillingApi {
             .retry_stripe_event(&actor, &request.get_ref().event_id)
             .await?;
         Ok(Response::new(proto::RetryStripeEventResponse {}))
+    }
+
+    async fn reconcile_stripe(
+        &self,
+        request: Request<proto::ReconcileStripeRequest>,
+    ) -> Result<Response<proto::ReconcileStripeResponse>, Status> {
+        let actor = actor(&request)?;
+        let request = request.get_ref();
+        let scope = ReconcileScope {
+            org: match request.org_id.as_str() {
+                "" => None,
+                raw => Some(org_id(raw)?),
+            },
+            dry_run: request.dry_run,
+        };
+        let report = self.service.reconcile_stripe(&actor, scope).await?;
+        Ok(Response::new(reconciliation_reply(report)))
+    }
+}
+
+fn reconciliation_reply(report: ReconcileReport) -> proto::ReconcileStripeResponse {
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    proto::ReconcileStripeResponse {
+        checked: count(report.checked),
+        in_sync: count(report.in_sync),
+        repaired: count(report.repaired),
+        unknown_at_stripe: count(report.unknown_at_stripe),
+        drifted: report
+            .drifted
+            .into_iter()
+            .map(|(subscription_id, fields)| proto::DriftedSubscription {
+                subscription_id,
+                fields: fields.into_iter().map(str::to_owned).collect(),
+            })
+            .collect(),
+        missing_at_stripe: report.missing_at_stripe,
     }
 }
 

@@ -31,6 +31,7 @@ mod organizations;
 mod resumption;
 mod seat_changes;
 mod stripe_catch_up;
+mod stripe_reconciliation;
 mod subscription_changes;
 mod subscription_sync;
 mod unit_items;
@@ -60,8 +61,10 @@ pub use operators::{OrganizationOverrides, Page};
 pub use organizations::{NewOrganization, OrganizationView};
 pub use seat_changes::SeatChangeOutcome;
 pub use stripe_catch_up::CatchUpReport;
+pub use stripe_reconciliation::{ReconcileReport, ReconcileScope};
 pub use unit_items::QuantityReport;
 pub use usage::{DEFAULT_HOLD_TTL, MAX_HOLD_TTL, Reservation, UsageRecorded, UsageReport};
+pub use usage_lanes::default_usage_lanes;
 pub use versions::capture_committed_version;
 pub use watch::WatchUpdate;
 

@@ -17,6 +17,7 @@ pub mod operations;
 pub mod organizations;
 pub mod stripe_catch_up;
 pub mod stripe_events;
+pub mod stripe_reconciliation;
 pub mod subscriptions;
 pub mod usage_quantities;
 

@@ -7,6 +7,7 @@ mod convert;
 pub mod event_list;
 pub mod events;
 mod perform;
+pub mod subscription_list;
 pub mod webhook;
 
 pub use api::{DEFAULT_API_BASE, StripeApi, StripeSettings};

@@ -216,6 +216,7 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
             },
             poll_interval: Duration::from_millis(50),
             catch_up_interval: InboxSettings::default().catch_up_interval,
+            reconcile_interval: InboxSettings::default().reconcile_interval,
         },
         // Quick renewals and expiries, so a test sees them in moments.
         maintenance: MaintenanceSettings {

@@ -21,6 +21,7 @@ mod replicas;
 mod seats;
 mod stripe_catch_up;
 mod stripe_fixtures;
+mod stripe_reconciliation;
 mod stripe_server;
 mod trial;
 mod unit_items;

@@ -123,6 +123,21 @@ impl FakeStripe {
         stripe.emit_subscription("customer.subscription.updated", sub);
     }
 
+    /// Sets an item's quantity with no event at all, as a change whose
+    /// webhook was never sent: only reconciliation can find it.
+    pub fn set_quantity_without_event(&self, sub: &str, price: &str, quantity: u64) {
+        let mut stripe = self.lock();
+        let item = stripe
+            .subscriptions
+            .get_mut(sub)
+            .expect("subscription")
+            .items
+            .iter_mut()
+            .find(|i| i.price == price)
+            .expect("an item with the price");
+        item.quantity = quantity;
+    }
+
     /// Reorders a subscription's items (Stripe does not promise an order).
     pub fn reverse_items(&self, sub: &str) {
         let mut stripe = self.lock();

@@ -81,17 +81,47 @@ impl Stripe {
         Ok(rendered)
     }
 
+    /// Subscriptions newest first, as Stripe lists them: by `customer`,
+    /// `status=all` or else not canceled, `limit` 1 to 100 (10 by default),
+    /// `starting_after` a subscription of the list.
     fn list_subscriptions(&self, params: &Value) -> Answer {
         let customer = text(params, "customer");
         let all = text(params, "status") == Some("all");
-        let data = self
+        let limit = match text(params, "limit") {
+            None => 10,
+            Some(raw) => raw
+                .parse::<usize>()
+                .ok()
+                .filter(|l| (1..=100).contains(l))
+                .ok_or_else(|| invalid("limit must be between 1 and 100"))?,
+        };
+        let mut matching: Vec<&super::Subscription> = self
             .subscriptions
             .values()
             .filter(|s| customer.is_none_or(|c| c == s.customer))
             .filter(|s| all || s.status != "canceled")
+            .collect();
+        matching.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
+        let start = match text(params, "starting_after") {
+            None => 0,
+            Some(after) => {
+                matching
+                    .iter()
+                    .position(|s| s.id == after)
+                    .ok_or_else(|| missing("subscription", after))?
+                    + 1
+            }
+        };
+        let data = matching
+            .iter()
+            .skip(start)
+            .take(limit)
             .map(|s| self.render_subscription(s, &[]))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(json!({ "object": "list", "data": data, "has_more": false, "url": "/v1/subscriptions" }))
+        let has_more = start + data.len() < matching.len();
+        Ok(
+            json!({ "object": "list", "data": data, "has_more": has_more, "url": "/v1/subscriptions" }),
+        )
     }
 
     /// Events newest first, as Stripe lists them: `created[gt|gte|lt|lte]`,
