@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 use super::auth::{actor, caller};
 use super::convert::{self, org_id};
 use super::proto::{self, billing_service_server::BillingService};
+use super::stripe_replies;
 use crate::domain::catalog::{Plan, PricingModel, SignupPolicy};
 use crate::domain::checkout::CheckoutOrder;
 use crate::domain::ids::{IdempotencyKey, OrgId, RedirectUrl};
@@ -13,9 +14,7 @@ use crate::domain::money::Money;
 use crate::domain::pricing::BillingCycle;
 use crate::domain::seat_change::SeatDirection;
 use crate::error::{Error, FieldContext};
-use crate::service::{
-    Actor, ReconcileReport, ReconcileScope, SeatChangeOutcome, Service, SubscriptionView,
-};
+use crate::service::{Actor, ReconcileScope, SeatChangeOutcome, Service, SubscriptionView};
 
 #[derive(Debug, Clone)]
 pub struct BillingApi {
@@ -340,14 +339,7 @@ impl BillingService for BillingApi {
             .list_parked_stripe_events(&actor, limit)
             .await?
             .into_iter()
-            .map(|event| proto::ParkedStripeEvent {
-                event_id: event.id,
-                event_type: event.event_type,
-                attempts: event.attempts,
-                last_error: event.last_error.unwrap_or_default(),
-                received_at: Some(convert::timestamp(event.received_at)),
-                parked_at: convert::optional_timestamp(event.parked_at),
-            })
+            .map(stripe_replies::parked_event)
             .collect();
         Ok(Response::new(proto::ListParkedStripeEventsResponse {
             events,
@@ -379,26 +371,7 @@ impl BillingService for BillingApi {
             dry_run: request.dry_run,
         };
         let report = self.service.reconcile_stripe(&actor, scope).await?;
-        Ok(Response::new(reconciliation_reply(report)))
-    }
-}
-
-fn reconciliation_reply(report: ReconcileReport) -> proto::ReconcileStripeResponse {
-    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-    proto::ReconcileStripeResponse {
-        checked: count(report.checked),
-        in_sync: count(report.in_sync),
-        repaired: count(report.repaired),
-        unknown_at_stripe: count(report.unknown_at_stripe),
-        drifted: report
-            .drifted
-            .into_iter()
-            .map(|(subscription_id, fields)| proto::DriftedSubscription {
-                subscription_id,
-                fields: fields.into_iter().map(str::to_owned).collect(),
-            })
-            .collect(),
-        missing_at_stripe: report.missing_at_stripe,
+        Ok(Response::new(stripe_replies::reconciliation(report)))
     }
 }
 

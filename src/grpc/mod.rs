@@ -11,6 +11,7 @@ mod load_shed;
 mod org_admin;
 mod state_version;
 mod status;
+mod stripe_replies;
 mod usage;
 
 pub use auth::{Authenticator, CallerTokens, Scope};

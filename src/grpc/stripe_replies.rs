@@ -1,0 +1,37 @@
+//! Replies of the operators' Stripe RPCs: parked inbox events and
+//! reconciliation reports.
+
+use super::convert;
+use super::proto;
+use crate::service::ReconcileReport;
+use crate::store::stripe_events::ParkedEvent;
+
+pub(super) fn parked_event(event: ParkedEvent) -> proto::ParkedStripeEvent {
+    proto::ParkedStripeEvent {
+        event_id: event.id,
+        event_type: event.event_type,
+        attempts: event.attempts,
+        last_error: event.last_error.unwrap_or_default(),
+        received_at: Some(convert::timestamp(event.received_at)),
+        parked_at: convert::optional_timestamp(event.parked_at),
+    }
+}
+
+pub(super) fn reconciliation(report: ReconcileReport) -> proto::ReconcileStripeResponse {
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    proto::ReconcileStripeResponse {
+        checked: count(report.checked),
+        in_sync: count(report.in_sync),
+        repaired: count(report.repaired),
+        unknown_at_stripe: count(report.unknown_at_stripe),
+        drifted: report
+            .drifted
+            .into_iter()
+            .map(|(subscription_id, fields)| proto::DriftedSubscription {
+                subscription_id,
+                fields: fields.into_iter().map(str::to_owned).collect(),
+            })
+            .collect(),
+        missing_at_stripe: report.missing_at_stripe,
+    }
+}
