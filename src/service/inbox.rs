@@ -187,7 +187,20 @@ impl Service {
             store::checkout_sessions::set_status(&mut tx, session, SessionStatus::Complete).await?;
         }
         stripe_events::finish(&mut tx, &event.id, Outcome::Applied, None, self.now()).await?;
+        // The reading began after this claim, so it covers every event of
+        // the subscription stored before it: one fetch for all of them.
+        let covered = stripe_events::finish_covered(
+            &mut tx,
+            &named.subscription_id,
+            &event.id,
+            event.claimed_at,
+            self.now(),
+        )
+        .await?;
         self.commit(tx).await?;
+        if covered > 0 {
+            tracing::info!(event_id = %event.id, subscription = %named.subscription_id, covered, "one reading applied several events");
+        }
         // The event is done; an upkeep it called for runs on its own.
         if let Err(error) = self.run_queued_upkeep(org).await {
             tracing::warn!(%org, error = %error, "the upkeep after a Stripe event did not finish; the operations loop resumes it");

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::store::stripe_catch_up;
 use crate::store::stripe_events::{self, CaughtUpEvent};
 use crate::stripe::event_list::ListedEvent;
-use crate::stripe::events::ACTED_ON_TYPES;
+use crate::stripe::events::{ACTED_ON_TYPES, BillingEvent};
 
 /// How long a run may list before another replica may start one.
 const CATCH_UP_LEASE: TimeDelta = TimeDelta::minutes(10);
@@ -90,7 +90,17 @@ impl Service {
             report.listed += page.events.len();
             let stored = {
                 let mut conn = self.store().pool().acquire().await?;
-                let events: Vec<CaughtUpEvent<'_>> = page.events.iter().map(caught_up).collect();
+                let subjects: Vec<Option<String>> = page
+                    .events
+                    .iter()
+                    .map(|e| BillingEvent::coalescing_subject(&e.body))
+                    .collect();
+                let events: Vec<CaughtUpEvent<'_>> = page
+                    .events
+                    .iter()
+                    .zip(&subjects)
+                    .map(|(event, subject)| caught_up(event, subject.as_deref()))
+                    .collect();
                 stripe_events::insert_caught_up(&mut conn, &events).await?
             };
             report.stored += usize::try_from(stored).unwrap_or(usize::MAX);
@@ -102,11 +112,12 @@ impl Service {
     }
 }
 
-fn caught_up(event: &ListedEvent) -> CaughtUpEvent<'_> {
+fn caught_up<'a>(event: &'a ListedEvent, subject: Option<&'a str>) -> CaughtUpEvent<'a> {
     CaughtUpEvent {
         id: &event.id,
         event_type: &event.event_type,
         body: &event.body,
         created: event.created,
+        subscription_id: subject,
     }
 }

@@ -12,20 +12,23 @@ pub struct ReceivedEvent<'a> {
     pub event_type: &'a str,
     pub raw_body: &'a str,
     pub stripe_created_at: DateTime<Utc>,
+    /// The subscription it only asks us to read again, if that is all.
+    pub subscription_id: Option<&'a str>,
 }
 
 /// Stores the event unless it is already stored; true when this call stored it.
 pub async fn insert_if_new(conn: &mut PgConnection, event: &ReceivedEvent<'_>) -> Result<bool> {
     let inserted = sqlx::query!(
         r#"
-        insert into stripe_events (id, event_type, raw_body, stripe_created_at)
-        values ($1, $2, $3, $4)
+        insert into stripe_events (id, event_type, raw_body, stripe_created_at, subscription_id)
+        values ($1, $2, $3, $4, $5)
         on conflict (id) do nothing
         "#,
         event.id,
         event.event_type,
         event.raw_body,
         event.stripe_created_at,
+        event.subscription_id,
     )
     .execute(conn)
     .await?
@@ -40,6 +43,7 @@ pub struct CaughtUpEvent<'a> {
     pub event_type: &'a str,
     pub body: &'a str,
     pub created: DateTime<Utc>,
+    pub subscription_id: Option<&'a str>,
 }
 
 /// Stores the events not stored yet, in one statement, marked as caught
@@ -55,18 +59,21 @@ pub async fn insert_caught_up(
     let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
     let bodies: Vec<&str> = events.iter().map(|e| e.body).collect();
     let created: Vec<DateTime<Utc>> = events.iter().map(|e| e.created).collect();
+    let subscriptions: Vec<Option<&str>> = events.iter().map(|e| e.subscription_id).collect();
     let inserted = sqlx::query!(
         r#"
-        insert into stripe_events (id, event_type, raw_body, stripe_created_at, source)
-        select id, event_type, raw_body, created, 'catch_up'
-        from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
-            as e (id, event_type, raw_body, created)
+        insert into stripe_events
+            (id, event_type, raw_body, stripe_created_at, source, subscription_id)
+        select id, event_type, raw_body, created, 'catch_up', subscription_id
+        from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])
+            as e (id, event_type, raw_body, created, subscription_id)
         on conflict (id) do nothing
         "#,
         &ids as &[&str],
         &types as &[&str],
         &bodies as &[&str],
         &created,
+        &subscriptions as &[Option<&str>],
     )
     .execute(conn)
     .await?
@@ -82,6 +89,9 @@ pub struct ClaimedEvent {
     pub raw_body: String,
     /// Attempts made before this one.
     pub attempts: i32,
+    /// When it was claimed, by the database's clock: every event stored
+    /// before then was created at Stripe before any reading that follows.
+    pub claimed_at: DateTime<Utc>,
 }
 
 /// Claims the next due pending event until `lease_until`: its next attempt
@@ -105,7 +115,7 @@ pub async fn claim_due(
             limit 1
             for update skip locked
         )
-        returning id, event_type, raw_body, attempts
+        returning id, event_type, raw_body, attempts, now() as "claimed_at!"
         "#,
         now,
         lease_until,
@@ -154,6 +164,38 @@ pub async fn finish(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Finishes, as applied, the other pending events that only ask to read
+/// `subscription_id` again and were stored before `covered_before` (when
+/// the reading that covers them was claimed). Events claimed by another
+/// worker, or waiting out a retry, are left to it. Returns how many.
+pub async fn finish_covered(
+    conn: &mut PgConnection,
+    subscription_id: &str,
+    reading_for: &str,
+    covered_before: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let note = format!("covered by the reading of the subscription for {reading_for}");
+    let finished = sqlx::query!(
+        r#"
+        update stripe_events
+        set state = 'applied', attempts = attempts + 1, finished_at = $4, last_error = null,
+            note = $5
+        where subscription_id = $1 and state = 'pending' and id <> $2
+          and received_at < $3 and next_attempt_at <= $3
+        "#,
+        subscription_id,
+        reading_for,
+        covered_before,
+        now,
+        note,
+    )
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(finished)
 }
 
 /// Puts a claimed event back for `retry_at` without counting an attempt:

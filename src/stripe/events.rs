@@ -42,6 +42,25 @@ pub struct SubscriptionRef {
     pub completed_session: Option<String>,
 }
 
+impl BillingEvent {
+    /// The subscription this event only asks us to read again, if that is
+    /// all it does: one reading covers every such event stored before it.
+    /// A completed Checkout session also closes the session, so it is not
+    /// covered by another event's reading.
+    pub fn coalescing_subject(raw_body: &str) -> Option<String> {
+        match Self::parse(raw_body).ok()? {
+            Self::SubscriptionChanged(named) if named.completed_session.is_none() => {
+                Some(named.subscription_id)
+            }
+            Self::SubscriptionChanged(_)
+            | Self::CreditPurchasePaid(_)
+            | Self::CheckoutExpired { .. }
+            | Self::Unsupported { .. }
+            | Self::NotOurs => None,
+        }
+    }
+}
+
 /// The stored body is not an event at all.
 #[derive(Debug, thiserror::Error)]
 #[error("stored event is not an event: {0}")]

@@ -29,6 +29,7 @@ use serde::Deserialize;
 use stripe_webhook::{Webhook, WebhookError};
 use tokio::sync::Notify;
 
+use super::events::BillingEvent;
 use crate::store::Store;
 use crate::store::stripe_events::{self, ReceivedEvent};
 
@@ -230,11 +231,13 @@ async fn receive(
     let Some(created) = DateTime::from_timestamp(envelope.created, 0) else {
         return (StatusCode::BAD_REQUEST, "malformed event");
     };
+    let subject = BillingEvent::coalescing_subject(payload);
     let received = ReceivedEvent {
         id: &envelope.id,
         event_type: &envelope.event_type,
         raw_body: payload,
         stripe_created_at: created,
+        subscription_id: subject.as_deref(),
     };
     let stored = async {
         let mut conn = ingress.store.pool().acquire().await?;

@@ -246,8 +246,14 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
 impl TestApp {
     /// A second replica on the same database, as a deployment runs them.
     pub async fn spawn_replica(&self) -> TestApp {
+        self.spawn_replica_with(self.options.clone()).await
+    }
+
+    /// A replica on the same database with settings of its own (say, one
+    /// that reaches Stripe beside one that only receives webhooks).
+    pub async fn spawn_replica_with(&self, options: TestOptions) -> TestApp {
         let database = self.admin.clone().database(&self.db_name);
-        let started = start(&self.options, database.clone()).await;
+        let started = start(&options, database.clone()).await;
         TestApp {
             channel: started.channel,
             webhook_url: started.webhook_url,
@@ -255,7 +261,7 @@ impl TestApp {
             admin: self.admin.clone(),
             db_name: self.db_name.clone(),
             owns_database: false,
-            options: self.options.clone(),
+            options,
             pool: PgPool::connect_with(database).await.expect("pool"),
         }
     }

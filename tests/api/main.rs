@@ -12,6 +12,7 @@ mod degraded;
 mod entitlement;
 mod gdpr;
 mod helpers;
+mod inbox_coalescing;
 mod instances;
 mod load_shedding;
 mod members;

@@ -354,6 +354,16 @@ impl FakeStripe {
         }
     }
 
+    /// How many requests so far had a method and path starting with
+    /// `prefix` (`GET /v1/subscriptions/sub_1`, say).
+    pub fn requests(&self, prefix: &str) -> usize {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.starts_with(prefix))
+            .count()
+    }
+
     /// Answers the next `requests` requests, of any kind, with 429.
     pub fn rate_limit_next(&self, requests: u32) {
         self.lock().rate_limited = requests;

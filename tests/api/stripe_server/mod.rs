@@ -180,6 +180,8 @@ struct Stripe {
     /// Whether new events skip the outbox: our endpoint is away, or
     /// Stripe gave up delivering them. They are still listed.
     dropping_deliveries: bool,
+    /// Every request's method and path, for counting reads.
+    requests: Vec<String>,
     /// Every write as (method and path, params), for assertions.
     writes: Vec<(String, Value)>,
     /// Whether the customer's card needs 3-D Secure for off-session charges.
@@ -348,6 +350,7 @@ async fn serve(
     let writes = method == Method::POST || method == Method::DELETE;
     let (status, body, held) = {
         let mut stripe = state.lock().expect("lock");
+        stripe.requests.push(write.clone());
         if writes
             && let Some((first, status, body)) = key.as_ref().and_then(|k| stripe.idempotent.get(k))
         {
