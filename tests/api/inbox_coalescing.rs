@@ -74,3 +74,58 @@ async fn ten_events_for_one_subscription_are_applied_with_one_reading() {
     assert_eq!(overview.paid_seats, 3);
     assert_eq!(overview.billing_cycle(), proto::BillingCycle::Monthly);
 }
+
+/// Two replicas' workers on one subscription: the reading that was started
+/// first but answered last is not stored over the newer one.
+#[tokio::test]
+async fn a_slow_older_reading_never_overwrites_a_newer_one() {
+    let (first, stripe) = crate::helpers::spawn_app_with_stripe().await;
+    let second = first.spawn_replica().await;
+    let org = first.create_org(OWNER).await.id;
+    let sub = first
+        .subscribe(
+            &stripe,
+            &org,
+            OWNER,
+            "teams",
+            proto::BillingCycle::Monthly,
+            3,
+        )
+        .await;
+    let read = format!("GET /v1/subscriptions/{sub}");
+
+    // The renewal payment fails: the worker that takes this event reads
+    // slowly, and its reading says past_due.
+    stripe.answer_next_late(&read, std::time::Duration::from_secs(2));
+    stripe.update_status(&sub, "past_due");
+    let reads_before = stripe.requests(&read);
+    for event in stripe.take_events() {
+        assert_eq!(first.deliver(&event.to_string()).await, 200);
+    }
+    for _ in 0..400 {
+        if stripe.requests(&read) > reads_before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(
+        stripe.requests(&read) > reads_before,
+        "the slow reading started"
+    );
+
+    // The payment recovers while that reading is out: the other worker
+    // reads "active" at once.
+    stripe.update_status(&sub, "active");
+    for event in stripe.take_events() {
+        assert_eq!(second.deliver(&event.to_string()).await, 200);
+    }
+    first.wait_for_inbox().await;
+    // Past the slow answer too.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    first.wait_for_inbox().await;
+    assert_eq!(
+        first.subscription_of(&org, As::User(OWNER)).await.status,
+        "active",
+        "the older reading (past_due), answered last, was not stored over the newer one"
+    );
+}

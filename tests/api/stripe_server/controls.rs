@@ -364,6 +364,24 @@ impl FakeStripe {
             .count()
     }
 
+    /// Answers the next request starting with `prefix` after `delay`, with
+    /// the state as it was when the request arrived.
+    pub fn answer_next_late(&self, prefix: &str, delay: std::time::Duration) {
+        self.lock().slow_next = Some((prefix.to_owned(), delay));
+    }
+
+    /// Sets the subscription's status and sends
+    /// `customer.subscription.updated` (a payment failing, then recovering).
+    pub fn update_status(&self, sub: &str, status: &str) {
+        let mut stripe = self.lock();
+        stripe
+            .subscriptions
+            .get_mut(sub)
+            .expect("subscription")
+            .status = status.into();
+        stripe.emit_subscription("customer.subscription.updated", sub);
+    }
+
     /// Answers the next `requests` requests, of any kind, with 429.
     pub fn rate_limit_next(&self, requests: u32) {
         self.lock().rate_limited = requests;

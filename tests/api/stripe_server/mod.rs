@@ -199,6 +199,10 @@ struct Stripe {
     /// How long each answer takes (to exercise a slow Stripe).
     delay: std::time::Duration,
     held: Option<HeldWrite>,
+    /// The next request with this method-and-path prefix is answered late:
+    /// its answer is worked out at once, and sent after the delay (a slow
+    /// read that returns the state as it was when it arrived).
+    slow_next: Option<(String, std::time::Duration)>,
 }
 
 /// The server and the handle tests drive it with.
@@ -348,7 +352,7 @@ async fn serve(
         .map(str::to_owned);
     let write = format!("{method} /v1/{path}");
     let writes = method == Method::POST || method == Method::DELETE;
-    let (status, body, held) = {
+    let (status, body, held, late) = {
         let mut stripe = state.lock().expect("lock");
         stripe.requests.push(write.clone());
         if writes
@@ -376,6 +380,12 @@ async fn serve(
                 .idempotent
                 .insert(key, (params, status, body.clone()));
         }
+        let late = match &stripe.slow_next {
+            Some((prefix, _)) if write.starts_with(prefix.as_str()) => {
+                stripe.slow_next.take().map(|(_, delay)| delay)
+            }
+            Some(_) | None => None,
+        };
         let held = match &stripe.held {
             Some(hold) if writes && write.starts_with(&hold.prefix) => {
                 let applied = hold.applied.clone();
@@ -384,8 +394,11 @@ async fn serve(
             }
             Some(_) | None => None,
         };
-        (status, body, held)
+        (status, body, held, late)
     };
+    if let Some(late) = late {
+        tokio::time::sleep(late).await;
+    }
     if let Some(applied) = held {
         applied.notify_one();
         // Applied, never answered: the caller is expected to die waiting.
