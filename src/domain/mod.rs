@@ -7,6 +7,7 @@
 //! types and persist what the decisions say.
 
 pub mod add_ons;
+pub mod adoption;
 pub mod cancellation;
 pub mod catalog;
 pub mod checkout;

@@ -357,6 +357,20 @@ impl BillingService for BillingApi {
         Ok(Response::new(proto::RetryStripeEventResponse {}))
     }
 
+    async fn attach_stripe_customer(
+        &self,
+        request: Request<proto::AttachStripeCustomerRequest>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        let actor = actor(&request)?;
+        let request = request.get_ref();
+        let org = org_id(&request.org_id)?;
+        let view = self
+            .service
+            .attach_stripe_customer(&actor, org, &request.customer_id)
+            .await?;
+        Ok(Response::new(subscription_reply(view)))
+    }
+
     async fn reconcile_stripe(
         &self,
         request: Request<proto::ReconcileStripeRequest>,

@@ -8,6 +8,7 @@
 //! role checks against organization membership happen here.
 
 mod actor;
+mod adoption;
 mod audit_trail;
 mod billing;
 mod change_flow;

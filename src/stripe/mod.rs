@@ -2,6 +2,7 @@
 //! planned writes, the webhook ingress, and the mapping of Stripe's event
 //! types into ours.
 
+pub mod adoption;
 pub mod api;
 mod convert;
 pub mod event_list;

@@ -20,6 +20,7 @@ mod organizations;
 mod permissions;
 mod replicas;
 mod seats;
+mod stripe_adoption;
 mod stripe_catch_up;
 mod stripe_fixtures;
 mod stripe_reconciliation;

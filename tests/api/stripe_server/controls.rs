@@ -354,6 +354,24 @@ impl FakeStripe {
         }
     }
 
+    /// A customer made outside this service (an existing Stripe account's),
+    /// with `metadata`; returns its id.
+    pub fn create_customer_outside(&self, name: &str, metadata: Value) -> String {
+        let mut stripe = self.lock();
+        let mut customer = stripe.template("customer");
+        let id = stripe.id("cus");
+        customer.insert("id".into(), serde_json::json!(id));
+        customer.insert("name".into(), serde_json::json!(name));
+        customer.insert("metadata".into(), metadata);
+        stripe.customers.insert(id.clone(), Value::Object(customer));
+        id
+    }
+
+    /// The customer as Stripe holds it.
+    pub fn customer_json(&self, id: &str) -> Value {
+        self.lock().customers[id].clone()
+    }
+
     /// How many requests so far had a method and path starting with
     /// `prefix` (`GET /v1/subscriptions/sub_1`, say).
     pub fn requests(&self, prefix: &str) -> usize {

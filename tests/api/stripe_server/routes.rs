@@ -12,6 +12,12 @@ impl Stripe {
         let expand = expands(params);
         match (method.as_str(), path) {
             ("POST", ["customers"]) => self.create_customer(params),
+            ("GET", ["customers", id]) => self
+                .customers
+                .get(*id)
+                .cloned()
+                .ok_or_else(|| missing("customer", id)),
+            ("POST", ["customers", id]) => self.update_customer(id, params),
             ("POST", ["checkout", "sessions"]) => self.create_session(params),
             ("GET", ["checkout", "sessions", id]) => self
                 .sessions
@@ -256,6 +262,27 @@ impl Stripe {
         let customer = Value::Object(customer);
         self.customers.insert(id, customer.clone());
         Ok(customer)
+    }
+
+    /// Metadata keys are merged, as Stripe does; an empty value unsets one.
+    fn update_customer(&mut self, id: &str, params: &Value) -> Answer {
+        let customer = self
+            .customers
+            .get_mut(id)
+            .ok_or_else(|| missing("customer", id))?;
+        if let Some(metadata) = params.get("metadata").and_then(Value::as_object) {
+            let stored = customer["metadata"]
+                .as_object_mut()
+                .ok_or_else(|| invalid("customer without metadata"))?;
+            for (key, value) in metadata {
+                if value.as_str() == Some("") {
+                    stored.remove(key);
+                } else {
+                    stored.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        Ok(customer.clone())
     }
 
     fn create_session(&mut self, params: &Value) -> Answer {

@@ -1,0 +1,89 @@
+//! Adopting an existing Stripe customer (the rules are in
+//! `domain::adoption`): the link, the labels in Stripe's metadata, and the
+//! live subscription synced through the same path as an event.
+
+use super::{Actor, Service, SubscriptionView};
+use crate::domain::adoption::{AdoptionFacts, decide};
+use crate::domain::ids::OrgId;
+use crate::error::{Error, Result};
+use crate::store;
+
+/// Longest Stripe id accepted; Stripe's are a few dozen characters.
+const MAX_STRIPE_ID_LEN: usize = 255;
+
+impl Service {
+    /// Links an existing Stripe customer to the organization, names the
+    /// organization in the customer's and its subscription's metadata, and
+    /// imports its live subscription. Calling it again finishes a call that
+    /// was cut short.
+    pub async fn attach_stripe_customer(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        customer: &str,
+    ) -> Result<SubscriptionView> {
+        Self::require_operator(actor, "attach Stripe customers")?;
+        let valid = customer.starts_with("cus_")
+            && customer.len() <= MAX_STRIPE_ID_LEN
+            && customer[4..]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid || customer.len() == 4 {
+            return Err(Error::invalid(
+                "customer_id",
+                "must be a Stripe customer id (cus_...)",
+            ));
+        }
+        let stripe = self.stripe()?;
+        let (org_customer, customer_owner) = {
+            let mut conn = self.store().pool().acquire().await?;
+            store::organizations::get(&mut conn, org)
+                .await?
+                .ok_or_else(|| super::org_not_found(org))?;
+            (
+                store::organizations::stripe_customer(&mut conn, org).await?,
+                store::organizations::by_stripe_customer(&mut conn, customer).await?,
+            )
+        };
+        let customer_metadata_org = stripe.customer_org(customer).await?;
+        let subscriptions = stripe.customer_subscriptions(customer).await?;
+        let facts = AdoptionFacts {
+            org,
+            customer,
+            org_customer: org_customer.as_deref(),
+            customer_owner,
+            customer_metadata_org,
+            subscriptions: &subscriptions,
+            now: self.now(),
+        };
+        let catalog = self.catalog();
+        let chosen = decide(&facts, &|price| catalog.seat_price(price))
+            .map_err(|refusal| Error::FailedPrecondition(refusal.to_string()))?;
+        let chosen = chosen.map(|s| s.id.clone());
+        stripe
+            .label_adopted(org, customer, chosen.as_deref())
+            .await?;
+        {
+            let mut conn = self.store().pool().acquire().await?;
+            let recorded =
+                store::organizations::remember_stripe_customer(&mut conn, org, customer).await?;
+            if recorded != customer {
+                return Err(Error::FailedPrecondition(format!(
+                    "organization {org} was linked to Stripe customer {recorded} meanwhile"
+                )));
+            }
+        }
+        if let Some(subscription) = &chosen {
+            let ticket = self.sync_ticket(subscription).await?;
+            let live = stripe.subscription(subscription).await?;
+            let mut tx = self.store().begin().await?;
+            self.store_live(&mut tx, org, &live, Some(ticket)).await?;
+            self.commit(tx).await?;
+            if let Err(error) = self.run_queued_upkeep(org).await {
+                tracing::warn!(%org, error = %error, "the upkeep after an adoption did not finish; the operations loop resumes it");
+            }
+        }
+        tracing::info!(%org, %customer, subscription = ?chosen, "adopted an existing Stripe customer");
+        self.get_subscription(actor, org).await
+    }
+}

@@ -1,0 +1,63 @@
+//! Reading and labelling an existing Stripe customer for adoption.
+
+use std::collections::HashMap;
+
+use stripe::StripeRequest;
+use stripe_billing::subscription::UpdateSubscription;
+use stripe_core::customer::{RetrieveCustomer, RetrieveCustomerReturned, UpdateCustomer};
+
+use super::api::{StripeApi, idempotent, stripe_error};
+use crate::domain::ids::OrgId;
+use crate::domain::metadata::ORG_ID_KEY;
+use crate::error::{Error, Result};
+
+impl StripeApi {
+    /// The organization the customer's metadata names, if it names a valid
+    /// one. A customer Stripe does not know, or one deleted, is NOT_FOUND.
+    pub async fn customer_org(&self, customer: &str) -> Result<Option<OrgId>> {
+        let returned = RetrieveCustomer::new(customer)
+            .send(&self.client)
+            .await
+            .map_err(|e| stripe_error("reading the customer", e))?;
+        match returned {
+            RetrieveCustomerReturned::Customer(customer) => Ok(customer
+                .metadata
+                .as_ref()
+                .and_then(|m| m.get(ORG_ID_KEY))
+                .and_then(|raw| OrgId::parse(raw).ok())),
+            RetrieveCustomerReturned::DeletedCustomer(_) => Err(Error::NotFound(format!(
+                "Stripe customer {customer} was deleted"
+            ))),
+        }
+    }
+
+    /// Names the organization in the customer's and the subscription's
+    /// metadata, as for customers and subscriptions this service created.
+    /// The keys name the organization and the object, so a retried
+    /// adoption sends the same requests.
+    pub async fn label_adopted(
+        &self,
+        org: OrgId,
+        customer: &str,
+        subscription: Option<&str>,
+    ) -> Result<()> {
+        let metadata = HashMap::from([(ORG_ID_KEY.to_owned(), org.to_string())]);
+        UpdateCustomer::new(customer)
+            .metadata(metadata.clone())
+            .customize()
+            .request_strategy(idempotent(format!("adopt:{org}:{customer}"))?)
+            .send(&self.client)
+            .await
+            .map_err(|e| stripe_error("labelling the customer", e))?;
+        if let Some(subscription) = subscription {
+            UpdateSubscription::new(subscription)
+                .metadata(metadata)
+                .customize()
+                .request_strategy(idempotent(format!("adopt:{org}:{subscription}"))?)
+                .send(&self.client)
+                .await
+                .map_err(|e| stripe_error("labelling the subscription", e))?;
+        }
+        Ok(())
+    }
+}
