@@ -93,14 +93,7 @@ impl Stripe {
     fn list_subscriptions(&self, params: &Value) -> Answer {
         let customer = text(params, "customer");
         let all = text(params, "status") == Some("all");
-        let limit = match text(params, "limit") {
-            None => 10,
-            Some(raw) => raw
-                .parse::<usize>()
-                .ok()
-                .filter(|l| (1..=100).contains(l))
-                .ok_or_else(|| invalid("limit must be between 1 and 100"))?,
-        };
+        let limit = page_limit(params)?;
         let mut matching: Vec<&super::Subscription> = self
             .subscriptions
             .values()
@@ -108,16 +101,11 @@ impl Stripe {
             .filter(|s| all || s.status != "canceled")
             .collect();
         matching.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
-        let start = match text(params, "starting_after") {
-            None => 0,
-            Some(after) => {
-                matching
-                    .iter()
-                    .position(|s| s.id == after)
-                    .ok_or_else(|| missing("subscription", after))?
-                    + 1
-            }
-        };
+        let start = page_start(
+            matching.iter().map(|s| s.id.as_str()),
+            params,
+            "subscription",
+        )?;
         let data = matching
             .iter()
             .skip(start)
@@ -152,14 +140,7 @@ impl Stripe {
         if types.len() > 20 {
             return Err(invalid("You may pass at most 20 types."));
         }
-        let limit = match text(params, "limit") {
-            None => 10,
-            Some(raw) => raw
-                .parse::<usize>()
-                .ok()
-                .filter(|l| (1..=100).contains(l))
-                .ok_or_else(|| invalid("limit must be between 1 and 100"))?,
-        };
+        let limit = page_limit(params)?;
         let created = |event: &Value| event["created"].as_i64().unwrap_or(0);
         let mut matching: Vec<&Value> = self
             .events
@@ -173,16 +154,11 @@ impl Stripe {
         // Newest first; events of one second in reverse emission order.
         matching.reverse();
         matching.sort_by_key(|e| std::cmp::Reverse(created(e)));
-        let start = match text(params, "starting_after") {
-            None => 0,
-            Some(after) => {
-                let at = matching
-                    .iter()
-                    .position(|e| e["id"] == after)
-                    .ok_or_else(|| missing("event", after))?;
-                at + 1
-            }
-        };
+        let start = page_start(
+            matching.iter().map(|e| e["id"].as_str().unwrap_or("")),
+            params,
+            "event",
+        )?;
         let page: Vec<Value> = matching
             .iter()
             .skip(start)
@@ -358,4 +334,32 @@ impl Stripe {
         );
         Ok(Value::Object(session))
     }
+}
+
+/// A list's `limit`: 1 to 100, 10 when not given, as Stripe takes it.
+fn page_limit(params: &Value) -> Result<usize, (StatusCode, Value)> {
+    match text(params, "limit") {
+        None => Ok(10),
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| invalid("limit must be between 1 and 100")),
+    }
+}
+
+/// Where a page starts: after the `starting_after` object, which must be
+/// in the list (Stripe answers 404 for one it does not know).
+fn page_start<'a>(
+    ids: impl Iterator<Item = &'a str>,
+    params: &Value,
+    what: &str,
+) -> Result<usize, (StatusCode, Value)> {
+    let Some(after) = text(params, "starting_after") else {
+        return Ok(0);
+    };
+    let mut ids = ids;
+    ids.position(|id| id == after)
+        .map(|at| at + 1)
+        .ok_or_else(|| missing(what, after))
 }
