@@ -168,15 +168,23 @@ impl App {
             let _ = stop.send(true);
         });
         // Without Stripe there is nothing to re-read events from; they wait
-        // in the inbox until a key is configured.
-        let worker = self.service.stripe_configured().then(|| {
-            tokio::spawn(run_inbox_worker(
-                self.service.clone(),
-                self.inbox,
-                self.stored_events.clone(),
-                stopped.clone(),
-            ))
-        });
+        // in the inbox until a key is configured. Several workers claim side
+        // by side (SKIP LOCKED); sync tickets keep an older reading from
+        // being stored over a newer one, whichever finishes last.
+        let workers: Vec<_> = if self.service.stripe_configured() {
+            (0..self.inbox.concurrency.max(1))
+                .map(|_| {
+                    tokio::spawn(run_inbox_worker(
+                        self.service.clone(),
+                        self.inbox,
+                        self.stored_events.clone(),
+                        stopped.clone(),
+                    ))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
 
         let catch_up = self.service.stripe_configured().then(|| {
             tokio::spawn(run_stripe_catch_up(
@@ -302,8 +310,8 @@ impl App {
         changes
             .await
             .context("the entitlement change listener panicked")?;
-        if let Some(worker) = worker {
-            worker.await.context("the inbox worker panicked")?;
+        for worker in workers {
+            worker.await.context("an inbox worker panicked")?;
         }
         if let Some(reconciliation) = reconciliation {
             reconciliation

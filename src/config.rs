@@ -123,6 +123,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1_000..))]
     pub stripe_catchup_interval_ms: u64,
 
+    /// Inbox workers per replica, applying Stripe events side by side.
+    #[arg(long, env = "BILLING_INBOX_CONCURRENCY", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub inbox_concurrency: u32,
+
     /// How often every subscription is read from Stripe, compared with ours
     /// and repaired.
     #[arg(long, env = "BILLING_STRIPE_RECONCILE_INTERVAL_MS", default_value_t = 3_600_000,

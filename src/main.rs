@@ -93,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
             },
             catch_up_interval: Duration::from_millis(config.stripe_catchup_interval_ms),
             reconcile_interval: Duration::from_millis(config.stripe_reconcile_interval_ms),
+            concurrency: config.inbox_concurrency as usize,
             ..InboxSettings::default()
         },
         maintenance: MaintenanceSettings {

@@ -27,6 +27,8 @@ pub struct InboxSettings {
     pub catch_up_interval: Duration,
     /// How often every subscription is compared with Stripe and repaired.
     pub reconcile_interval: Duration,
+    /// Workers applying events side by side in this replica.
+    pub concurrency: usize,
 }
 
 impl Default for InboxSettings {
@@ -40,6 +42,7 @@ impl Default for InboxSettings {
             poll_interval: Duration::from_secs(2),
             catch_up_interval: Duration::from_secs(300),
             reconcile_interval: Duration::from_secs(3600),
+            concurrency: 4,
         }
     }
 }

@@ -98,7 +98,8 @@ pub struct ClaimedEvent {
 /// moves there, so no other worker (or replica) takes it meanwhile, and if
 /// this one dies it is simply due again then. `SKIP LOCKED` lets workers
 /// claim side by side; the claim is one statement, so nothing stays open
-/// while the event is applied.
+/// while the event is applied. An event whose subscription another worker
+/// holds an event of is passed over: that worker's reading will cover it.
 pub async fn claim_due(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
@@ -107,10 +108,14 @@ pub async fn claim_due(
     let event = sqlx::query_as!(
         ClaimedEvent,
         r#"
-        update stripe_events set next_attempt_at = $2
+        update stripe_events set next_attempt_at = $2, claimed_until = $2
         where id = (
-            select id from stripe_events
+            select id from stripe_events e
             where state = 'pending' and next_attempt_at <= $1
+              and (e.subscription_id is null or not exists (
+                  select 1 from stripe_events held
+                  where held.subscription_id = e.subscription_id and held.state = 'pending'
+                    and held.claimed_until > $1))
             order by next_attempt_at, stripe_created_at, id
             limit 1
             for update skip locked
@@ -207,7 +212,7 @@ pub async fn defer(
     retry_at: DateTime<Utc>,
 ) -> Result<()> {
     sqlx::query!(
-        "update stripe_events set next_attempt_at = $2, last_error = $3 where id = $1",
+        "update stripe_events set next_attempt_at = $2, last_error = $3, claimed_until = null where id = $1",
         id,
         retry_at,
         reason,
@@ -228,7 +233,7 @@ pub async fn record_failure(
     sqlx::query!(
         r#"
         update stripe_events
-        set attempts = attempts + 1, last_error = $2,
+        set attempts = attempts + 1, last_error = $2, claimed_until = null,
             state = case when $3::timestamptz is null then 'parked' else 'pending' end,
             next_attempt_at = coalesce($3, next_attempt_at),
             finished_at = case when $3::timestamptz is null then $4::timestamptz else null end

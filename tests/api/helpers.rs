@@ -62,6 +62,9 @@ pub struct TestOptions {
     pub stripe_api_base: Option<String>,
     pub limits: ConcurrencyLimits,
     pub webhook_limits: ListenerLimits,
+    /// Inbox workers per replica: one unless a test is about several, so
+    /// tests that count Stripe requests see each claim in turn.
+    pub inbox_concurrency: usize,
     pub stale_policy: StalePolicy,
     pub watch_log_capacity: usize,
     pub database_max_connections: u32,
@@ -77,6 +80,7 @@ impl Default for TestOptions {
             stripe_api_base: None,
             limits: ConcurrencyLimits::default(),
             webhook_limits: ListenerLimits::default(),
+            inbox_concurrency: 1,
             stale_policy: StalePolicy {
                 max_staleness: TimeDelta::seconds(60),
                 fail_closed_features: vec![],
@@ -217,6 +221,7 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
             poll_interval: Duration::from_millis(50),
             catch_up_interval: InboxSettings::default().catch_up_interval,
             reconcile_interval: InboxSettings::default().reconcile_interval,
+            concurrency: options.inbox_concurrency,
         },
         // Quick renewals and expiries, so a test sees them in moments.
         maintenance: MaintenanceSettings {

@@ -129,3 +129,82 @@ async fn a_slow_older_reading_never_overwrites_a_newer_one() {
         "the older reading (past_due), answered last, was not stored over the newer one"
     );
 }
+
+/// One replica's workers apply events of different subscriptions side by
+/// side: an event whose reading is slow does not hold up another's.
+#[tokio::test]
+async fn a_slow_reading_does_not_hold_up_another_subscriptions_event() {
+    let stripe = FakeStripe::start().await;
+    let app = spawn_app_with(TestOptions {
+        catalog: catalog_with_stripe_prices(),
+        stripe_api_base: Some(stripe.base_url.clone()),
+        inbox_concurrency: 2,
+        ..TestOptions::default()
+    })
+    .await;
+    let slow_org = app.create_org(OWNER).await.id;
+    let slow = app
+        .subscribe(
+            &stripe,
+            &slow_org,
+            OWNER,
+            "teams",
+            proto::BillingCycle::Monthly,
+            2,
+        )
+        .await;
+    let quick_org = app.create_org("quinn").await.id;
+    let quick = app
+        .subscribe(
+            &stripe,
+            &quick_org,
+            "quinn",
+            "teams",
+            proto::BillingCycle::Monthly,
+            2,
+        )
+        .await;
+
+    // Far longer than the quick event takes: while it is out, one worker
+    // is busy and only another can apply the quick event.
+    stripe.answer_next_late(
+        &format!("GET /v1/subscriptions/{slow}"),
+        std::time::Duration::from_secs(15),
+    );
+    stripe.update_status(&slow, "past_due");
+    for event in stripe.take_events() {
+        assert_eq!(app.deliver(&event.to_string()).await, 200);
+    }
+    stripe.update_status(&quick, "past_due");
+    for event in stripe.take_events() {
+        assert_eq!(app.deliver(&event.to_string()).await, 200);
+    }
+    for _ in 0..400 {
+        if app
+            .subscription_of(&quick_org, As::User("quinn"))
+            .await
+            .status
+            == "past_due"
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        app.subscription_of(&quick_org, As::User("quinn"))
+            .await
+            .status,
+        "past_due",
+        "the quick event was applied"
+    );
+    assert_eq!(
+        app.subscription_of(&slow_org, As::User(OWNER)).await.status,
+        "active",
+        "while the slow reading was still out"
+    );
+    app.wait_for_inbox().await;
+    assert_eq!(
+        app.subscription_of(&slow_org, As::User(OWNER)).await.status,
+        "past_due"
+    );
+}
