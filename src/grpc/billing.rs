@@ -371,6 +371,18 @@ impl BillingService for BillingApi {
         Ok(Response::new(subscription_reply(view)))
     }
 
+    async fn import_stripe_customers(
+        &self,
+        request: Request<proto::ImportStripeCustomersRequest>,
+    ) -> Result<Response<proto::ImportStripeCustomersResponse>, Status> {
+        let actor = actor(&request)?;
+        let imported = self
+            .service
+            .import_stripe_customers(&actor, request.get_ref().dry_run)
+            .await?;
+        Ok(Response::new(stripe_replies::import(imported)))
+    }
+
     async fn reconcile_stripe(
         &self,
         request: Request<proto::ReconcileStripeRequest>,

@@ -1,9 +1,9 @@
-//! Replies of the operators' Stripe RPCs: parked inbox events and
-//! reconciliation reports.
+//! Replies of the operators' Stripe RPCs: parked inbox events,
+//! reconciliation reports and customer imports.
 
 use super::convert;
 use super::proto;
-use crate::service::ReconcileReport;
+use crate::service::{ImportOutcome, ImportedCustomer, ReconcileReport};
 use crate::store::stripe_events::ParkedEvent;
 
 pub(super) fn parked_event(event: ParkedEvent) -> proto::ParkedStripeEvent {
@@ -34,4 +34,32 @@ pub(super) fn reconciliation(report: ReconcileReport) -> proto::ReconcileStripeR
             .collect(),
         missing_at_stripe: report.missing_at_stripe,
     }
+}
+
+pub(super) fn import(imported: Vec<ImportedCustomer>) -> proto::ImportStripeCustomersResponse {
+    let customers = imported
+        .into_iter()
+        .map(|one| {
+            let (outcome, subscription, reason) = match one.outcome {
+                ImportOutcome::Adopted { subscription } => {
+                    (proto::ImportOutcome::Adopted, subscription, None)
+                }
+                ImportOutcome::WouldAdopt { subscription } => {
+                    (proto::ImportOutcome::WouldAdopt, subscription, None)
+                }
+                ImportOutcome::LinkedAlready => (proto::ImportOutcome::LinkedAlready, None, None),
+                ImportOutcome::Refused(reason) => {
+                    (proto::ImportOutcome::Refused, None, Some(reason))
+                }
+            };
+            proto::ImportedStripeCustomer {
+                customer_id: one.customer,
+                org_id: one.org.to_string(),
+                outcome: outcome.into(),
+                subscription_id: subscription.unwrap_or_default(),
+                reason: reason.unwrap_or_default(),
+            }
+        })
+        .collect();
+    proto::ImportStripeCustomersResponse { customers }
 }

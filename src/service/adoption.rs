@@ -24,16 +24,69 @@ impl Service {
     ) -> Result<SubscriptionView> {
         Self::require_operator(actor, "attach Stripe customers")?;
         let valid = customer.starts_with("cus_")
+            && customer.len() > 4
             && customer.len() <= MAX_STRIPE_ID_LEN
             && customer[4..]
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid || customer.len() == 4 {
+        if !valid {
             return Err(Error::invalid(
                 "customer_id",
                 "must be a Stripe customer id (cus_...)",
             ));
         }
+        self.adopt(org, customer, false).await?;
+        self.get_subscription(actor, org).await
+    }
+
+    /// Adopts every customer whose metadata names one of our organizations
+    /// and is not linked yet; a dry run only says what it would do. Each
+    /// customer's outcome is reported, refusals included.
+    pub async fn import_stripe_customers(
+        &self,
+        actor: &Actor,
+        dry_run: bool,
+    ) -> Result<Vec<ImportedCustomer>> {
+        Self::require_operator(actor, "import Stripe customers")?;
+        let stripe = self.stripe()?;
+        let mut imported = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = stripe.list_customers(after.as_deref()).await?;
+            after = page.customers.last().map(|(id, _)| id.clone());
+            for (customer, org) in page.customers {
+                let Some(org) = org else { continue };
+                let linked = {
+                    let mut conn = self.store().pool().acquire().await?;
+                    store::organizations::stripe_customer(&mut conn, org).await?
+                };
+                let outcome = if linked.as_deref() == Some(customer.as_str()) {
+                    ImportOutcome::LinkedAlready
+                } else {
+                    match self.adopt(org, &customer, dry_run).await {
+                        Ok(subscription) if dry_run => ImportOutcome::WouldAdopt { subscription },
+                        Ok(subscription) => ImportOutcome::Adopted { subscription },
+                        Err(Error::FailedPrecondition(reason) | Error::NotFound(reason)) => {
+                            ImportOutcome::Refused(reason)
+                        }
+                        Err(error) => return Err(error),
+                    }
+                };
+                imported.push(ImportedCustomer {
+                    customer,
+                    org,
+                    outcome,
+                });
+            }
+            if !page.has_more || after.is_none() {
+                return Ok(imported);
+            }
+        }
+    }
+
+    /// The adoption itself: reads, decides, and unless `dry_run` labels,
+    /// links and syncs. Returns the subscription imported, if any.
+    async fn adopt(&self, org: OrgId, customer: &str, dry_run: bool) -> Result<Option<String>> {
         let stripe = self.stripe()?;
         let (org_customer, customer_owner) = {
             let mut conn = self.store().pool().acquire().await?;
@@ -58,8 +111,11 @@ impl Service {
         };
         let catalog = self.catalog();
         let chosen = decide(&facts, &|price| catalog.seat_price(price))
-            .map_err(|refusal| Error::FailedPrecondition(refusal.to_string()))?;
-        let chosen = chosen.map(|s| s.id.clone());
+            .map_err(|refusal| Error::FailedPrecondition(refusal.to_string()))?
+            .map(|s| s.id.clone());
+        if dry_run {
+            return Ok(chosen);
+        }
         stripe
             .label_adopted(org, customer, chosen.as_deref())
             .await?;
@@ -84,6 +140,27 @@ impl Service {
             }
         }
         tracing::info!(%org, %customer, subscription = ?chosen, "adopted an existing Stripe customer");
-        self.get_subscription(actor, org).await
+        Ok(chosen)
     }
+}
+
+/// What an import did with one customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedCustomer {
+    pub customer: String,
+    /// The organization its metadata names.
+    pub org: OrgId,
+    pub outcome: ImportOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// Linked now, with the live subscription imported, if it had one.
+    Adopted { subscription: Option<String> },
+    /// What a real run would adopt (a dry run).
+    WouldAdopt { subscription: Option<String> },
+    /// Linked to the organization before this run.
+    LinkedAlready,
+    /// Not adopted, and why.
+    Refused(String),
 }

@@ -49,6 +49,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 pub use actor::Actor;
+pub use adoption::{ImportOutcome, ImportedCustomer};
 pub use billing::SubscriptionView;
 pub use clock::{Clock, SystemClock};
 pub use credit_purchases::CreditPurchaseOrder;

@@ -4,14 +4,55 @@ use std::collections::HashMap;
 
 use stripe::StripeRequest;
 use stripe_billing::subscription::UpdateSubscription;
-use stripe_core::customer::{RetrieveCustomer, RetrieveCustomerReturned, UpdateCustomer};
+use stripe_core::customer::{
+    ListCustomer, RetrieveCustomer, RetrieveCustomerReturned, UpdateCustomer,
+};
 
 use super::api::{StripeApi, idempotent, stripe_error};
 use crate::domain::ids::OrgId;
 use crate::domain::metadata::ORG_ID_KEY;
 use crate::error::{Error, Result};
 
+/// Customers per page: Stripe's most.
+const PAGE_SIZE: i64 = 100;
+
+/// One page of the account's customers, newest first, each with the
+/// organization its metadata names (if it names a valid one).
+#[derive(Debug, Clone)]
+pub struct CustomerPage {
+    pub customers: Vec<(String, Option<OrgId>)>,
+    pub has_more: bool,
+}
+
 impl StripeApi {
+    /// A page of the account's customers after the customer `after`.
+    pub async fn list_customers(&self, after: Option<&str>) -> Result<CustomerPage> {
+        let mut list = ListCustomer::new().limit(PAGE_SIZE);
+        if let Some(after) = after {
+            list = list.starting_after(after);
+        }
+        let page = list
+            .send(&self.client)
+            .await
+            .map_err(|e| stripe_error("listing customers", e))?;
+        let customers = page
+            .data
+            .into_iter()
+            .map(|customer| {
+                let org = customer
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.get(ORG_ID_KEY))
+                    .and_then(|raw| OrgId::parse(raw).ok());
+                (customer.id.as_str().to_owned(), org)
+            })
+            .collect();
+        Ok(CustomerPage {
+            customers,
+            has_more: page.has_more,
+        })
+    }
+
     /// The organization the customer's metadata names, if it names a valid
     /// one. A customer Stripe does not know, or one deleted, is NOT_FOUND.
     pub async fn customer_org(&self, customer: &str) -> Result<Option<OrgId>> {

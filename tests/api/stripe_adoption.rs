@@ -136,3 +136,91 @@ async fn a_customer_with_two_live_subscriptions_or_of_another_organization_is_re
         Code::NotFound,
     );
 }
+
+#[tokio::test]
+async fn a_bulk_import_adopts_the_customers_whose_metadata_names_an_organization_after_a_dry_run() {
+    let (app, stripe) = spawn_app_with_stripe().await;
+    let alpha = app.create_org("alpha").await.id;
+    let beta = app.create_org("beta").await.id;
+    let named = stripe.create_customer_outside("Alpha Inc", json!({ "org_id": alpha }));
+    let sub = stripe.subscribe_directly(&named, "price_teams_monthly", 4);
+    let doubled = stripe.create_customer_outside("Beta Inc", json!({ "org_id": beta }));
+    stripe.subscribe_directly(&doubled, "price_teams_monthly", 1);
+    stripe.subscribe_directly(&doubled, "price_teams_monthly", 2);
+    stripe.create_customer_outside("Nobody of ours", json!({}));
+    app.deliver_all(&stripe).await;
+    let import = |dry_run| {
+        let mut billing = app.billing();
+        async move {
+            billing
+                .import_stripe_customers(request(
+                    As::Ops,
+                    proto::ImportStripeCustomersRequest { dry_run },
+                ))
+                .await
+                .expect("import")
+                .into_inner()
+                .customers
+        }
+    };
+    let outcome_of = |report: &[proto::ImportedStripeCustomer], customer: &str| {
+        report
+            .iter()
+            .find(|c| c.customer_id == customer)
+            .map(|c| (c.outcome(), c.subscription_id.clone()))
+    };
+
+    let dry = import(true).await;
+    assert_eq!(dry.len(), 2, "only customers naming one of ours: {dry:?}");
+    assert_eq!(
+        outcome_of(&dry, &named),
+        Some((proto::ImportOutcome::WouldAdopt, sub.clone()))
+    );
+    assert_eq!(
+        outcome_of(&dry, &doubled).map(|o| o.0),
+        Some(proto::ImportOutcome::Refused)
+    );
+    assert!(
+        !app.subscription_of(&alpha, As::User("alpha"))
+            .await
+            .has_subscription,
+        "a dry run changes nothing"
+    );
+
+    let real = import(false).await;
+    assert_eq!(
+        outcome_of(&real, &named),
+        Some((proto::ImportOutcome::Adopted, sub.clone()))
+    );
+    let refused = real
+        .iter()
+        .find(|c| c.customer_id == doubled)
+        .expect("reported");
+    assert!(
+        refused.reason.contains("live subscriptions"),
+        "{}",
+        refused.reason
+    );
+    let adopted = app.subscription_of(&alpha, As::User("alpha")).await;
+    assert_eq!((adopted.paid_seats, adopted.status.as_str()), (4, "active"));
+    assert!(
+        !app.subscription_of(&beta, As::User("beta"))
+            .await
+            .has_subscription
+    );
+
+    let again = import(false).await;
+    assert_eq!(
+        outcome_of(&again, &named).map(|o| o.0),
+        Some(proto::ImportOutcome::LinkedAlready)
+    );
+    expect_code(
+        app.billing()
+            .import_stripe_customers(request(
+                As::User("alpha"),
+                proto::ImportStripeCustomersRequest { dry_run: true },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+}

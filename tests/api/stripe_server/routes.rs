@@ -12,6 +12,26 @@ impl Stripe {
         let expand = expands(params);
         match (method.as_str(), path) {
             ("POST", ["customers"]) => self.create_customer(params),
+            ("GET", ["customers"]) => {
+                // Newest first: ids are issued in order.
+                let newest_first: Vec<&Value> = self.customers.values().rev().collect();
+                let limit = page_limit(params)?;
+                let start = page_start(
+                    newest_first.iter().map(|c| c["id"].as_str().unwrap_or("")),
+                    params,
+                    "customer",
+                )?;
+                let data: Vec<Value> = newest_first
+                    .iter()
+                    .skip(start)
+                    .take(limit)
+                    .map(|c| (*c).clone())
+                    .collect();
+                let has_more = start + data.len() < newest_first.len();
+                Ok(
+                    json!({ "object": "list", "data": data, "has_more": has_more, "url": "/v1/customers" }),
+                )
+            }
             ("GET", ["customers", id]) => self
                 .customers
                 .get(*id)
