@@ -167,41 +167,45 @@ impl App {
             shutdown.await;
             let _ = stop.send(true);
         });
-        // Without Stripe there is nothing to re-read events from; they wait
-        // in the inbox until a key is configured. Several workers claim side
-        // by side (SKIP LOCKED); sync tickets keep an older reading from
-        // being stored over a newer one, whichever finishes last.
-        let workers: Vec<_> = if self.service.stripe_configured() {
-            (0..self.inbox.concurrency.max(1))
-                .map(|_| {
-                    tokio::spawn(run_inbox_worker(
-                        self.service.clone(),
-                        self.inbox,
-                        self.stored_events.clone(),
-                        stopped.clone(),
-                    ))
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-
-        let catch_up = self.service.stripe_configured().then(|| {
-            tokio::spawn(run_stripe_catch_up(
+        // The loops that work with Stripe. Without Stripe there is nothing
+        // to re-read events from or resume operations with; events and
+        // operations wait until a key is configured. Several inbox workers
+        // claim side by side (SKIP LOCKED); sync tickets keep an older
+        // reading from being stored over a newer one, whichever finishes last.
+        let mut stripe_loops: Vec<(&str, tokio::task::JoinHandle<()>)> = Vec::new();
+        if self.service.stripe_configured() {
+            for _ in 0..self.inbox.concurrency.max(1) {
+                let worker = run_inbox_worker(
+                    self.service.clone(),
+                    self.inbox,
+                    self.stored_events.clone(),
+                    stopped.clone(),
+                );
+                stripe_loops.push(("an inbox worker", tokio::spawn(worker)));
+            }
+            let catch_up = run_stripe_catch_up(
                 self.service.clone(),
                 self.inbox.catch_up_interval,
                 self.stored_events.clone(),
                 stopped.clone(),
-            ))
-        });
-
-        let reconciliation = self.service.stripe_configured().then(|| {
-            tokio::spawn(run_stripe_reconciliation(
+            );
+            stripe_loops.push(("the Stripe catch-up loop", tokio::spawn(catch_up)));
+            let reconciliation = run_stripe_reconciliation(
                 self.service.clone(),
                 self.inbox.reconcile_interval,
                 stopped.clone(),
-            ))
-        });
+            );
+            stripe_loops.push((
+                "the Stripe reconciliation loop",
+                tokio::spawn(reconciliation),
+            ));
+            let operations = run_operations(
+                self.service.clone(),
+                self.inbox.poll_interval,
+                stopped.clone(),
+            );
+            stripe_loops.push(("the operations loop", tokio::spawn(operations)));
+        }
 
         let changes = {
             let service = self.service.clone();
@@ -211,14 +215,6 @@ impl App {
                 service.follow_entitlement_changes(listening, stopped).await;
             })
         };
-        // Resuming operations needs Stripe too; without it they wait.
-        let operations = self.service.stripe_configured().then(|| {
-            tokio::spawn(run_operations(
-                self.service.clone(),
-                self.inbox.poll_interval,
-                stopped.clone(),
-            ))
-        });
         let maintenance = tokio::spawn(run_maintenance(
             self.service.clone(),
             self.maintenance,
@@ -310,21 +306,8 @@ impl App {
         changes
             .await
             .context("the entitlement change listener panicked")?;
-        for worker in workers {
-            worker.await.context("an inbox worker panicked")?;
-        }
-        if let Some(reconciliation) = reconciliation {
-            reconciliation
-                .await
-                .context("the Stripe reconciliation loop panicked")?;
-        }
-        if let Some(catch_up) = catch_up {
-            catch_up
-                .await
-                .context("the Stripe catch-up loop panicked")?;
-        }
-        if let Some(operations) = operations {
-            operations.await.context("the operations loop panicked")?;
+        for (name, handle) in stripe_loops {
+            handle.await.with_context(|| format!("{name} panicked"))?;
         }
         grpc.context("serving gRPC")?;
         Ok(())

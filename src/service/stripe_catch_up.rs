@@ -10,7 +10,7 @@ use super::Service;
 use crate::domain::stripe_catch_up::window;
 use crate::error::Result;
 use crate::store::stripe_catch_up;
-use crate::store::stripe_events::{self, CaughtUpEvent};
+use crate::store::stripe_events::{self, ReceivedEvent};
 use crate::stripe::event_list::ListedEvent;
 use crate::stripe::events::{ACTED_ON_TYPES, BillingEvent};
 
@@ -88,19 +88,19 @@ impl Service {
                 .list_events(since, &ACTED_ON_TYPES, after.as_deref())
                 .await?;
             report.listed += page.events.len();
+            let subjects: Vec<Option<String>> = page
+                .events
+                .iter()
+                .map(|e| BillingEvent::coalescing_subject(&e.body))
+                .collect();
+            let events: Vec<ReceivedEvent<'_>> = page
+                .events
+                .iter()
+                .zip(&subjects)
+                .map(|(event, subject)| caught_up(event, subject.as_deref()))
+                .collect();
             let stored = {
                 let mut conn = self.store().pool().acquire().await?;
-                let subjects: Vec<Option<String>> = page
-                    .events
-                    .iter()
-                    .map(|e| BillingEvent::coalescing_subject(&e.body))
-                    .collect();
-                let events: Vec<CaughtUpEvent<'_>> = page
-                    .events
-                    .iter()
-                    .zip(&subjects)
-                    .map(|(event, subject)| caught_up(event, subject.as_deref()))
-                    .collect();
                 stripe_events::insert_caught_up(&mut conn, &events).await?
             };
             report.stored += usize::try_from(stored).unwrap_or(usize::MAX);
@@ -112,12 +112,12 @@ impl Service {
     }
 }
 
-fn caught_up<'a>(event: &'a ListedEvent, subject: Option<&'a str>) -> CaughtUpEvent<'a> {
-    CaughtUpEvent {
+fn caught_up<'a>(event: &'a ListedEvent, subject: Option<&'a str>) -> ReceivedEvent<'a> {
+    ReceivedEvent {
         id: &event.id,
         event_type: &event.event_type,
-        body: &event.body,
-        created: event.created,
+        raw_body: &event.body,
+        stripe_created_at: event.created,
         subscription_id: subject,
     }
 }

@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use super::{Actor, Service};
 use crate::domain::ids::OrgId;
 use crate::domain::stripe_reconciliation::{Finding, compare};
-use crate::domain::subscription_sync::reconcile;
 use crate::error::{Error, Result};
 use crate::store;
 use crate::stripe::subscription_list::ListedSubscription;
@@ -186,13 +185,7 @@ impl Service {
                 .await?
                 .ok_or_else(|| super::org_not_found(org))?;
             let known = store::subscriptions::list_for_org(&mut conn, org).await?;
-            let stored = known
-                .iter()
-                .find(|s| s.stripe_subscription_id == subscription_id);
-            let catalog = self.catalog();
-            let synced = reconcile(stored, &live, &organization.plan, self.now(), &|price| {
-                catalog.seat_price(price)
-            });
+            let (stored, synced) = self.synced(&known, &organization.plan, &live, self.now());
             compare(stored, &synced)
         };
         match finding {

@@ -12,12 +12,14 @@
 //! reported per-unit counts, realign a pending switch) is not done here:
 //! it is queued as an upkeep operation, run once this transaction commits.
 
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::audit_trail::{AuditAction, STRIPE_ACTOR, record_as};
 use super::{Service, lock_org};
 use crate::domain::ids::OrgId;
+use crate::domain::pricing::PlanId;
 use crate::domain::subscription::Subscription;
 use crate::domain::subscription_sync::{ProviderSubscription, reconcile};
 use crate::domain::upkeep::upkeep_needed;
@@ -59,11 +61,7 @@ impl Service {
         let now = self.now();
         let organization = lock_org(conn, org).await?;
         let known = store::subscriptions::list_for_org(conn, org).await?;
-        let previous = known.iter().find(|s| s.stripe_subscription_id == live.id);
-        let catalog = self.catalog();
-        let synced = reconcile(previous, live, &organization.plan, now, &|price| {
-            catalog.seat_price(price)
-        });
+        let (previous, synced) = self.synced(&known, &organization.plan, live, now);
         if let Some(ticket) = ticket
             && !store::subscriptions::holds_newest_ticket(conn, &live.id, ticket).await?
         {
@@ -80,7 +78,7 @@ impl Service {
                 live,
                 another_counts,
                 counts_reported,
-                catalog,
+                self.catalog(),
                 now,
             )
         {
@@ -112,6 +110,24 @@ impl Service {
         )
         .await?;
         Ok(synced)
+    }
+
+    /// What syncing `live` would store, beside the copy of it among the
+    /// organization's `known` subscriptions (if any): the one rule that
+    /// both storing a reading and reconciliation's comparison apply.
+    pub(super) fn synced<'a>(
+        &self,
+        known: &'a [Subscription],
+        plan: &PlanId,
+        live: &ProviderSubscription,
+        now: DateTime<Utc>,
+    ) -> (Option<&'a Subscription>, Subscription) {
+        let previous = known.iter().find(|s| s.stripe_subscription_id == live.id);
+        let catalog = self.catalog();
+        let synced = reconcile(previous, live, plan, now, &|price| {
+            catalog.seat_price(price)
+        });
+        (previous, synced)
     }
 
     /// Which organization a subscription belongs to: the one we stored it

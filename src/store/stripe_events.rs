@@ -5,7 +5,7 @@ use sqlx::PgConnection;
 
 use crate::error::Result;
 
-/// A verified event as received.
+/// An event to store: verified as delivered, or found by catch-up.
 #[derive(Debug, Clone)]
 pub struct ReceivedEvent<'a> {
     pub id: &'a str,
@@ -36,29 +36,19 @@ pub async fn insert_if_new(conn: &mut PgConnection, event: &ReceivedEvent<'_>) -
     Ok(inserted == 1)
 }
 
-/// An event found by catch-up, as the inbox stores it.
-#[derive(Debug, Clone)]
-pub struct CaughtUpEvent<'a> {
-    pub id: &'a str,
-    pub event_type: &'a str,
-    pub body: &'a str,
-    pub created: DateTime<Utc>,
-    pub subscription_id: Option<&'a str>,
-}
-
 /// Stores the events not stored yet, in one statement, marked as caught
 /// up; returns how many were new.
 pub async fn insert_caught_up(
     conn: &mut PgConnection,
-    events: &[CaughtUpEvent<'_>],
+    events: &[ReceivedEvent<'_>],
 ) -> Result<u64> {
     if events.is_empty() {
         return Ok(0);
     }
     let ids: Vec<&str> = events.iter().map(|e| e.id).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
-    let bodies: Vec<&str> = events.iter().map(|e| e.body).collect();
-    let created: Vec<DateTime<Utc>> = events.iter().map(|e| e.created).collect();
+    let bodies: Vec<&str> = events.iter().map(|e| e.raw_body).collect();
+    let created: Vec<DateTime<Utc>> = events.iter().map(|e| e.stripe_created_at).collect();
     let subscriptions: Vec<Option<&str>> = events.iter().map(|e| e.subscription_id).collect();
     let inserted = sqlx::query!(
         r#"

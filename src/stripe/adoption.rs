@@ -9,6 +9,7 @@ use stripe_core::customer::{
 };
 
 use super::api::{StripeApi, idempotent, stripe_error};
+use super::convert::org_named;
 use crate::domain::ids::OrgId;
 use crate::domain::metadata::ORG_ID_KEY;
 use crate::error::{Error, Result};
@@ -39,11 +40,7 @@ impl StripeApi {
             .data
             .into_iter()
             .map(|customer| {
-                let org = customer
-                    .metadata
-                    .as_ref()
-                    .and_then(|m| m.get(ORG_ID_KEY))
-                    .and_then(|raw| OrgId::parse(raw).ok());
+                let org = customer.metadata.as_ref().and_then(org_named);
                 (customer.id.as_str().to_owned(), org)
             })
             .collect();
@@ -61,11 +58,9 @@ impl StripeApi {
             .await
             .map_err(|e| stripe_error("reading the customer", e))?;
         match returned {
-            RetrieveCustomerReturned::Customer(customer) => Ok(customer
-                .metadata
-                .as_ref()
-                .and_then(|m| m.get(ORG_ID_KEY))
-                .and_then(|raw| OrgId::parse(raw).ok())),
+            RetrieveCustomerReturned::Customer(customer) => {
+                Ok(customer.metadata.as_ref().and_then(org_named))
+            }
             RetrieveCustomerReturned::DeletedCustomer(_) => Err(Error::NotFound(format!(
                 "Stripe customer {customer} was deleted"
             ))),

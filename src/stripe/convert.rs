@@ -1,12 +1,15 @@
 //! Stripe's objects in our terms: subscriptions with their items, periods,
 //! metadata and schedule, read into the domain's `ProviderSubscription`.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use stripe_billing::{
     Subscription, SubscriptionItem, SubscriptionSchedule, SubscriptionScheduleStatus,
 };
 use stripe_product::{Price, RecurringInterval};
 
+use crate::domain::ids::OrgId;
 use crate::domain::line_items::LineItem;
 use crate::domain::metadata::{
     CYCLE_CHANGE_KEY, KeptSeats, ORG_ID_KEY, PAID_SEATS_KEY, PURCHASER_KEY,
@@ -15,6 +18,14 @@ use crate::domain::money::Currency;
 use crate::domain::pricing::BillingCycle;
 use crate::domain::subscription_sync::{ProviderSchedule, ProviderSubscription, SchedulePhase};
 use crate::error::{Error, Result};
+
+/// The organization a Stripe object's metadata names, if it names a valid
+/// one.
+pub(super) fn org_named(metadata: &HashMap<String, String>) -> Option<OrgId> {
+    metadata
+        .get(ORG_ID_KEY)
+        .and_then(|raw| OrgId::parse(raw).ok())
+}
 
 pub(super) fn timestamp(seconds: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp(seconds, 0)

@@ -3,8 +3,8 @@
 use stripe_billing::subscription::{ListSubscription, ListSubscriptionStatus};
 
 use super::api::{StripeApi, stripe_error};
+use super::convert::org_named;
 use crate::domain::ids::OrgId;
-use crate::domain::metadata::ORG_ID_KEY;
 use crate::error::Result;
 
 /// Subscriptions per page: Stripe's most.
@@ -53,10 +53,7 @@ impl StripeApi {
             .map(|subscription| ListedSubscription {
                 id: subscription.id.as_str().to_owned(),
                 customer_id: subscription.customer.id().as_str().to_owned(),
-                org_id: subscription
-                    .metadata
-                    .get(ORG_ID_KEY)
-                    .and_then(|raw| OrgId::parse(raw).ok()),
+                org_id: org_named(&subscription.metadata),
             })
             .collect();
         Ok(SubscriptionPage {
