@@ -8,7 +8,7 @@ use billing_service::grpc::proto::{self, BillingCycle, Role};
 use tonic::Code;
 
 use crate::helpers::{
-    As, TestApp, TestOptions, catalog_with_stripe_prices, expect_code, request, spawn_app_with,
+    As, TestOptions, catalog_with_stripe_prices, expect_code, request, spawn_app_with,
     spawn_app_with_stripe,
 };
 use crate::stripe_server::FakeStripe;
@@ -18,14 +18,6 @@ const OWNER: &str = "owner-1";
 /// A seat of Teams Monthly ($18) prorated over the 29 of 30 days left in a
 /// period the test server starts a day before the subscription.
 const ONE_SEAT_REST_OF_PERIOD: i64 = 1740;
-
-async fn subscribed(app: &TestApp, stripe: &FakeStripe, seats: i64) -> (String, String) {
-    let org = app.create_org(OWNER).await.id;
-    let sub = app
-        .subscribe(stripe, &org, OWNER, "teams", BillingCycle::Monthly, seats)
-        .await;
-    (org, sub)
-}
 
 /// A `customer.subscription.updated` event about `sub`, as Stripe sends it.
 fn subscription_event(stripe: &FakeStripe, sub: &str) -> serde_json::Value {
@@ -50,7 +42,7 @@ fn last_invoice(stripe: &FakeStripe, sub: &str) -> (i64, String) {
 #[tokio::test]
 async fn case_1_an_increase_after_a_pending_decrease_charges_only_the_seats_beyond_those_paid() {
     let (app, stripe) = spawn_app_with_stripe().await;
-    let (org, sub) = subscribed(&app, &stripe, 5).await;
+    let (org, sub) = app.subscribed_org(&stripe, OWNER, 5).await;
     let decreased = app
         .set_seats(As::User(OWNER), &org, 3, None)
         .await
@@ -78,7 +70,7 @@ async fn case_1_an_increase_after_a_pending_decrease_charges_only_the_seats_beyo
 #[tokio::test]
 async fn case_2_an_increase_after_a_renewal_whose_webhooks_are_late_is_prorated_and_invoiced() {
     let (app, stripe) = spawn_app_with_stripe().await;
-    let (org, sub) = subscribed(&app, &stripe, 5).await;
+    let (org, sub) = app.subscribed_org(&stripe, OWNER, 5).await;
     app.set_seats(As::User(OWNER), &org, 3, None)
         .await
         .expect("5 -> 3");
@@ -112,7 +104,7 @@ async fn case_2_an_increase_after_a_renewal_whose_webhooks_are_late_is_prorated_
 #[tokio::test]
 async fn case_3_a_second_checkout_and_a_second_same_amount_purchase_both_succeed() {
     let (app, stripe) = spawn_app_with_stripe().await;
-    let (org, sub) = subscribed(&app, &stripe, 2).await;
+    let (org, sub) = app.subscribed_org(&stripe, OWNER, 2).await;
     let first_url = stripe.writes("POST /v1/checkout/sessions").len();
     app.billing()
         .cancel_subscription(request(
@@ -254,7 +246,7 @@ async fn case_4_ten_concurrent_checkouts_leave_one_payable_session() {
 #[tokio::test]
 async fn case_4_a_second_live_subscription_is_canceled_at_once_and_its_payment_refunded() {
     let (app, stripe) = spawn_app_with_stripe().await;
-    let (org, first) = subscribed(&app, &stripe, 3).await;
+    let (org, first) = app.subscribed_org(&stripe, OWNER, 3).await;
     let customer = app.customer_of(&org).await;
     // A race Stripe cannot prevent: another subscription goes live.
     let second = stripe.subscribe_directly(&customer, "price_teams_monthly", 3);
@@ -287,7 +279,7 @@ async fn case_5_seat_changes_made_while_a_cycle_change_waits_survive_the_renewal
     let (app, stripe) = spawn_app_with_stripe().await;
     // (seats bought, then set to)
     for (bought, to) in [(3, 6), (4, 2)] {
-        let (org, sub) = subscribed(&app, &stripe, bought).await;
+        let (org, sub) = app.subscribed_org(&stripe, OWNER, bought).await;
         app.change_cycle(As::User(OWNER), &org, BillingCycle::Yearly)
             .await
             .expect("to yearly at renewal");
@@ -316,7 +308,7 @@ async fn case_5_seat_changes_made_while_a_cycle_change_waits_survive_the_renewal
 #[tokio::test]
 async fn case_5_an_increase_paid_after_authentication_is_carried_into_a_pending_switch() {
     let (app, stripe) = spawn_app_with_stripe().await;
-    let (org, sub) = subscribed(&app, &stripe, 3).await;
+    let (org, sub) = app.subscribed_org(&stripe, OWNER, 3).await;
     app.change_cycle(As::User(OWNER), &org, BillingCycle::Yearly)
         .await
         .expect("to yearly at renewal");
@@ -407,7 +399,7 @@ async fn case_6_usage_debits_racing_credit_grants_never_deadlock() {
 #[tokio::test]
 async fn case_8_while_paid_for_3_seats_in_the_trial_a_4th_invitation_is_refused() {
     let (app, stripe) = spawn_app_with_stripe().await;
-    let (org, _) = subscribed(&app, &stripe, 3).await;
+    let (org, _) = app.subscribed_org(&stripe, OWNER, 3).await;
     app.add_member(&org, "bob", Role::Member).await;
     app.invite(As::User(OWNER), &org, "carol@example.com", Role::Member)
         .await
@@ -440,7 +432,7 @@ async fn case_9_a_slow_stripe_with_two_connections_starves_nothing() {
         ..TestOptions::default()
     })
     .await;
-    let (org, sub) = subscribed(&app, &stripe, 3).await;
+    let (org, sub) = app.subscribed_org(&stripe, OWNER, 3).await;
     stripe.set_delay(Duration::from_secs(2));
     let changes = (0..20).map(|n| app.set_seats(As::User(OWNER), &org, 4 + n % 3, None));
     let reads = async {
@@ -480,7 +472,7 @@ async fn case_9_a_slow_stripe_with_two_connections_starves_nothing() {
 #[tokio::test]
 async fn case_10_a_declined_card_adds_no_seat_and_says_the_payment_failed() {
     let (app, stripe) = spawn_app_with_stripe().await;
-    let (org, sub) = subscribed(&app, &stripe, 3).await;
+    let (org, sub) = app.subscribed_org(&stripe, OWNER, 3).await;
     stripe.set_card_declines(true);
     let declined = expect_code(
         app.set_seats(As::User(OWNER), &org, 5, None).await,
@@ -518,7 +510,7 @@ async fn case_10_a_declined_card_adds_no_seat_and_says_the_payment_failed() {
 #[tokio::test]
 async fn case_10_a_canceled_subscription_ending_a_moment_ahead_counts_as_ended_for_resubscribing() {
     let (app, stripe) = spawn_app_with_stripe().await;
-    let (org, sub) = subscribed(&app, &stripe, 4).await;
+    let (org, sub) = app.subscribed_org(&stripe, OWNER, 4).await;
     stripe.delete_subscription(&sub);
     app.deliver_all(&stripe).await;
     // Stripe's test clock put `ended_at` ahead of ours.
@@ -537,7 +529,7 @@ async fn case_10_a_canceled_subscription_ending_a_moment_ahead_counts_as_ended_f
 #[tokio::test]
 async fn a_retried_change_with_its_key_answers_once_and_a_reused_key_for_another_is_refused() {
     let (app, stripe) = spawn_app_with_stripe().await;
-    let (org, _) = subscribed(&app, &stripe, 3).await;
+    let (org, _) = app.subscribed_org(&stripe, OWNER, 3).await;
     let first = app
         .set_seats(As::User(OWNER), &org, 5, Some("seats-1"))
         .await

@@ -702,6 +702,28 @@ impl TestApp {
             .map(|reply| reply.into_inner().url)
     }
 
+    /// A new organization of `owner` on Teams, billed monthly for `seats`
+    /// seats, checked out and paid: returns its id and its subscription's.
+    pub async fn subscribed_org(
+        &self,
+        stripe: &FakeStripe,
+        owner: &str,
+        seats: i64,
+    ) -> (String, String) {
+        let org = self.create_org(owner).await.id;
+        let sub = self
+            .subscribe(
+                stripe,
+                &org,
+                owner,
+                "teams",
+                proto::BillingCycle::Monthly,
+                seats,
+            )
+            .await;
+        (org, sub)
+    }
+
     /// Checks out and pays: the subscription exists at Stripe and its
     /// events have been delivered and applied. Returns its id.
     pub async fn subscribe(

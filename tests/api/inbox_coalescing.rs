@@ -81,17 +81,7 @@ async fn ten_events_for_one_subscription_are_applied_with_one_reading() {
 async fn a_slow_older_reading_never_overwrites_a_newer_one() {
     let (first, stripe) = crate::helpers::spawn_app_with_stripe().await;
     let second = first.spawn_replica().await;
-    let org = first.create_org(OWNER).await.id;
-    let sub = first
-        .subscribe(
-            &stripe,
-            &org,
-            OWNER,
-            "teams",
-            proto::BillingCycle::Monthly,
-            3,
-        )
-        .await;
+    let (org, sub) = first.subscribed_org(&stripe, OWNER, 3).await;
     let read = format!("GET /v1/subscriptions/{sub}");
 
     // The renewal payment fails: the worker that takes this event reads
@@ -142,28 +132,8 @@ async fn a_slow_reading_does_not_hold_up_another_subscriptions_event() {
         ..TestOptions::default()
     })
     .await;
-    let slow_org = app.create_org(OWNER).await.id;
-    let slow = app
-        .subscribe(
-            &stripe,
-            &slow_org,
-            OWNER,
-            "teams",
-            proto::BillingCycle::Monthly,
-            2,
-        )
-        .await;
-    let quick_org = app.create_org("quinn").await.id;
-    let quick = app
-        .subscribe(
-            &stripe,
-            &quick_org,
-            "quinn",
-            "teams",
-            proto::BillingCycle::Monthly,
-            2,
-        )
-        .await;
+    let (slow_org, slow) = app.subscribed_org(&stripe, OWNER, 2).await;
+    let (quick_org, quick) = app.subscribed_org(&stripe, "quinn", 2).await;
 
     // Far longer than the quick event takes: while it is out, one worker
     // is busy and only another can apply the quick event.

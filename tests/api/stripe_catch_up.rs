@@ -1,28 +1,11 @@
 //! Catch-up from Stripe's Events API: events our endpoint never received
 //! are listed, stored as if delivered, and applied once.
 
-use billing_service::grpc::proto;
 use billing_service::service::CatchUpReport;
 
 use crate::helpers::{As, TestApp, spawn_app_with_stripe};
-use crate::stripe_server::FakeStripe;
 
 const OWNER: &str = "olive";
-
-async fn subscribed(app: &TestApp, stripe: &FakeStripe, seats: i64) -> (String, String) {
-    let org = app.create_org(OWNER).await.id;
-    let sub = app
-        .subscribe(
-            stripe,
-            &org,
-            OWNER,
-            "teams",
-            proto::BillingCycle::Monthly,
-            seats,
-        )
-        .await;
-    (org, sub)
-}
 
 /// Runs catch-up now; if the start-up run still holds the lease, waits it out.
 async fn catch_up(app: &TestApp) -> CatchUpReport {
@@ -54,7 +37,7 @@ async fn stored_as(app: &TestApp, ids: &[String]) -> Vec<(String, String, i32)> 
 #[tokio::test]
 async fn events_dropped_while_the_endpoint_is_away_are_found_by_catch_up_and_applied_once() {
     let (app, stripe) = spawn_app_with_stripe().await;
-    let (org, sub) = subscribed(&app, &stripe, 3).await;
+    let (org, sub) = app.subscribed_org(&stripe, OWNER, 3).await;
     let before = stripe.event_ids();
 
     // The endpoint is away: the renewal fails, then the period ends, and
@@ -120,7 +103,7 @@ async fn events_dropped_while_the_endpoint_is_away_are_found_by_catch_up_and_app
 #[tokio::test]
 async fn the_cursor_is_stored_so_a_replica_starting_later_catches_up_from_it() {
     let (app, stripe) = spawn_app_with_stripe().await;
-    let (org, sub) = subscribed(&app, &stripe, 2).await;
+    let (org, sub) = app.subscribed_org(&stripe, OWNER, 2).await;
     catch_up(&app).await;
     let cursor: Option<chrono::DateTime<chrono::Utc>> =
         sqlx::query_scalar("select listed_until from stripe_catch_up")

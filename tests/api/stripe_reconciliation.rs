@@ -31,29 +31,10 @@ async fn reconcile(
 async fn a_subscription_changed_in_stripe_without_an_event_is_repaired_and_a_dry_run_only_reports_it()
  {
     let (app, stripe) = spawn_app_with_stripe().await;
-    let org = app.create_org(OWNER).await.id;
-    let sub = app
-        .subscribe(
-            &stripe,
-            &org,
-            OWNER,
-            "teams",
-            proto::BillingCycle::Monthly,
-            3,
-        )
-        .await;
+    let (org, sub) = app.subscribed_org(&stripe, OWNER, 3).await;
     // Another organization, in sync, and a subscription of no organization
     // of ours in the same Stripe account.
-    let other = app.create_org("otto").await.id;
-    app.subscribe(
-        &stripe,
-        &other,
-        "otto",
-        "teams",
-        proto::BillingCycle::Monthly,
-        2,
-    )
-    .await;
+    app.subscribed_org(&stripe, "otto", 2).await;
     stripe.subscribe_directly("cus_someone_else", SEAT_PRICE, 1);
     app.deliver_all(&stripe).await;
     stripe.set_quantity_without_event(&sub, SEAT_PRICE, 5);

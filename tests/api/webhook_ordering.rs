@@ -352,10 +352,7 @@ async fn an_event_about_a_subscription_stripe_does_not_know_is_recorded_as_no_ef
 #[tokio::test]
 async fn a_rate_limited_read_of_the_subscription_is_retried_and_the_event_applied_once() {
     let (app, stripe) = spawn_app_with_stripe().await;
-    let org = app.create_org(OWNER).await.id;
-    let sub = app
-        .subscribe(&stripe, &org, OWNER, "teams", BillingCycle::Monthly, 2)
-        .await;
+    let (org, sub) = app.subscribed_org(&stripe, OWNER, 2).await;
     stripe.fail_renewal_payment(&sub);
     stripe.rate_limit_next(2);
     app.deliver_all(&stripe).await;
