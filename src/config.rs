@@ -123,6 +123,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1_000..))]
     pub stripe_catchup_interval_ms: u64,
 
+    /// How long a claimed inbox event is left to its worker, in
+    /// milliseconds: past it, another worker on any replica applies it (its
+    /// worker died). Longer than applying one event takes, Stripe reads and
+    /// their retries included.
+    #[arg(long, env = "BILLING_INBOX_LEASE_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1_000..))]
+    pub inbox_lease_ms: u64,
+
     /// Inbox workers per replica, applying Stripe events side by side.
     #[arg(long, env = "BILLING_INBOX_CONCURRENCY", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=64))]

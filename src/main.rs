@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
             min_version_wait: Duration::from_millis(config.min_version_wait_ms),
             watch_log_capacity: config.watch_log_capacity,
             operation_lease: Duration::from_millis(config.operation_lease_ms),
+            event_lease: Duration::from_millis(config.inbox_lease_ms),
             operation_wait: Duration::from_millis(config.operation_wait_ms),
             usage_lanes: config.usage_commit_lanes as usize,
             stale_policy: StalePolicy {

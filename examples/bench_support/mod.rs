@@ -50,6 +50,7 @@ pub fn settings(database: PgConnectOptions, max_connections: u32) -> AppSettings
             },
             watch_log_capacity: 10_000,
             operation_lease: Duration::from_secs(120),
+            event_lease: Duration::from_secs(60),
             operation_wait: Duration::from_secs(5),
             // The service's default unless the run says otherwise.
             usage_lanes: std::env::var("BILLING_USAGE_COMMIT_LANES")

@@ -25,6 +25,7 @@ pub mod money;
 pub mod operation;
 pub mod organization;
 pub mod pricing;
+pub mod purchase_check;
 pub mod retry;
 pub mod role;
 pub mod seat_change;

@@ -33,6 +33,17 @@ pub(super) fn reconciliation(report: ReconcileReport) -> proto::ReconcileStripeR
             })
             .collect(),
         missing_at_stripe: report.missing_at_stripe,
+        purchases_checked: count(report.purchases_checked),
+        purchases_verified: count(report.purchases_verified),
+        flagged_purchases: report
+            .flagged_purchases
+            .into_iter()
+            .map(|flagged| proto::FlaggedPurchase {
+                org_id: flagged.org.to_string(),
+                payment_id: flagged.payment_id,
+                reason: flagged.reason,
+            })
+            .collect(),
     }
 }
 

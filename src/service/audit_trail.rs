@@ -15,6 +15,8 @@ use crate::store::audit::{self, NewAuditEvent};
 pub(crate) const STRIPE_ACTOR: &str = "stripe";
 /// How the trail names changes made by the renewal sweep.
 pub(crate) const RENEWAL_ACTOR: &str = "renewals";
+/// How the trail names findings of reconciliation with Stripe.
+pub(crate) const RECONCILIATION_ACTOR: &str = "reconciliation";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AuditAction {
@@ -45,6 +47,7 @@ pub(crate) enum AuditAction {
     CreditsAdjusted,
     CreditPurchaseStarted,
     CreditsPurchased,
+    CreditPurchaseFlagged,
     InstanceCreated,
     InstanceCancelRequested,
     InstanceCanceled,
@@ -89,6 +92,7 @@ impl AuditAction {
             Self::CreditsAdjusted => "credits.adjusted",
             Self::CreditPurchaseStarted => "credits.purchase_started",
             Self::CreditsPurchased => "credits.purchased",
+            Self::CreditPurchaseFlagged => "credits.purchase_flagged",
             Self::InstanceCreated => "instance.created",
             Self::InstanceCancelRequested => "instance.cancel_requested",
             Self::InstanceCanceled => "instance.canceled",

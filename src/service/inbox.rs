@@ -17,9 +17,6 @@ use crate::store;
 use crate::store::stripe_events::{self, ClaimedEvent, Outcome};
 use crate::stripe::events::{BillingEvent, SubscriptionRef};
 
-/// How long a claimed event is left to its worker before another may take it.
-const EVENT_LEASE: TimeDelta = TimeDelta::seconds(60);
-
 /// What the worker did with one claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerStep {
@@ -48,7 +45,9 @@ impl Service {
     pub async fn apply_next_stripe_event(&self, retry: RetryPolicy) -> Result<WorkerStep> {
         let claimed = {
             let mut conn = self.store().pool().acquire().await?;
-            stripe_events::claim_due(&mut conn, self.now(), self.now() + EVENT_LEASE).await?
+            let lease =
+                TimeDelta::from_std(self.inner.settings.event_lease).unwrap_or(TimeDelta::MAX);
+            stripe_events::claim_due(&mut conn, self.now(), self.now() + lease).await?
         };
         let Some(event) = claimed else {
             return Ok(WorkerStep::Idle);

@@ -29,6 +29,7 @@ mod operation_steps;
 mod operations;
 mod operators;
 mod organizations;
+mod purchase_checks;
 mod resumption;
 mod seat_changes;
 mod stripe_catch_up;
@@ -95,6 +96,9 @@ pub struct Settings {
     /// How long an operation's claim holds: past it, the operations loop
     /// takes a running operation over (its performer died).
     pub operation_lease: std::time::Duration,
+    /// How long a claimed inbox event is left to its worker: past it,
+    /// another worker (on any replica) applies it (its worker died).
+    pub event_lease: std::time::Duration,
     /// How long a billing change waits for another change of the same
     /// organization (or a retried key for its first call) before ABORTED.
     pub operation_wait: std::time::Duration,

@@ -35,6 +35,20 @@ pub struct ReconcileReport {
     pub unknown_at_stripe: usize,
     /// Subscriptions we store that Stripe does not know.
     pub missing_at_stripe: Vec<String>,
+    /// Credited purchases read back from Stripe this run (verified ones are
+    /// not read again).
+    pub purchases_checked: usize,
+    pub purchases_verified: usize,
+    /// Purchases Stripe does not know or that differ from what we credited.
+    pub flagged_purchases: Vec<FlaggedPurchase>,
+}
+
+/// A credited purchase that does not match Stripe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlaggedPurchase {
+    pub org: OrgId,
+    pub payment_id: String,
+    pub reason: String,
 }
 
 impl Service {
@@ -113,6 +127,7 @@ impl Service {
                     .push(subscription.stripe_subscription_id);
             }
         }
+        self.check_credit_purchases(scope, &mut report).await?;
         tracing::info!(
             dry_run = scope.dry_run,
             checked = report.checked,
@@ -121,6 +136,8 @@ impl Service {
             repaired = report.repaired,
             unknown_at_stripe = report.unknown_at_stripe,
             missing_at_stripe = report.missing_at_stripe.len(),
+            purchases_checked = report.purchases_checked,
+            purchases_flagged = report.flagged_purchases.len(),
             "reconciled with Stripe"
         );
         for id in &report.missing_at_stripe {

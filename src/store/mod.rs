@@ -15,6 +15,7 @@ pub mod instances;
 pub mod members;
 pub mod operations;
 pub mod organizations;
+pub mod purchase_checks;
 pub mod stripe_catch_up;
 pub mod stripe_events;
 pub mod stripe_reconciliation;

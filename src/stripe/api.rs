@@ -26,6 +26,7 @@ use crate::domain::checkout::SessionStatus;
 use crate::domain::ids::OrgId;
 use crate::domain::metadata::ORG_ID_KEY;
 use crate::domain::operation::PaymentProblem;
+use crate::domain::purchase_check::LivePayment;
 use crate::domain::subscription_sync::ProviderSubscription;
 use crate::error::{Error, Result};
 
@@ -196,6 +197,28 @@ impl StripeApi {
             // A status added later: treat the payment as failed.
             _ => PaymentProblem::Declined,
         })
+    }
+
+    /// A credited purchase's payment intent as Stripe has it now; `None`
+    /// when Stripe does not know it.
+    pub async fn credited_payment(&self, id: &str) -> Result<Option<LivePayment>> {
+        let intent = match RetrievePaymentIntent::new(id).send(&self.client).await {
+            Ok(intent) => intent,
+            Err(error) => {
+                return match stripe_error("reading a credit purchase's payment", error) {
+                    Error::NotFound(_) => Ok(None),
+                    other => Err(other),
+                };
+            }
+        };
+        Ok(Some(LivePayment {
+            succeeded: intent.status == PaymentIntentStatus::Succeeded,
+            amount_received_minor: intent.amount_received,
+            org: intent
+                .metadata
+                .get(ORG_ID_KEY)
+                .and_then(|raw| OrgId::parse(raw).ok()),
+        }))
     }
 
     async fn invoice_with_payments(&self, invoice_id: &str) -> Result<Invoice> {

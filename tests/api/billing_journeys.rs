@@ -6,8 +6,8 @@ use billing_service::grpc::proto::{self, BillingCycle, Role};
 use tonic::Code;
 
 use crate::helpers::{
-    As, TestApp, TestOptions, catalog_with_stripe_prices, expect_code, request, spawn_app,
-    spawn_app_with, spawn_app_with_stripe,
+    As, TestApp, TestOptions, expect_code, request, spawn_app, spawn_app_with,
+    spawn_app_with_stripe,
 };
 use crate::stripe_server::FakeStripe;
 
@@ -301,10 +301,8 @@ async fn journey_a_cycle_change_failing_after_the_schedule_was_made_releases_it(
 async fn journey_monthly_checkout_only_where_the_deployment_offers_it() {
     let stripe = FakeStripe::start().await;
     let app = spawn_app_with(TestOptions {
-        catalog: catalog_with_stripe_prices(),
-        stripe_api_base: Some(stripe.base_url.clone()),
         monthly_signup: false,
-        ..TestOptions::default()
+        ..TestOptions::with_stripe(&stripe)
     })
     .await;
     let org = org(&app).await;

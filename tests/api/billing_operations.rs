@@ -8,8 +8,7 @@ use billing_service::grpc::proto::{self, BillingCycle, Role};
 use tonic::Code;
 
 use crate::helpers::{
-    As, TestOptions, catalog_with_stripe_prices, expect_code, request, spawn_app_with,
-    spawn_app_with_stripe,
+    As, TestOptions, expect_code, request, spawn_app_with, spawn_app_with_stripe,
 };
 use crate::stripe_server::FakeStripe;
 
@@ -425,11 +424,9 @@ async fn case_8_while_paid_for_3_seats_in_the_trial_a_4th_invitation_is_refused(
 async fn case_9_a_slow_stripe_with_two_connections_starves_nothing() {
     let stripe = FakeStripe::start().await;
     let app = spawn_app_with(TestOptions {
-        catalog: catalog_with_stripe_prices(),
-        stripe_api_base: Some(stripe.base_url.clone()),
         database_max_connections: 2,
         operation_lease: Duration::from_secs(60),
-        ..TestOptions::default()
+        ..TestOptions::with_stripe(&stripe)
     })
     .await;
     let (org, sub) = app.subscribed_org(&stripe, OWNER, 3).await;

@@ -4,78 +4,16 @@
 //! operation once, replaying the write under the same idempotency key.
 //! And no acknowledged usage debit is lost when the process dies mid-stream.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use billing_service::grpc::proto::billing_service_client::BillingServiceClient;
 use billing_service::grpc::proto::entitlement_service_client::EntitlementServiceClient;
 use billing_service::grpc::proto::{self, BillingCycle};
-use tonic::transport::Channel;
 
-use crate::helpers::{
-    As, BFF_TOKEN, GATEWAY_TOKEN, OPS_TOKEN, TestApp, request, spawn_app_with_stripe,
-};
-use crate::stripe_server::FakeStripe;
+use crate::helpers::{As, TestApp, request, spawn_app_with_stripe};
+use crate::service_process::ServiceProcess;
 
 const OWNER: &str = "owner-1";
-
-/// The service's own binary on the test's database and Stripe server, with
-/// claims that lapse after a second.
-fn start_binary(app: &TestApp, stripe: &FakeStripe, grpc_port: u16) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_billing-service"));
-    command
-        .env("DATABASE_URL", app.database_url())
-        .env("BILLING_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
-        .env("BILLING_WEBHOOK_ADDR", "127.0.0.1:0")
-        .env(
-            "BILLING_CALLER_TOKENS",
-            format!("gateway:{GATEWAY_TOKEN},bff:{BFF_TOKEN},ops:{OPS_TOKEN}"),
-        )
-        .env("STRIPE_SECRET_KEY", "sk_test_billing_service")
-        .env("STRIPE_API_BASE", &stripe.base_url)
-        .env("BILLING_OPERATION_LEASE_MS", "1000")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for plan in ["teams", "enterprise"] {
-        for cycle in ["monthly", "yearly"] {
-            let name = format!(
-                "BILLING_STRIPE_PRICE_{}_{}",
-                plan.to_uppercase(),
-                cycle.to_uppercase()
-            );
-            command.env(name, format!("price_{plan}_{cycle}"));
-            let unit = format!(
-                "BILLING_STRIPE_PRICE_{}_HOSTED_INSTANCES_{}",
-                plan.to_uppercase(),
-                cycle.to_uppercase()
-            );
-            command.env(unit, format!("price_hosted_instances_{cycle}"));
-        }
-    }
-    command.spawn().expect("the service binary starts")
-}
-
-async fn connect(port: u16) -> Channel {
-    for _ in 0..200 {
-        if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
-            .expect("uri")
-            .connect()
-            .await
-        {
-            return channel;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the service binary did not start serving");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 async fn operation_status(app: &TestApp, kind: &str) -> Option<String> {
     sqlx::query_scalar("select status from billing_operations where kind = $1")
@@ -92,9 +30,8 @@ async fn an_operation_killed_after_its_stripe_write_is_finished_once_by_another_
     let sub = app
         .subscribe(&stripe, &org, OWNER, "teams", BillingCycle::Monthly, 3)
         .await;
-    let port = free_port();
-    let mut child = start_binary(&app, &stripe, port);
-    let channel = connect(port).await;
+    let mut replica = ServiceProcess::new(&app, &stripe);
+    let channel = replica.start().await;
 
     // The schedule is made at Stripe; the answer never reaches the process.
     let applied = stripe.hold_next_write("POST /v1/subscription_schedules");
@@ -114,8 +51,7 @@ async fn an_operation_killed_after_its_stripe_write_is_finished_once_by_another_
     tokio::time::timeout(Duration::from_secs(20), applied.notified())
         .await
         .expect("the schedule write arrives");
-    child.kill().expect("kill -9");
-    child.wait().expect("the process is gone");
+    replica.kill();
     assert!(
         call.await.expect("the call task").is_err(),
         "the caller saw it die"
@@ -192,9 +128,8 @@ async fn a_kill_during_a_stream_of_debits_loses_no_acknowledged_debit_and_double
     let (app, stripe) = spawn_app_with_stripe().await;
     let org = app.create_org(OWNER).await.id;
     app.grant(&org, 1_000_000_000, "grant").await;
-    let port = free_port();
-    let mut child = start_binary(&app, &stripe, port);
-    let channel = connect(port).await;
+    let mut replica = ServiceProcess::new(&app, &stripe);
+    let channel = replica.start().await;
 
     let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut streams = tokio::task::JoinSet::new();
@@ -223,8 +158,7 @@ async fn a_kill_during_a_stream_of_debits_loses_no_acknowledged_debit_and_double
     while acknowledged.len() < 300 {
         acknowledged.push(acked_rx.recv().await.expect("debits are acknowledged"));
     }
-    child.kill().expect("kill -9");
-    child.wait().expect("the process is gone");
+    replica.kill();
     let mut sent = Vec::new();
     while let Some(keys) = streams.join_next().await {
         sent.extend(keys.expect("stream"));

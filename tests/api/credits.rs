@@ -88,21 +88,8 @@ async fn a_purchase_is_credited_when_the_webhook_reports_the_payment_and_replays
     let (app, stripe) = spawn_app_with_stripe().await;
     let org = app.create_org("alice").await;
     let url = app
-        .credits()
-        .create_credit_purchase(request(
-            As::User("alice"),
-            proto::CreateCreditPurchaseRequest {
-                org_id: org.id.clone(),
-                amount_micros: 40 * DOLLAR,
-                success_url: "https://app.example.com/credits/done".into(),
-                cancel_url: "https://app.example.com/credits".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("purchase session")
-        .into_inner()
-        .url;
+        .start_credit_purchase(&org.id, "alice", 40 * DOLLAR)
+        .await;
     let session = stripe
         .writes("POST /v1/checkout/sessions")
         .pop()

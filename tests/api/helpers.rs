@@ -92,6 +92,18 @@ impl Default for TestOptions {
     }
 }
 
+impl TestOptions {
+    /// The defaults, with `stripe`'s price ids in the catalog and its API
+    /// as the one the app calls.
+    pub fn with_stripe(stripe: &FakeStripe) -> Self {
+        Self {
+            catalog: catalog_with_stripe_prices(),
+            stripe_api_base: Some(stripe.base_url.clone()),
+            ..Self::default()
+        }
+    }
+}
+
 /// The default catalog with the test Stripe server's price ids, and its
 /// free seat price on Teams.
 pub fn catalog_with_stripe_prices() -> Catalog {
@@ -111,12 +123,7 @@ pub fn catalog_with_stripe_prices() -> Catalog {
 /// The app wired to a fresh test Stripe server.
 pub async fn spawn_app_with_stripe() -> (TestApp, FakeStripe) {
     let stripe = FakeStripe::start().await;
-    let app = spawn_app_with(TestOptions {
-        catalog: catalog_with_stripe_prices(),
-        stripe_api_base: Some(stripe.base_url.clone()),
-        ..TestOptions::default()
-    })
-    .await;
+    let app = spawn_app_with(TestOptions::with_stripe(&stripe)).await;
     (app, stripe)
 }
 
@@ -201,6 +208,7 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
             stale_policy: options.stale_policy.clone(),
             watch_log_capacity: options.watch_log_capacity,
             operation_lease: options.operation_lease,
+            event_lease: Duration::from_secs(60),
             operation_wait: Duration::from_secs(5),
             usage_lanes: 4,
         },
@@ -757,6 +765,26 @@ impl TestApp {
             assert_eq!(self.deliver(&event.to_string()).await, 200, "{event}");
         }
         self.wait_for_inbox().await;
+    }
+
+    /// Starts a Checkout purchase of `micros` of credit for `org` as
+    /// `user`; returns the session's URL (not paid yet).
+    pub async fn start_credit_purchase(&self, org: &str, user: &str, micros: i64) -> String {
+        self.credits()
+            .create_credit_purchase(request(
+                As::User(user),
+                proto::CreateCreditPurchaseRequest {
+                    org_id: org.to_owned(),
+                    amount_micros: micros,
+                    success_url: "https://app.example.com/credits/done".into(),
+                    cancel_url: "https://app.example.com/credits".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("purchase session")
+            .into_inner()
+            .url
     }
 
     /// The organization's members, as an operator sees them.

@@ -49,9 +49,7 @@ async fn ten_events_for_one_subscription_are_applied_with_one_reading() {
     assert_eq!(stripe.requests(&read), 0);
     let worker = receiver
         .spawn_replica_with(TestOptions {
-            catalog: catalog_with_stripe_prices(),
-            stripe_api_base: Some(stripe.base_url.clone()),
-            ..TestOptions::default()
+            ..TestOptions::with_stripe(&stripe)
         })
         .await;
     worker.wait_for_inbox().await;
@@ -126,10 +124,8 @@ async fn a_slow_older_reading_never_overwrites_a_newer_one() {
 async fn a_slow_reading_does_not_hold_up_another_subscriptions_event() {
     let stripe = FakeStripe::start().await;
     let app = spawn_app_with(TestOptions {
-        catalog: catalog_with_stripe_prices(),
-        stripe_api_base: Some(stripe.base_url.clone()),
         inbox_concurrency: 2,
-        ..TestOptions::default()
+        ..TestOptions::with_stripe(&stripe)
     })
     .await;
     let (slow_org, slow) = app.subscribed_org(&stripe, OWNER, 2).await;

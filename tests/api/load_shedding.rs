@@ -10,7 +10,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::helpers::{As, TestOptions, catalog_with_stripe_prices, request, spawn_app_with};
+use crate::helpers::{As, TestOptions, request, spawn_app_with};
 use crate::stripe_server::FakeStripe;
 
 /// The gateway's check of alice's proxy access.
@@ -34,14 +34,12 @@ fn proxy_check(
 async fn slow_billing_calls_over_the_cap_are_shed_and_checks_still_answer() {
     let stripe = FakeStripe::start().await;
     let app = spawn_app_with(TestOptions {
-        catalog: catalog_with_stripe_prices(),
-        stripe_api_base: Some(stripe.base_url.clone()),
         limits: ConcurrencyLimits {
             entitlement: 64,
             other: 2,
             ..ConcurrencyLimits::default()
         },
-        ..TestOptions::default()
+        ..TestOptions::with_stripe(&stripe)
     })
     .await;
     let org = app.create_org("alice").await;

@@ -416,6 +416,13 @@ impl FakeStripe {
         self.lock().dropping_deliveries = dropped;
     }
 
+    /// While set, `GET /v1/events` lists nothing: a test shows that the
+    /// ingress and the inbox alone lose nothing, with no catch-up to fill
+    /// a gap they left.
+    pub fn set_events_unlisted(&self, unlisted: bool) {
+        self.lock().events_unlisted = unlisted;
+    }
+
     /// The ids of every event emitted so far, oldest first.
     pub fn event_ids(&self) -> Vec<String> {
         self.all_events()

@@ -180,6 +180,7 @@ struct Stripe {
     /// Whether new events skip the outbox: our endpoint is away, or
     /// Stripe gave up delivering them. They are still listed.
     dropping_deliveries: bool,
+    events_unlisted: bool,
     /// Every request's method and path, for counting reads.
     requests: Vec<String>,
     /// Every write as (method and path, params), for assertions.

@@ -170,6 +170,7 @@ impl Stripe {
             .filter(|e| lt.is_none_or(|t| created(e) < t))
             .filter(|e| lte.is_none_or(|t| created(e) <= t))
             .filter(|e| types.is_empty() || types.contains(&e["type"].as_str().unwrap_or("")))
+            .filter(|_| !self.events_unlisted)
             .collect();
         // Newest first; events of one second in reverse emission order.
         matching.reverse();
