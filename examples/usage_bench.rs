@@ -14,10 +14,13 @@
 //! runs in this process, so client, service, PostgreSQL and pgbench share
 //! the machine.
 
+/// The allocator the service's binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "bench_support/mod.rs"]
 mod bench_support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use billing_service::app::App;
@@ -322,35 +325,6 @@ async fn reserve_and_settle(
 
 /// pgbench's durable single-row insert at the same concurrency; its tps.
 fn pgbench(args: &Args, db: &Database) -> anyhow::Result<f64> {
-    let script = std::env::temp_dir().join(format!("usage_bench_{}.sql", std::process::id()));
-    std::fs::write(&script, PGBENCH_SCRIPT)?;
     let admin: PgConnectOptions = args.admin_url.parse()?;
-    let output = Command::new("pgbench")
-        .args(["-n", "-M", "prepared", "-j", "2"])
-        .arg("-c")
-        .arg(args.concurrency.to_string())
-        .arg("-T")
-        .arg(args.seconds.to_string())
-        .arg("-h")
-        .arg(admin.get_host())
-        .arg("-p")
-        .arg(admin.get_port().to_string())
-        .arg("-U")
-        .arg(admin.get_username())
-        .arg("-f")
-        .arg(&script)
-        .arg(&db.name)
-        .output()?;
-    let _ = std::fs::remove_file(&script);
-    let out = String::from_utf8_lossy(&output.stdout);
-    out.lines()
-        .find_map(|line| line.strip_prefix("tps = "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|tps| tps.parse().ok())
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "pgbench said {out:?} {:?}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })
+    bench_support::pgbench(&admin, db, PGBENCH_SCRIPT, args.concurrency, args.seconds)
 }

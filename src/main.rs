@@ -18,6 +18,11 @@ use billing_service::{local_postgres, service, telemetry};
 use clap::Parser;
 use sqlx::postgres::PgConnectOptions;
 
+/// Requests allocate and free on every worker thread; glibc's arenas made
+/// the threads wait on each other's locks (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();

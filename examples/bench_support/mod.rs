@@ -356,3 +356,48 @@ pub fn machine() -> String {
         }
     )
 }
+
+/// Runs `script` with pgbench (`-M prepared`, two threads) on `db` for
+/// `seconds` with `clients` clients; returns transactions per second.
+pub fn pgbench(
+    admin: &PgConnectOptions,
+    db: &Database,
+    script: &str,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<f64> {
+    let path = std::env::temp_dir().join(format!(
+        "bench_{}_{}.sql",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&path, script)?;
+    let output = std::process::Command::new("pgbench")
+        .args(["-n", "-M", "prepared", "-j", "2"])
+        .arg("-c")
+        .arg(clients.to_string())
+        .arg("-T")
+        .arg(seconds.to_string())
+        .arg("-h")
+        .arg(admin.get_host())
+        .arg("-p")
+        .arg(admin.get_port().to_string())
+        .arg("-U")
+        .arg(admin.get_username())
+        .arg("-f")
+        .arg(&path)
+        .arg(&db.name)
+        .output()?;
+    let _ = std::fs::remove_file(&path);
+    let out = String::from_utf8_lossy(&output.stdout);
+    out.lines()
+        .find_map(|line| line.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|tps| tps.parse().ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "pgbench said {out:?} {:?}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+}
