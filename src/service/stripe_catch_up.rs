@@ -10,7 +10,7 @@ use super::Service;
 use crate::domain::stripe_catch_up::window;
 use crate::error::Result;
 use crate::store::stripe_catch_up;
-use crate::store::stripe_events::{self, ReceivedEvent};
+use crate::store::stripe_events::{self, EventSource, ReceivedEvent};
 use crate::stripe::event_list::ListedEvent;
 use crate::stripe::events::{ACTED_ON_TYPES, BillingEvent};
 
@@ -101,9 +101,9 @@ impl Service {
                 .collect();
             let stored = {
                 let mut conn = self.store().pool().acquire().await?;
-                stripe_events::insert_caught_up(&mut conn, &events).await?
+                stripe_events::insert_new(&mut conn, &events, EventSource::CatchUp).await?
             };
-            report.stored += usize::try_from(stored).unwrap_or(usize::MAX);
+            report.stored += stored.len();
             match page.events.last() {
                 Some(last) if page.has_more => after = Some(last.id.clone()),
                 Some(_) | None => return Ok(()),

@@ -16,59 +16,59 @@ pub struct ReceivedEvent<'a> {
     pub subscription_id: Option<&'a str>,
 }
 
-/// Stores the event unless it is already stored; true when this call stored it.
-pub async fn insert_if_new(conn: &mut PgConnection, event: &ReceivedEvent<'_>) -> Result<bool> {
-    let inserted = sqlx::query!(
-        r#"
-        insert into stripe_events (id, event_type, raw_body, stripe_created_at, subscription_id)
-        values ($1, $2, $3, $4, $5)
-        on conflict (id) do nothing
-        "#,
-        event.id,
-        event.event_type,
-        event.raw_body,
-        event.stripe_created_at,
-        event.subscription_id,
-    )
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
+/// How an event reached the inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSource {
+    /// Delivered to the webhook endpoint.
+    Webhook,
+    /// Found by listing Stripe's Events API.
+    CatchUp,
 }
 
-/// Stores the events not stored yet, in one statement, marked as caught
-/// up; returns how many were new.
-pub async fn insert_caught_up(
+impl EventSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::CatchUp => "catch_up",
+        }
+    }
+}
+
+/// Stores, in one statement, the events not stored yet; returns the ids
+/// this call stored (an id given twice is stored once).
+pub async fn insert_new(
     conn: &mut PgConnection,
     events: &[ReceivedEvent<'_>],
-) -> Result<u64> {
+    source: EventSource,
+) -> Result<Vec<String>> {
     if events.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let ids: Vec<&str> = events.iter().map(|e| e.id).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
     let bodies: Vec<&str> = events.iter().map(|e| e.raw_body).collect();
     let created: Vec<DateTime<Utc>> = events.iter().map(|e| e.stripe_created_at).collect();
     let subscriptions: Vec<Option<&str>> = events.iter().map(|e| e.subscription_id).collect();
-    let inserted = sqlx::query!(
+    let stored = sqlx::query_scalar!(
         r#"
         insert into stripe_events
             (id, event_type, raw_body, stripe_created_at, source, subscription_id)
-        select id, event_type, raw_body, created, 'catch_up', subscription_id
+        select id, event_type, raw_body, created, $6, subscription_id
         from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])
             as e (id, event_type, raw_body, created, subscription_id)
         on conflict (id) do nothing
+        returning id
         "#,
         &ids as &[&str],
         &types as &[&str],
         &bodies as &[&str],
         &created,
         &subscriptions as &[Option<&str>],
+        source.as_str(),
     )
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(inserted)
+    .fetch_all(conn)
+    .await?;
+    Ok(stored)
 }
 
 /// A stored event a worker has claimed.

@@ -48,7 +48,14 @@ impl BillingEvent {
     /// A completed Checkout session also closes the session, so it is not
     /// covered by another event's reading.
     pub fn coalescing_subject(raw_body: &str) -> Option<String> {
-        match Self::parse(raw_body).ok()? {
+        let payload: EventPayload = serde_json::from_str(raw_body).ok()?;
+        Self::coalescing_subject_of(&payload.event_type, &payload.data.object)
+    }
+
+    /// [`Self::coalescing_subject`] of an event already parsed (the
+    /// ingress parses each body once).
+    pub fn coalescing_subject_of(event_type: &str, object: &Value) -> Option<String> {
+        match Self::from_parts(event_type, object) {
             Self::SubscriptionChanged(named) if named.completed_session.is_none() => {
                 Some(named.subscription_id)
             }
@@ -142,27 +149,31 @@ impl BillingEvent {
     /// Reads a stored event body.
     pub fn parse(raw_body: &str) -> Result<Self, NotAnEvent> {
         let payload: EventPayload = serde_json::from_str(raw_body)?;
-        let Some(kind) = Kind::from_type(&payload.event_type) else {
-            return Ok(Self::Unsupported {
-                event_type: payload.event_type,
-            });
+        Ok(Self::from_parts(&payload.event_type, &payload.data.object))
+    }
+
+    /// What an event of `event_type` about `object` asks of the service.
+    fn from_parts(event_type: &str, object: &Value) -> Self {
+        let Some(kind) = Kind::from_type(event_type) else {
+            return Self::Unsupported {
+                event_type: event_type.to_owned(),
+            };
         };
-        let object = &payload.data.object;
         if let Some(payment) = paid_credit_purchase(kind, object) {
-            return Ok(Self::CreditPurchasePaid(payment));
+            return Self::CreditPurchasePaid(payment);
         }
         if kind == Kind::CheckoutExpired {
-            return Ok(object
+            return object
                 .get("id")
                 .and_then(id_of)
                 .map_or(Self::NotOurs, |session_id| Self::CheckoutExpired {
                     session_id,
-                }));
+                });
         }
         let Some(subscription_id) = subscription_id(kind, object) else {
-            return Ok(Self::NotOurs);
+            return Self::NotOurs;
         };
-        Ok(Self::SubscriptionChanged(SubscriptionRef {
+        Self::SubscriptionChanged(SubscriptionRef {
             subscription_id,
             customer_id: object.get("customer").and_then(id_of),
             org_id: object
@@ -172,7 +183,7 @@ impl BillingEvent {
             completed_session: (kind == Kind::CheckoutCompleted)
                 .then(|| object.get("id").and_then(id_of))
                 .flatten(),
-        }))
+        })
     }
 }
 

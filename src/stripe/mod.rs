@@ -7,6 +7,7 @@ pub mod api;
 mod convert;
 pub mod event_list;
 pub mod events;
+mod intake;
 mod perform;
 pub mod subscription_list;
 pub mod webhook;

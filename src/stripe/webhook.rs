@@ -30,8 +30,8 @@ use stripe_webhook::{Webhook, WebhookError};
 use tokio::sync::Notify;
 
 use super::events::BillingEvent;
+use super::intake::{Delivery, Intake};
 use crate::store::Store;
-use crate::store::stripe_events::{self, ReceivedEvent};
 
 /// Largest body accepted; Stripe's events are far smaller.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -70,10 +70,10 @@ impl WebhookSecrets {
 
 #[derive(Debug)]
 struct Ingress {
-    store: Store,
+    /// Stores verified events in group commits, and wakes the inbox worker
+    /// when one is new.
+    intake: Intake,
     secrets: WebhookSecrets,
-    /// Wakes the inbox worker when a new event is stored.
-    stored: Arc<Notify>,
 }
 
 /// The fields the inbox needs, and what makes a body a Stripe event at
@@ -85,15 +85,14 @@ struct EventEnvelope {
     #[serde(rename = "type")]
     event_type: String,
     created: i64,
-    /// Only checked: every event carries its object.
-    #[serde(rename = "data")]
-    _data: EventData,
+    /// Every event carries its object; it names the subscription the event
+    /// is about, so the body is parsed once.
+    data: EventData,
 }
 
 #[derive(Deserialize)]
 struct EventData {
-    #[serde(rename = "object")]
-    _object: serde_json::Map<String, serde_json::Value>,
+    object: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Longest event id or type stored. Stripe's are a few dozen characters;
@@ -132,9 +131,8 @@ pub fn webhook_router(store: Store, secrets: WebhookSecrets, stored: Arc<Notify>
         .route(WEBHOOK_PATH, post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Arc::new(Ingress {
-            store,
+            intake: Intake::start(store, stored),
             secrets,
-            stored,
         }))
 }
 
@@ -231,31 +229,34 @@ async fn receive(
     let Some(created) = DateTime::from_timestamp(envelope.created, 0) else {
         return (StatusCode::BAD_REQUEST, "malformed event");
     };
-    let subject = BillingEvent::coalescing_subject(payload);
-    let received = ReceivedEvent {
-        id: &envelope.id,
-        event_type: &envelope.event_type,
-        raw_body: payload,
+    let EventEnvelope {
+        id,
+        event_type,
+        data,
+        ..
+    } = envelope;
+    let subscription_id =
+        BillingEvent::coalescing_subject_of(&event_type, &serde_json::Value::Object(data.object));
+    let delivery = Delivery {
+        id,
+        event_type,
+        raw_body: payload.to_owned(),
         stripe_created_at: created,
-        subscription_id: subject.as_deref(),
+        subscription_id,
     };
-    let stored = async {
-        let mut conn = ingress.store.pool().acquire().await?;
-        stripe_events::insert_if_new(&mut conn, &received).await
-    };
-    match stored.await {
+    let (id, event_type) = (delivery.id.clone(), delivery.event_type.clone());
+    match ingress.intake.store(delivery).await {
         Ok(true) => {
-            tracing::info!(event_id = %envelope.id, event_type = %envelope.event_type, "webhook stored");
-            ingress.stored.notify_one();
+            tracing::info!(event_id = %id, %event_type, "webhook stored");
             (StatusCode::OK, "stored")
         }
         Ok(false) => {
-            tracing::info!(event_id = %envelope.id, "duplicate webhook acknowledged");
+            tracing::info!(event_id = %id, "duplicate webhook acknowledged");
             (StatusCode::OK, "already stored")
         }
         Err(error) => {
             // Not stored, so not acknowledged: Stripe will deliver it again.
-            tracing::error!(event_id = %envelope.id, error = %error, "webhook could not be stored");
+            tracing::error!(event_id = %id, error = %error, "webhook could not be stored");
             (StatusCode::SERVICE_UNAVAILABLE, "try again")
         }
     }
@@ -271,8 +272,8 @@ mod tests {
             object: object.into(),
             event_type: event_type.into(),
             created,
-            _data: EventData {
-                _object: serde_json::Map::new(),
+            data: EventData {
+                object: serde_json::Map::new(),
             },
         }
     }

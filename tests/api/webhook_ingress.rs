@@ -26,6 +26,48 @@ async fn the_same_event_delivered_five_times_is_stored_once() {
     assert_eq!(app.stored_events("evt_dup_1").await, 1);
 }
 
+/// Deliveries that arrive together are stored in one commit: each is
+/// acknowledged, a duplicate among them is stored once and told so, and
+/// every other event is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_with_duplicates_among_them_store_each_event_once() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::new();
+    let deliveries = (0..64).map(|n| {
+        // Every fourth delivery repeats event 0.
+        let id = if n % 4 == 0 { 0 } else { n };
+        let payload =
+            subscription_event(&format!("evt_batch_{id}"), "customer.subscription.updated");
+        let signature = stripe_signature(&payload, WEBHOOK_SECRET, 0);
+        let post = client
+            .post(&app.webhook_url)
+            .header("Stripe-Signature", signature)
+            .body(payload);
+        async move {
+            let reply = post.send().await.expect("delivery");
+            (reply.status().as_u16(), reply.text().await.expect("body"))
+        }
+    });
+    let answers = futures_util::future::join_all(deliveries).await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
+    let stored = answers.iter().filter(|(_, body)| body == "stored").count();
+    let already = answers
+        .iter()
+        .filter(|(_, body)| body == "already stored")
+        .count();
+    assert_eq!((stored, already), (49, 15), "{answers:?}");
+    let rows: i64 =
+        sqlx::query_scalar("select count(*) from stripe_events where id like 'evt_batch_%'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(rows, 49);
+    assert_eq!(app.stored_events("evt_batch_0").await, 1);
+}
+
 #[tokio::test]
 async fn a_stale_signature_is_rejected_and_nothing_is_stored() {
     let app = spawn_app().await;
