@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgListener};
@@ -52,6 +53,9 @@ pub struct AppSettings {
     pub maintenance: MaintenanceSettings,
     pub limits: ConcurrencyLimits,
     pub webhook_limits: ListenerLimits,
+    /// How long, after the stop signal, calls and connections may take to
+    /// finish before the servers stop waiting for them.
+    pub shutdown_grace: Duration,
 }
 
 /// Names of the served services, for health reporting.
@@ -79,6 +83,7 @@ pub struct App {
     webhook_limits: ListenerLimits,
     service: Service,
     authenticator: Authenticator,
+    shutdown_grace: Duration,
 }
 
 impl App {
@@ -140,6 +145,7 @@ impl App {
             webhook_limits: settings.webhook_limits,
             service,
             authenticator: Authenticator::new(&settings.caller_tokens),
+            shutdown_grace: settings.shutdown_grace,
         })
     }
 
@@ -221,6 +227,9 @@ impl App {
             stopped.clone(),
         ));
 
+        // Watch streams end with UNAVAILABLE at the stop signal: they never
+        // finish on their own, and the drain waits for every open stream.
+        let watches_end = stopped.clone();
         let wait_for_stop = move || {
             let mut stopped = stopped.clone();
             async move {
@@ -277,7 +286,7 @@ impl App {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(EntitlementServiceServer::with_interceptor(
-                EntitlementApi::new(service.clone()),
+                EntitlementApi::new(service.clone(), watches_end),
                 gate(&[Scope::Gateway, Scope::Ops]),
             ))
             .add_service(BillingServiceServer::with_interceptor(
@@ -301,7 +310,19 @@ impl App {
                         .await;
                 }
             });
-        let (grpc, ()) = tokio::join!(grpc, webhooks);
+        let grace = self.shutdown_grace;
+        let servers = async { tokio::join!(grpc, webhooks).0 };
+        let overdue = async {
+            wait_for_stop().await;
+            tokio::time::sleep(grace).await;
+        };
+        let grpc = tokio::select! {
+            served = servers => served,
+            () = overdue => {
+                tracing::warn!(grace_ms = grace.as_millis(), "calls still open after the shutdown grace period; stopping without them");
+                Ok(())
+            }
+        };
         maintenance.await.context("the maintenance loop panicked")?;
         changes
             .await

@@ -131,6 +131,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1_000..))]
     pub inbox_lease_ms: u64,
 
+    /// After SIGTERM or SIGINT: how long in-flight calls and connections
+    /// may take to finish, in milliseconds, before the servers stop waiting
+    /// for them. Watch streams end at once with UNAVAILABLE.
+    #[arg(long, env = "BILLING_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+
     /// Inbox workers per replica, applying Stripe events side by side.
     #[arg(long, env = "BILLING_INBOX_CONCURRENCY", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=64))]

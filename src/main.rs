@@ -111,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
             max_connections: config.webhook_max_connections as usize,
             max_requests_in_flight: config.webhook_max_in_flight as usize,
         },
+        shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
         limits: ConcurrencyLimits {
             entitlement: config.max_concurrent_checks as usize,
             health: config.max_concurrent_health_checks as usize,

@@ -63,6 +63,7 @@ pub fn settings(database: PgConnectOptions, max_connections: u32) -> AppSettings
         maintenance: MaintenanceSettings::default(),
         limits: ConcurrencyLimits::default(),
         webhook_limits: billing_service::http_listener::ListenerLimits::default(),
+        shutdown_grace: Duration::from_secs(10),
     }
 }
 

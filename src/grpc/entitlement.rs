@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -21,12 +22,42 @@ use crate::service::{
 #[derive(Debug, Clone)]
 pub struct EntitlementApi {
     service: Service,
+    /// True once the server is shutting down.
+    stopping: watch::Receiver<bool>,
 }
 
 impl EntitlementApi {
-    pub fn new(service: Service) -> Self {
-        Self { service }
+    pub fn new(service: Service, stopping: watch::Receiver<bool>) -> Self {
+        Self { service, stopping }
     }
+}
+
+/// Ends `updates` with UNAVAILABLE once the server starts shutting down, so
+/// the caller reconnects (to another replica) at once and the drain is not
+/// held open by a stream that would never finish.
+fn until_shutdown<S, T>(
+    updates: S,
+    stopping: watch::Receiver<bool>,
+) -> impl Stream<Item = Result<T, Status>>
+where
+    S: Stream<Item = Result<T, Status>> + Unpin,
+{
+    futures_util::stream::unfold(Some((updates, stopping)), |open| async move {
+        let (mut updates, mut stopping) = open?;
+        // `None` once stopping (or the server is gone).
+        let next = tokio::select! {
+            biased;
+            _ = stopping.wait_for(|stopping| *stopping) => None,
+            next = updates.next() => Some(next),
+        };
+        match next {
+            None => Some((
+                Err(Status::unavailable("server shutting down, reconnect")),
+                None,
+            )),
+            Some(next) => next.map(|update| (update, Some((updates, stopping)))),
+        }
+    })
 }
 
 fn access(access: Access) -> proto::AccessState {
@@ -211,7 +242,10 @@ impl EntitlementService for EntitlementApi {
                 .watch_entitlements(&actor, orgs, request.resume_from.map(StateVersion))?;
         let api = self.clone();
         let stream = ReceiverStream::new(updates).map(move |update| Ok(api.update(update)));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(until_shutdown(
+            stream,
+            self.stopping.clone(),
+        ))))
     }
 }
 

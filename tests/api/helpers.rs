@@ -237,6 +237,7 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
         },
         limits: options.limits,
         webhook_limits: options.webhook_limits,
+        shutdown_grace: Duration::from_secs(10),
     })
     .await
     .expect("app builds");

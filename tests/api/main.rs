@@ -21,6 +21,7 @@ mod permissions;
 mod replicas;
 mod seats;
 mod service_process;
+mod shutdown;
 mod stripe_adoption;
 mod stripe_catch_up;
 mod stripe_fixtures;

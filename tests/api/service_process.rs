@@ -1,8 +1,8 @@
 //! The service's own binary as a second replica: started on a test's
 //! database and Stripe server, and killed with SIGKILL when a test says so.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 
@@ -94,6 +94,26 @@ impl ServiceProcess {
         let mut child = self.child.take().expect("the replica is running");
         child.kill().expect("kill -9");
         child.wait().expect("the process is gone");
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; how the process ended, or `None`
+    /// if it is still running after `patience` (it is then killed).
+    pub async fn terminate(&mut self, patience: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut().expect("the replica is running");
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success(), "kill -TERM: {sent}");
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().expect("the process's status") {
+                self.child = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
     }
 
     /// The address Stripe would deliver webhooks to on this replica.
