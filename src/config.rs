@@ -197,9 +197,14 @@ pub struct Config {
 
     /// Caller tokens as comma-separated scope:token pairs (scopes: gateway,
     /// bff, ops; repeat a scope to rotate). When unset, tokens are generated
-    /// and printed at start-up.
-    #[arg(long, env = "BILLING_CALLER_TOKENS", hide_env_values = true, value_parser = CallerTokens::parse)]
-    pub caller_tokens: Option<CallerTokens>,
+    /// and printed at start-up. Parsed by [`Config::caller_tokens`], not by
+    /// clap, whose error would quote the whole value, valid tokens included.
+    #[arg(
+        long = "caller-tokens",
+        env = "BILLING_CALLER_TOKENS",
+        hide_env_values = true
+    )]
+    caller_tokens_raw: Option<String>,
 
     /// Plan catalog (TOML). When unset, the built-in Teams/Enterprise catalog.
     #[arg(long, env = "BILLING_CATALOG")]
@@ -222,6 +227,20 @@ pub struct Config {
     /// Log line format.
     #[arg(long, env = "BILLING_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The caller tokens, if configured. A bad value is refused with the
+    /// reason only: it holds secrets, valid tokens among them.
+    pub fn caller_tokens(&self) -> anyhow::Result<Option<CallerTokens>> {
+        self.caller_tokens_raw
+            .as_deref()
+            .map(|raw| {
+                CallerTokens::parse(raw)
+                    .map_err(|reason| anyhow::anyhow!("BILLING_CALLER_TOKENS: {reason}"))
+            })
+            .transpose()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -26,6 +26,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    // Refused before anything starts, and without quoting the value.
+    let configured_tokens = config.caller_tokens()?;
     let _telemetry = telemetry::init(config.log_format, config.otlp_endpoint.as_deref())?;
 
     let catalog_text = match &config.catalog {
@@ -44,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
         None => local_postgres::resolve(&config.local_postgres_dir).await?,
     };
 
-    let (caller_tokens, generated) = match config.caller_tokens.clone() {
+    let (caller_tokens, generated) = match configured_tokens {
         Some(tokens) => (tokens, false),
         None => (CallerTokens::generate(), true),
     };

@@ -5,11 +5,11 @@
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 
-use super::InvalidValue;
 use super::add_ons::{AddOn, AddOnFile, UnitItem, UnitItemFile};
 use super::credits::{CreditPolicy, Micros};
 use super::money::{Currency, Money};
 use super::pricing::{BillingCycle, KnownSeatPrice, PlanId};
+use super::{InvalidValue, quoted};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -188,7 +188,8 @@ impl Catalog {
             .ok_or_else(|| {
                 let known: Vec<&str> = self.plans.iter().map(|p| p.id.as_str()).collect();
                 InvalidValue::new(format!(
-                    "unknown plan {raw:?}; the catalog has {}",
+                    "unknown plan {}; the catalog has {}",
+                    quoted(raw),
                     known.join(", ")
                 ))
             })

@@ -28,6 +28,7 @@ use super::metadata::{
 };
 use super::operation::{CheckoutSale, CheckoutSession, PriceQuantity, Refusal, Step};
 use super::pricing::{BillingCycle, PlanId};
+use super::quoted;
 use super::subscription::Subscription;
 use super::subscription_sync::ProviderSubscription;
 
@@ -211,8 +212,9 @@ pub fn checkout_lines(
         return Err(Refusal::invalid(
             "unit_items",
             format!(
-                "the {} plan has no per-unit item {unknown:?}",
-                plan.display_name
+                "the {} plan has no per-unit item {}",
+                plan.display_name,
+                quoted(unknown)
             ),
         ));
     }

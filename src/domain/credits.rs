@@ -15,8 +15,8 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use super::InvalidValue;
 use super::ids::{CreditEntryId, HoldId, InstanceId, OrgId, UserId};
+use super::{InvalidValue, quoted};
 
 /// Micro-units in one minor unit of a two-decimal currency (one cent).
 pub const MICROS_PER_MINOR: i64 = 10_000;
@@ -139,7 +139,7 @@ impl CreditEntryKind {
         ]
         .into_iter()
         .find(|kind| kind.as_str() == raw)
-        .ok_or_else(|| InvalidValue::new(format!("{raw:?} is not a credit entry kind")))
+        .ok_or_else(|| InvalidValue::new(format!("{} is not a credit entry kind", quoted(raw))))
     }
 }
 

@@ -4,7 +4,7 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use super::InvalidValue;
+use super::{InvalidValue, quoted};
 
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
@@ -25,7 +25,7 @@ macro_rules! uuid_id {
                 }
                 Uuid::parse_str(raw)
                     .map(Self)
-                    .map_err(|_| InvalidValue::new(format!("{raw:?} is not a valid UUID")))
+                    .map_err(|_| InvalidValue::new(format!("{} is not a valid UUID", quoted(raw))))
             }
 
             pub fn as_uuid(&self) -> Uuid {
@@ -139,7 +139,8 @@ impl EmailAddress {
         };
         if !well_formed {
             return Err(InvalidValue::new(format!(
-                "{raw:?} is not an email address"
+                "{} is not an email address",
+                quoted(raw)
             )));
         }
         Ok(Self(email))

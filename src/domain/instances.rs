@@ -9,11 +9,11 @@
 
 use chrono::{DateTime, Months, TimeDelta, Utc};
 
-use super::InvalidValue;
 use super::add_ons::AddOn;
 use super::credits::{Balance, Micros};
 use super::ids::{InstanceId, OrgId, UserId};
 use super::operation::Refusal;
+use super::{InvalidValue, quoted};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InstanceStatus {
@@ -34,7 +34,8 @@ impl InstanceStatus {
             "suspended" => Ok(Self::Suspended),
             "canceled" => Ok(Self::Canceled),
             other => Err(InvalidValue::new(format!(
-                "{other:?} is not an instance status"
+                "{} is not an instance status",
+                quoted(other)
             ))),
         }
     }

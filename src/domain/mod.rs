@@ -51,3 +51,49 @@ impl InvalidValue {
         Self(reason.into())
     }
 }
+
+/// The most characters of a bad value a message quotes: enough to
+/// recognise it, never a whole input (a 9 KB id, say) sent back or logged.
+pub const QUOTED_CHARS: usize = 64;
+
+/// `raw` quoted for a message: whole when short; else its first
+/// [`QUOTED_CHARS`] characters, and how long it was.
+pub fn quoted(raw: &str) -> String {
+    match raw.char_indices().nth(QUOTED_CHARS) {
+        None => format!("{raw:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &raw[..cut], raw.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quoted_value_is_cut_to_a_bounded_prefix() {
+        let long = "x".repeat(9_000);
+        let cases = [
+            ("", "\"\""),
+            ("teams", "\"teams\""),
+            ("a \"b\"", "\"a \\\"b\\\"\""),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(quoted(raw), want, "{raw:?}");
+        }
+        let cut = quoted(&long);
+        assert_eq!(
+            cut,
+            format!("\"{}\"… (9000 bytes)", "x".repeat(QUOTED_CHARS))
+        );
+        // Cut on a character boundary.
+        let wide = "é".repeat(100);
+        assert_eq!(
+            quoted(&wide),
+            format!("\"{}\"… (200 bytes)", "é".repeat(QUOTED_CHARS))
+        );
+        assert_eq!(
+            quoted(&"y".repeat(QUOTED_CHARS)),
+            format!("\"{}\"", "y".repeat(QUOTED_CHARS))
+        );
+    }
+}

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use super::InvalidValue;
+use super::{InvalidValue, quoted};
 
 /// An ISO 4217 currency code in lower case, as Stripe writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
@@ -18,7 +18,8 @@ impl Currency {
             Ok(Self(code))
         } else {
             Err(InvalidValue::new(format!(
-                "{raw:?} is not a three-letter currency code"
+                "{} is not a three-letter currency code",
+                quoted(raw)
             )))
         }
     }

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::InvalidValue;
 use super::add_ons::Proration;
 use super::subscription_sync::ProviderSubscription;
+use super::{InvalidValue, quoted};
 
 /// What an operation does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -62,7 +62,7 @@ impl OperationKind {
         Self::ALL
             .into_iter()
             .find(|kind| kind.as_str() == raw)
-            .ok_or_else(|| InvalidValue::new(format!("{raw:?} is not an operation kind")))
+            .ok_or_else(|| InvalidValue::new(format!("{} is not an operation kind", quoted(raw))))
     }
 
     /// Whether operations of this kind change the organization's
@@ -110,7 +110,7 @@ impl OperationStatus {
         Self::ALL
             .into_iter()
             .find(|status| status.as_str() == raw)
-            .ok_or_else(|| InvalidValue::new(format!("{raw:?} is not an operation status")))
+            .ok_or_else(|| InvalidValue::new(format!("{} is not an operation status", quoted(raw))))
     }
 
     pub fn is_finished(self) -> bool {

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use super::InvalidValue;
+use super::{InvalidValue, quoted};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -37,7 +37,8 @@ impl BillingCycle {
             "monthly" => Ok(Self::Monthly),
             "yearly" => Ok(Self::Yearly),
             other => Err(InvalidValue::new(format!(
-                "{other:?} is not a billing cycle"
+                "{} is not a billing cycle",
+                quoted(other)
             ))),
         }
     }

@@ -1,6 +1,6 @@
 //! Member roles and what each may do in its organization.
 
-use super::InvalidValue;
+use super::{InvalidValue, quoted};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -16,7 +16,10 @@ impl Role {
             "owner" => Ok(Self::Owner),
             "billing_manager" => Ok(Self::BillingManager),
             "member" => Ok(Self::Member),
-            other => Err(InvalidValue::new(format!("{other:?} is not a role"))),
+            other => Err(InvalidValue::new(format!(
+                "{} is not a role",
+                quoted(other)
+            ))),
         }
     }
 

@@ -72,8 +72,10 @@ impl CallerTokens {
             let (scope, token) = pair
                 .split_once(':')
                 .ok_or_else(|| "each entry must be scope:token".to_owned())?;
-            let scope = Scope::parse(scope.trim())
-                .ok_or_else(|| format!("unknown scope {scope:?}; expected gateway, bff or ops"))?;
+            // The entry is not quoted: swapped around, its scope is a token.
+            let scope = Scope::parse(scope.trim()).ok_or_else(|| {
+                "an entry names an unknown scope; expected gateway, bff or ops".to_owned()
+            })?;
             let token = token.trim();
             if token.len() < Self::MIN_TOKEN_LEN || token.chars().any(|c| c.is_whitespace()) {
                 return Err(format!(

@@ -14,6 +14,7 @@ use crate::domain::entitlement::{
 use crate::domain::ids::InstanceId;
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::organization::Organization;
+use crate::domain::quoted;
 use crate::domain::trial::TrialStatus;
 use crate::domain::usage::UsageRefusal;
 use crate::error::{Error, Result};
@@ -66,7 +67,7 @@ impl Service {
         if !self.catalog().knows_feature(raw) {
             return Err(Error::invalid(
                 "feature",
-                format!("{raw:?} is not a feature of any plan"),
+                format!("{} is not a feature of any plan", quoted(raw)),
             ));
         }
         Ok(raw.to_owned())

@@ -170,3 +170,32 @@ async fn health_and_reflection_answer_without_a_token() {
         );
     }
 }
+
+/// A bad `BILLING_CALLER_TOKENS` stops the binary before it starts, saying
+/// what is wrong without quoting the value: it holds valid tokens too.
+#[test]
+fn a_bad_caller_token_list_is_refused_without_echoing_any_token() {
+    let valid = "gateway-valid-token-must-stay-secret";
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_billing-service"))
+        .env(
+            "BILLING_CALLER_TOKENS",
+            format!("gateway:{valid},bff:short"),
+        )
+        .env(
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/never-reached",
+        )
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("the binary runs");
+    assert!(!output.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("BILLING_CALLER_TOKENS"), "{said}");
+    assert!(said.contains("at least 16 characters"), "{said}");
+    assert!(!said.contains(valid), "{said}");
+    assert!(!said.contains("short"), "{said}");
+}

@@ -188,3 +188,31 @@ async fn a_user_outside_the_organization_is_denied_and_bad_requests_are_errors()
         .into_inner();
     assert_eq!(other_plan.reason(), EntitlementReason::FeatureNotInPlan);
 }
+
+/// A huge bad value is refused with a message quoting only its start.
+#[tokio::test]
+async fn a_nine_kilobyte_invalid_id_is_quoted_only_by_a_bounded_prefix() {
+    let app = spawn_app().await;
+    let huge = "9".repeat(9_000);
+    let status = expect_code(
+        app.entitlements()
+            .check_entitlement(request(
+                As::Gateway,
+                proto::CheckEntitlementRequest {
+                    org_id: huge.clone(),
+                    user_id: "alice".into(),
+                    feature: "proxy".into(),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(status.message().starts_with("org_id: "), "{status:?}");
+    assert!(status.message().contains("(9000 bytes)"), "{status:?}");
+    assert!(
+        status.message().len() < 200,
+        "{} bytes",
+        status.message().len()
+    );
+}
