@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tonic::{Request, Status};
 use tonic_health::ServingStatus;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::domain::catalog::Catalog;
 use crate::grpc::proto::billing_service_server::BillingServiceServer;
@@ -274,7 +274,13 @@ impl App {
         let incoming = transport::incoming(self.listener);
         let grpc = transport::server()
             // One span per call, with method and status, for logs and traces.
-            .layer(TraceLayer::new_for_grpc())
+            // A failed call is logged at INFO: most are the caller's mistake
+            // (NOT_FOUND, INVALID_ARGUMENT); INTERNAL is logged at ERROR with
+            // its cause where it is mapped (`grpc::status`).
+            .layer(
+                TraceLayer::new_for_grpc()
+                    .on_failure(DefaultOnFailure::new().level(tracing::Level::INFO)),
+            )
             // The state version a call committed goes back in its metadata.
             .layer(StateVersionLayer)
             // Over the cap of calls in flight, answer RESOURCE_EXHAUSTED at once;

@@ -53,8 +53,40 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
-        Self::Internal(error.into())
+        match error {
+            // The database is down or restarting, or every connection stayed
+            // busy: nothing is wrong with the call, and a retry (here or on
+            // another replica) may well succeed.
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                database_unreachable(&error)
+            }
+            sqlx::Error::Database(ref db) if server_cannot_serve(db.as_ref()) => {
+                database_unreachable(&error)
+            }
+            other => Self::Internal(other.into()),
+        }
     }
+}
+
+fn database_unreachable(error: &sqlx::Error) -> Error {
+    tracing::warn!(error = %error, "the database cannot be reached");
+    Error::Unavailable("the database cannot be reached; retry shortly".into())
+}
+
+/// Whether the server refused because it cannot serve now, not because of
+/// the statement: a connection exception (class 08), an operator's
+/// intervention (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot
+/// connect now), too many connections (53300), or a database closed to
+/// connections (55000, which other refusals share, so with its message).
+fn server_cannot_serve(error: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = error.code();
+    let code = code.as_deref().unwrap_or("");
+    code.starts_with("08")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+        || (code == "55000"
+            && error
+                .message()
+                .contains("not currently accepting connections"))
 }
 
 /// Names the field a parsed value came from.

@@ -233,20 +233,22 @@ impl Service {
         self.cache()
             .refresh(self.store(), &[org], self.now())
             .await
-            .map_err(|error| match error {
-                Error::Internal(cause) => {
-                    tracing::warn!(error = format!("{cause:#}"), %org, "reading an organization's entitlements failed");
-                    Error::Unavailable(match min_version {
-                        Some(min) => format!(
-                            "this replica has not seen version {} and cannot reach the database",
-                            min.0
-                        ),
-                        None => format!(
-                            "organization {org} is not known here and the database cannot be reached"
-                        ),
-                    })
-                }
-                other => other,
+            .map_err(|error| {
+                let cause = match &error {
+                    Error::Internal(cause) => format!("{cause:#}"),
+                    Error::Unavailable(reason) => reason.clone(),
+                    _ => return error,
+                };
+                tracing::warn!(error = cause, %org, "reading an organization's entitlements failed");
+                Error::Unavailable(match min_version {
+                    Some(min) => format!(
+                        "this replica has not seen version {} and cannot reach the database",
+                        min.0
+                    ),
+                    None => format!(
+                        "organization {org} is not known here and the database cannot be reached"
+                    ),
+                })
             })
     }
 }

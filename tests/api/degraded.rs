@@ -10,7 +10,7 @@ use billing_service::grpc::proto::{self, EntitlementReason};
 use chrono::TimeDelta;
 use tonic::Code;
 
-use crate::helpers::{As, TestApp, TestOptions, request, spawn_app_with};
+use crate::helpers::{As, TestApp, TestOptions, request, spawn_app, spawn_app_with};
 
 async fn check(app: &TestApp, org: &str, feature: &str) -> proto::CheckEntitlementResponse {
     app.entitlements()
@@ -89,4 +89,26 @@ async fn checks_answer_from_memory_while_the_database_is_down_and_recover_when_i
     let back = check(&app, &org.id, "instance").await;
     assert!(back.allowed);
     assert_eq!(back.reason(), EntitlementReason::InstanceTrial);
+}
+
+/// A call that needs the database while it is unreachable is answered
+/// UNAVAILABLE (retry), never INTERNAL.
+#[tokio::test]
+async fn a_call_that_needs_the_unreachable_database_is_answered_unavailable() {
+    let app = spawn_app().await;
+    let org = app.create_org("alice").await;
+    app.set_database_reachable(false).await;
+    let balance = app
+        .credits()
+        .get_credit_balance(request(
+            As::User("alice"),
+            proto::GetCreditBalanceRequest {
+                org_id: org.id.clone(),
+            },
+        ))
+        .await;
+    let status = balance.expect_err("no database");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("database"), "{status:?}");
+    app.set_database_reachable(true).await;
 }
