@@ -291,9 +291,11 @@ impl App {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
+            // The BFF reads a member's own entitlements; every other
+            // entitlement call refuses signed-in users in the service.
             .add_service(EntitlementServiceServer::with_interceptor(
                 EntitlementApi::new(service.clone(), watches_end),
-                gate(&[Scope::Gateway, Scope::Ops]),
+                gate(&[Scope::Gateway, Scope::Bff, Scope::Ops]),
             ))
             .add_service(BillingServiceServer::with_interceptor(
                 BillingApi::new(service.clone()),

@@ -1,5 +1,6 @@
 //! Member roles and what each may do in its organization.
 
+use super::ids::UserId;
 use super::{InvalidValue, quoted};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -100,6 +101,49 @@ impl OrgAction {
     }
 }
 
+/// Why a signed-in user may not read entitlements through the web app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntitlementReadRefusal {
+    /// Only members of the organization see its entitlements.
+    NotAMember,
+    /// A member checks only their own access, never another member's.
+    AnotherMembersAccess,
+    /// Holding credit is for the gateway, which then reports the usage.
+    Reservation,
+}
+
+impl EntitlementReadRefusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NotAMember => "only members of the organization may read its entitlements",
+            Self::AnotherMembersAccess => "a member may check only their own access",
+            Self::Reservation => "only the gateway and operators may reserve credits",
+        }
+    }
+}
+
+/// Whether a signed-in user (the BFF's acting user, with `asking_role` in
+/// the organization) may read its entitlements, or check `checked_user`'s
+/// access (`None` for the organization's entitlements as a whole), placing
+/// a credit hold if `reserves`.
+pub fn user_may_read_entitlements(
+    asking: &UserId,
+    asking_role: Option<Role>,
+    checked_user: Option<&UserId>,
+    reserves: bool,
+) -> Result<(), EntitlementReadRefusal> {
+    if asking_role.is_none() {
+        return Err(EntitlementReadRefusal::NotAMember);
+    }
+    if checked_user.is_some_and(|checked| checked != asking) {
+        return Err(EntitlementReadRefusal::AnotherMembersAccess);
+    }
+    if reserves {
+        return Err(EntitlementReadRefusal::Reservation);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::{OrgAction::*, Role::*, *};
@@ -145,5 +189,64 @@ mod tests {
             assert_eq!(Role::parse(role.as_str()), Ok(role));
         }
         assert!(Role::parse("admin").is_err());
+    }
+
+    #[test]
+    fn a_signed_in_user_reads_only_their_own_organizations_entitlements() {
+        use EntitlementReadRefusal::*;
+        let alice = UserId::parse("alice").expect("id");
+        let bob = UserId::parse("bob").expect("id");
+        let cases = [
+            (
+                "a member, the organization",
+                Some(Member),
+                None,
+                false,
+                Ok(()),
+            ),
+            (
+                "a member, their own access",
+                Some(Member),
+                Some(&alice),
+                false,
+                Ok(()),
+            ),
+            (
+                "an owner, their own access",
+                Some(Owner),
+                Some(&alice),
+                false,
+                Ok(()),
+            ),
+            ("not a member", None, None, false, Err(NotAMember)),
+            (
+                "not a member, their own access",
+                None,
+                Some(&alice),
+                false,
+                Err(NotAMember),
+            ),
+            (
+                "another member's access",
+                Some(Owner),
+                Some(&bob),
+                false,
+                Err(AnotherMembersAccess),
+            ),
+            (
+                "a reservation",
+                Some(Member),
+                Some(&alice),
+                true,
+                Err(Reservation),
+            ),
+        ];
+        for (name, role, checked, reserves, want) in cases {
+            assert_eq!(
+                user_may_read_entitlements(&alice, role, checked, reserves),
+                want,
+                "{name}"
+            );
+        }
     }
 }

@@ -15,6 +15,7 @@ use crate::domain::ids::InstanceId;
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::organization::Organization;
 use crate::domain::quoted;
+use crate::domain::role::user_may_read_entitlements;
 use crate::domain::trial::TrialStatus;
 use crate::domain::usage::UsageRefusal;
 use crate::error::{Error, Result};
@@ -59,6 +60,25 @@ impl Service {
         }
     }
 
+    /// Whether `actor` may read the organization's entitlements (about
+    /// `checked_user`, reserving credit if `reserves`): the gateway and
+    /// operators always; a signed-in user by the domain's rule, so the web
+    /// app can show a member their own access and trial.
+    fn may_read(
+        actor: &Actor,
+        cached: &CachedOrg,
+        checked_user: Option<&UserId>,
+        reserves: bool,
+    ) -> Result<()> {
+        match actor {
+            Actor::Gateway | Actor::Operator => Ok(()),
+            Actor::User(asking) => {
+                user_may_read_entitlements(asking, cached.role_of(asking), checked_user, reserves)
+                    .map_err(|refusal| Error::PermissionDenied(refusal.reason().into()))
+            }
+        }
+    }
+
     /// Parses a feature name against the catalog.
     pub fn parse_feature(&self, raw: &str) -> Result<String> {
         if raw.is_empty() {
@@ -84,9 +104,14 @@ impl Service {
         query: &EntitlementQuery,
         min_version: Option<StateVersion>,
     ) -> Result<Answer<Checked>> {
-        Self::require_entitlement_reader(actor)?;
         let now = self.now();
         let (cached, version) = self.cached_org(query.org, min_version).await?;
+        Self::may_read(
+            actor,
+            &cached,
+            Some(&query.user),
+            query.reservation.is_some(),
+        )?;
         let role = cached.role_of(&query.user);
         let state = &cached.state;
         let mut needs_credits = false;
@@ -167,9 +192,9 @@ impl Service {
         id: OrgId,
         min_version: Option<StateVersion>,
     ) -> Result<Answer<EntitlementsView>> {
-        Self::require_entitlement_reader(actor)?;
         let now = self.now();
         let (cached, version) = self.cached_org(id, min_version).await?;
+        Self::may_read(actor, &cached, None, false)?;
         let state = &cached.state;
         let plan = self.plan_of(&state.org)?.clone();
         Ok(Answer {

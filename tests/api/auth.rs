@@ -71,9 +71,20 @@ async fn each_auth_failure_has_its_code() {
         app.org_admin().get_organization(get_org(As::Gateway)).await,
         Code::PermissionDenied,
     );
+    // The BFF may read a member's own entitlements, but not report usage.
     expect_code(
         app.entitlements()
-            .check_entitlement(check(As::User("alice")))
+            .record_usage(request(
+                As::User("alice"),
+                proto::RecordUsageRequest {
+                    org_id: org.id.clone(),
+                    user_id: "alice".into(),
+                    amount_micros: 1,
+                    model: "gpt-4o".into(),
+                    idempotency_key: "bff-usage".into(),
+                    ..Default::default()
+                },
+            ))
             .await,
         Code::PermissionDenied,
     );
@@ -198,4 +209,98 @@ fn a_bad_caller_token_list_is_refused_without_echoing_any_token() {
     assert!(said.contains("at least 16 characters"), "{said}");
     assert!(!said.contains(valid), "{said}");
     assert!(!said.contains("short"), "{said}");
+}
+
+/// The web app shows a member their own access and trial: the BFF may call
+/// `CheckEntitlement` for the acting user and `GetEntitlements` for their
+/// organization, and nothing else of the entitlement service.
+#[tokio::test]
+async fn the_bff_reads_a_members_own_entitlements_and_nothing_more() {
+    let app = spawn_app().await;
+    let org = app.create_org("alice").await.id;
+    app.add_member(&org, "bob", proto::Role::Member).await;
+    let check = |who, user: &str, reserve: bool| {
+        request(
+            who,
+            proto::CheckEntitlementRequest {
+                org_id: org.clone(),
+                user_id: user.to_owned(),
+                feature: "proxy".into(),
+                reserve_micros: reserve.then_some(1_000),
+                reservation_key: if reserve {
+                    "bff-hold".into()
+                } else {
+                    String::new()
+                },
+                ..Default::default()
+            },
+        )
+    };
+    let own = app
+        .entitlements()
+        .check_entitlement(check(As::User("bob"), "bob", false))
+        .await
+        .expect("a member checks their own access")
+        .into_inner();
+    assert!(own.allowed, "{own:?}");
+    let gateway = app.check(&org, "bob").await;
+    assert_eq!((own.allowed, own.reason), (gateway.allowed, gateway.reason));
+    let whole = app
+        .entitlements()
+        .get_entitlements(request(
+            As::User("bob"),
+            proto::GetEntitlementsRequest {
+                org_id: org.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("a member reads the organization's entitlements")
+        .into_inner();
+    assert!(whole.trial.is_some(), "{whole:?}");
+
+    for (name, call, reason) in [
+        (
+            "another member's access",
+            check(As::User("bob"), "alice", false),
+            "only their own",
+        ),
+        (
+            "not a member",
+            check(As::User("mallory"), "mallory", false),
+            "only members",
+        ),
+        (
+            "a reservation",
+            check(As::User("bob"), "bob", true),
+            "reserve credits",
+        ),
+    ] {
+        let status = expect_code(
+            app.entitlements().check_entitlement(call).await,
+            Code::PermissionDenied,
+        );
+        assert!(status.message().contains(reason), "{name}: {status:?}");
+    }
+    expect_code(
+        app.entitlements()
+            .get_entitlements(request(
+                As::User("mallory"),
+                proto::GetEntitlementsRequest {
+                    org_id: org.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    expect_code(
+        app.entitlements()
+            .watch_entitlements(request(
+                As::User("alice"),
+                proto::WatchEntitlementsRequest::default(),
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
 }
