@@ -215,6 +215,16 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=365))]
     pub trial_days: u32,
 
+    /// Set by the container image: a deployment, where caller tokens are
+    /// never generated (each replica would invent its own and log them).
+    /// Kubernetes' `KUBERNETES_SERVICE_HOST` counts as set.
+    #[arg(long, env = "BILLING_IN_CONTAINER", default_value_t = false, action = ArgAction::Set)]
+    pub in_container: bool,
+
+    /// Development only: generate caller tokens even in a container.
+    #[arg(long, env = "BILLING_DEV_GENERATE_TOKENS", default_value_t = false, action = ArgAction::Set)]
+    pub dev_generate_tokens: bool,
+
     /// Whether new customers may sign up for monthly billing. Existing
     /// monthly customers keep it either way.
     #[arg(long, env = "BILLING_MONTHLY_SIGNUP", default_value_t = true, action = ArgAction::Set)]
@@ -230,6 +240,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether caller tokens may be generated when none are configured:
+    /// for a developer's run, never in a deployment unless asked for.
+    pub fn may_generate_tokens(&self) -> bool {
+        let deployed = self.in_container || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+        !deployed || self.dev_generate_tokens
+    }
+
     /// The caller tokens, if configured. A bad value is refused with the
     /// reason only: it holds secrets, valid tokens among them.
     pub fn caller_tokens(&self) -> anyhow::Result<Option<CallerTokens>> {

@@ -28,6 +28,13 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     // Refused before anything starts, and without quoting the value.
     let configured_tokens = config.caller_tokens()?;
+    if configured_tokens.is_none() && !config.may_generate_tokens() {
+        anyhow::bail!(
+            "BILLING_CALLER_TOKENS is not set. In a container every replica would \
+             generate its own tokens; set the same tokens on every replica \
+             (BILLING_DEV_GENERATE_TOKENS=true generates them for a development run)"
+        );
+    }
     let _telemetry = telemetry::init(config.log_format, config.otlp_endpoint.as_deref())?;
 
     let catalog_text = match &config.catalog {

@@ -304,3 +304,32 @@ async fn the_bff_reads_a_members_own_entitlements_and_nothing_more() {
         Code::PermissionDenied,
     );
 }
+
+/// In a container the binary never invents tokens of its own: without
+/// `BILLING_CALLER_TOKENS` it refuses to start, unless a development run
+/// asks for generated ones.
+#[test]
+fn in_a_container_the_binary_refuses_to_start_without_caller_tokens() {
+    let run = |extra: &[(&str, &str)]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_billing-service"))
+            .env_remove("BILLING_CALLER_TOKENS")
+            .env("BILLING_IN_CONTAINER", "true")
+            .env(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:1/never-reached",
+            )
+            .env("RUST_BACKTRACE", "0")
+            .envs(extra.iter().copied())
+            .output()
+            .expect("the binary runs")
+    };
+    let refused = run(&[]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("BILLING_CALLER_TOKENS is not set"), "{said}");
+    // Asked for, it goes on (and stops at the unreachable database).
+    let development = run(&[("BILLING_DEV_GENERATE_TOKENS", "true")]);
+    let said = String::from_utf8_lossy(&development.stderr);
+    assert!(!said.contains("BILLING_CALLER_TOKENS is not set"), "{said}");
+    assert!(said.contains("PostgreSQL"), "{said}");
+}
