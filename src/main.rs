@@ -53,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
         None => local_postgres::resolve(&config.local_postgres_dir).await?,
     };
 
+    let database_described = describe_database(&database, private_postgres.is_some());
     let (caller_tokens, generated) = match configured_tokens {
         Some(tokens) => (tokens, false),
         None => (CallerTokens::generate(), true),
@@ -129,7 +130,16 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
 
-    print_welcome(&app, &caller_tokens, generated);
+    print_welcome(
+        &app,
+        &Setup {
+            database: database_described,
+            stripe_configured: config.stripe_secret_key.is_some(),
+            webhook_secret: config.stripe_webhook_secret.is_some(),
+        },
+        &caller_tokens,
+        generated,
+    );
     let served = app.run_until_stopped(shutdown_signal()).await;
     if let Some(private) = private_postgres {
         private.stop();
@@ -137,15 +147,48 @@ async fn main() -> anyhow::Result<()> {
     served
 }
 
+/// What the run is connected to, for the welcome lines.
+struct Setup {
+    database: String,
+    stripe_configured: bool,
+    webhook_secret: bool,
+}
+
+/// Where the data lives, without the password.
+fn describe_database(database: &PgConnectOptions, private: bool) -> String {
+    let name = database.get_database().unwrap_or("postgres");
+    let place = format!(
+        "postgres://{}@{}:{}/{name}",
+        database.get_username(),
+        database.get_host(),
+        database.get_port()
+    );
+    match private {
+        true => format!("{place} (a private PostgreSQL started for this run)"),
+        false => place,
+    }
+}
+
 /// What a newcomer needs to call the service. Generated tokens are printed
 /// to the terminal (not the log) because nobody else knows them.
-fn print_welcome(app: &App, tokens: &CallerTokens, generated: bool) {
+fn print_welcome(app: &App, setup: &Setup, tokens: &CallerTokens, generated: bool) {
     let port = app.grpc_addr().port();
     println!(
         "billing-service: gRPC on {} (reflection and grpc.health.v1 enabled), Stripe webhooks on http://{}{WEBHOOK_PATH}",
         app.grpc_addr(),
         app.webhook_addr()
     );
+    println!("Database: {}", setup.database);
+    if !setup.stripe_configured {
+        println!(
+            "Stripe: not configured (no STRIPE_SECRET_KEY); the Stripe-backed calls (checkout, seats, cycle changes, credit purchases) answer FAILED_PRECONDITION, the rest works"
+        );
+    }
+    if !setup.webhook_secret {
+        println!(
+            "Stripe webhooks: no STRIPE_WEBHOOK_SECRET, so every delivery is refused (400) until one is set"
+        );
+    }
     if generated {
         println!(
             "No BILLING_CALLER_TOKENS set; tokens generated for this run (paste into a shell):"
