@@ -172,11 +172,21 @@ fn start_private(pg_ctl: &str, data_dir: &Path) -> anyhow::Result<PrivatePostgre
         cmd.args(["-D", &dir, "-U", "postgres", "--auth=trust", "--no-sync"]);
         run(cmd, "initdb")?;
     }
-    let options = format!("-p {PRIVATE_PORT} -k {dir} -c listen_addresses=127.0.0.1");
     let log = format!("{dir}/server.log");
-    let mut cmd = command(run_as_postgres, pg_ctl);
-    cmd.args(["-D", &dir, "-o", &options, "-l", &log, "-w", "start"]);
-    run(cmd, "pg_ctl start")?;
+    // One left running by a run that was killed: take it over (this run
+    // stops it on exit). pg_ctl status answers 0 only for a live server.
+    let already_running = command(run_as_postgres, pg_ctl)
+        .args(["-D", &dir, "status"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if already_running {
+        tracing::info!(%dir, "reusing the private PostgreSQL a previous run left running");
+    } else {
+        let options = format!("-p {PRIVATE_PORT} -k {dir} -c listen_addresses=127.0.0.1");
+        let mut cmd = command(run_as_postgres, pg_ctl);
+        cmd.args(["-D", &dir, "-o", &options, "-l", &log, "-w", "start"]);
+        run(cmd, "pg_ctl start").with_context(|| format!("the server's log is {log}"))?;
+    }
     Ok(PrivatePostgres {
         data_dir,
         run_as_postgres,

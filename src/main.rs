@@ -219,21 +219,30 @@ async fn shutdown_signal() {
         }
     };
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    let unix_signal = |kind: tokio::signal::unix::SignalKind, name: &'static str| async move {
+        match tokio::signal::unix::signal(kind) {
             Ok(mut signal) => {
                 signal.recv().await;
             }
             Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
+                tracing::error!(%error, "cannot listen for {name}");
                 std::future::pending::<()>().await;
             }
         }
     };
+    #[cfg(unix)]
+    let terminate = unix_signal(tokio::signal::unix::SignalKind::terminate(), "SIGTERM");
+    // A closed terminal: stop like Ctrl-C, so the private development
+    // PostgreSQL is stopped too instead of being left running.
+    #[cfg(unix)]
+    let hangup = unix_signal(tokio::signal::unix::SignalKind::hangup(), "SIGHUP");
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
+    #[cfg(not(unix))]
+    let hangup = std::future::pending::<()>();
     tokio::select! {
         () = interrupt => tracing::info!("SIGINT received"),
         () = terminate => tracing::info!("SIGTERM received"),
+        () = hangup => tracing::info!("SIGHUP received"),
     }
 }

@@ -97,14 +97,20 @@ impl ServiceProcess {
     }
 
     /// SIGTERM, as Kubernetes stops a pod; how the process ended, or `None`
-    /// if it is still running after `patience` (it is then killed).
+    /// if it is still running after `patience`.
     pub async fn terminate(&mut self, patience: Duration) -> Option<ExitStatus> {
+        self.signal("TERM", patience).await
+    }
+
+    /// Sends the signal (`TERM`, `HUP`, ...); how the process ended, or
+    /// `None` if it is still running after `patience`.
+    pub async fn signal(&mut self, name: &str, patience: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut().expect("the replica is running");
         let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([&format!("-{name}"), &child.id().to_string()])
             .status()
-            .expect("kill -TERM");
-        assert!(sent.success(), "kill -TERM: {sent}");
+            .expect("kill");
+        assert!(sent.success(), "kill -{name}: {sent}");
         let deadline = Instant::now() + patience;
         while Instant::now() < deadline {
             if let Some(status) = child.try_wait().expect("the process's status") {

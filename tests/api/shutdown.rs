@@ -1,6 +1,7 @@
 //! Stopping a replica as Kubernetes does (SIGTERM): open watch streams end
 //! with UNAVAILABLE at once, so gateways reconnect elsewhere and the drain
-//! is not held open, and the process exits within its grace period.
+//! is not held open, and the process exits within its grace period. A
+//! closed terminal (SIGHUP) stops it the same way.
 
 use std::time::Duration;
 
@@ -55,4 +56,18 @@ async fn sigterm_ends_an_open_watch_with_unavailable_and_exits_within_the_grace_
         .expect_err("the stream ends with a status");
     assert_eq!(error.code(), Code::Unavailable, "{error:?}");
     assert!(error.message().contains("shutting down"), "{error:?}");
+}
+
+/// A closed terminal (SIGHUP) stops the service as Ctrl-C does, so the
+/// private development PostgreSQL is stopped with it, not left running.
+#[tokio::test]
+async fn sighup_stops_the_service_gracefully() {
+    let (app, stripe) = spawn_app_with_stripe().await;
+    let mut replica = ServiceProcess::new(&app, &stripe);
+    replica.start().await;
+    let status = replica
+        .signal("HUP", Duration::from_secs(30))
+        .await
+        .expect("the process exits on SIGHUP");
+    assert!(status.success(), "{status}");
 }
