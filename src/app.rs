@@ -227,9 +227,10 @@ impl App {
             stopped.clone(),
         ));
 
-        // Watch streams end with UNAVAILABLE at the stop signal: they never
-        // finish on their own, and the drain waits for every open stream.
-        let watches_end = stopped.clone();
+        // Watch streams end with UNAVAILABLE once shutdown has begun: they
+        // never finish on their own, and the drain waits for every open
+        // stream. Sent after health turns NOT_SERVING (below).
+        let (end_watches, watches_end) = tokio::sync::watch::channel(false);
         let wait_for_stop = move || {
             let mut stopped = stopped.clone();
             async move {
@@ -317,6 +318,9 @@ impl App {
                         .set_service_status(name, ServingStatus::NotServing)
                         .await;
                 }
+                // Readiness first, then the streams: a gateway that
+                // reconnects is sent to a replica that is still serving.
+                let _ = end_watches.send(true);
             });
         let grace = self.shutdown_grace;
         let servers = async { tokio::join!(grpc, webhooks).0 };
