@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgConnectOptions;
 
 use crate::bench_support::{self, Database};
-use crate::{Args, WEBHOOK_SECRET, start_replica};
+use crate::{Args, post_signed, start_replica};
 
 /// Ingest: signed deliveries of one real event body (a fresh id each) to a
 /// replica that only receives webhooks, against pgbench inserting the same
@@ -40,28 +40,24 @@ pub(crate) async fn run(
     println!("| round | run | per s | vs pgbench |");
     println!("| ---: | --- | ---: | ---: |");
     for round in 1..=args.ingest_rounds {
-        let pgbench_first = round % 2 == 0;
-        let mut tps = None;
-        if pgbench_first {
-            tps = Some(bench_support::pgbench(
+        let pgbench = || {
+            bench_support::pgbench(
                 admin,
                 &db,
                 &script,
                 args.ingest_clients,
                 args.ingest_seconds,
-            )?);
-        }
+            )
+        };
+        let first = match round % 2 == 0 {
+            true => Some(pgbench()?),
+            false => None,
+        };
         let rate = deliver_for(args, &replica.webhook_url, &sample, round).await?;
-        if tps.is_none() {
-            tps = Some(bench_support::pgbench(
-                admin,
-                &db,
-                &script,
-                args.ingest_clients,
-                args.ingest_seconds,
-            )?);
-        }
-        let tps = tps.unwrap_or(f64::NAN);
+        let tps = match first {
+            Some(tps) => tps,
+            None => pgbench()?,
+        };
         println!(
             "| {round} | webhook ingest | {rate:.0} | {:.2} |",
             rate / tps
@@ -101,17 +97,7 @@ async fn deliver_for(
                 n += 1;
                 let id = format!("evt_ingest_{round:03}_{sender:04}_{n:031}");
                 debug_assert_eq!(id.len(), PLACEHOLDER.len());
-                let body = template.replacen(PLACEHOLDER, &id, 1);
-                let signature =
-                    stripe_webhook::Webhook::generate_test_header(&body, WEBHOOK_SECRET, None);
-                let status = client
-                    .post(&url)
-                    .header("Stripe-Signature", signature)
-                    .body(body)
-                    .send()
-                    .await?
-                    .status();
-                anyhow::ensure!(status.is_success(), "delivery answered {status}");
+                post_signed(&client, &url, template.replacen(PLACEHOLDER, &id, 1)).await?;
                 acknowledged += 1;
             }
             Ok::<_, anyhow::Error>(acknowledged)

@@ -165,23 +165,27 @@ async fn deliver(replicas: &[&Replica], events: Vec<serde_json::Value>) -> anyho
                 let Some((n, event)) = queue.lock().expect("queue").pop() else {
                     return Ok::<_, anyhow::Error>(());
                 };
-                let body = event.to_string();
-                let signature =
-                    stripe_webhook::Webhook::generate_test_header(&body, WEBHOOK_SECRET, None);
-                let status = client
-                    .post(&urls[n % urls.len()])
-                    .header("Stripe-Signature", signature)
-                    .body(body)
-                    .send()
-                    .await?
-                    .status();
-                anyhow::ensure!(status.is_success(), "delivery answered {status}");
+                post_signed(&client, &urls[n % urls.len()], event.to_string()).await?;
             }
         });
     }
     while let Some(sent) = senders.join_next().await {
         sent??;
     }
+    Ok(())
+}
+
+/// Posts `body` signed as Stripe would; an error unless acknowledged.
+async fn post_signed(client: &reqwest::Client, url: &str, body: String) -> anyhow::Result<()> {
+    let signature = stripe_webhook::Webhook::generate_test_header(&body, WEBHOOK_SECRET, None);
+    let status = client
+        .post(url)
+        .header("Stripe-Signature", signature)
+        .body(body)
+        .send()
+        .await?
+        .status();
+    anyhow::ensure!(status.is_success(), "delivery answered {status}");
     Ok(())
 }
 
