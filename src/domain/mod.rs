@@ -52,6 +52,16 @@ impl InvalidValue {
     }
 }
 
+/// The names of the fields whose comparison (`(name, same)`) failed, in
+/// order: what a comparison with Stripe reports as differing.
+pub fn differing_fields(fields: &[(&'static str, bool)]) -> Vec<&'static str> {
+    fields
+        .iter()
+        .filter(|(_, same)| !same)
+        .map(|(name, _)| *name)
+        .collect()
+}
+
 /// The most characters of a bad value a message quotes: enough to
 /// recognise it, never a whole input (a 9 KB id, say) sent back or logged.
 pub const QUOTED_CHARS: usize = 64;

@@ -10,6 +10,7 @@
 //! adjustment is a decision for a person.
 
 use super::credits::Micros;
+use super::differing_fields;
 use super::ids::OrgId;
 
 /// A purchase as our ledger credited it.
@@ -81,11 +82,7 @@ pub fn check(credited: &CreditedPurchase, live: Option<&LivePayment>) -> Purchas
         ),
         ("organization", live.org == Some(credited.org)),
     ];
-    let differing: Vec<&'static str> = fields
-        .iter()
-        .filter(|(_, same)| !same)
-        .map(|(name, _)| *name)
-        .collect();
+    let differing = differing_fields(&fields);
     if differing.is_empty() {
         PurchaseFinding::Verified
     } else {

@@ -6,6 +6,7 @@
 //! differs is drift: an event that never came, a change made in Stripe
 //! without one. Repairing is syncing, through the same path as an event.
 
+use super::differing_fields;
 use super::subscription::Subscription;
 
 /// What reconciliation found for one subscription.
@@ -58,11 +59,7 @@ pub fn compare(stored: Option<&Subscription>, synced: &Subscription) -> Finding 
                 && stored.purchaser == synced.purchaser,
         ),
     ];
-    let drifted: Vec<&'static str> = fields
-        .iter()
-        .filter(|(_, same)| !same)
-        .map(|(name, _)| *name)
-        .collect();
+    let drifted = differing_fields(&fields);
     if drifted.is_empty() {
         Finding::InSync
     } else {

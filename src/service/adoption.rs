@@ -132,12 +132,8 @@ impl Service {
         if let Some(subscription) = &chosen {
             let ticket = self.sync_ticket(subscription).await?;
             let live = stripe.subscription(subscription).await?;
-            let mut tx = self.store().begin().await?;
-            self.store_live(&mut tx, org, &live, Some(ticket)).await?;
-            self.commit(tx).await?;
-            if let Err(error) = self.run_queued_upkeep(org).await {
-                tracing::warn!(%org, error = %error, "the upkeep after an adoption did not finish; the operations loop resumes it");
-            }
+            self.store_live_alone(org, &live, ticket, "an adoption")
+                .await?;
         }
         tracing::info!(%org, %customer, subscription = ?chosen, "adopted an existing Stripe customer");
         Ok(chosen)

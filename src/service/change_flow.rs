@@ -112,9 +112,7 @@ impl Service {
             .await?;
         }
         self.commit(tx).await?;
-        if let Err(error) = self.run_queued_upkeep(claim.org).await {
-            tracing::warn!(org = %claim.org, error = %error, "an upkeep did not finish; the operations loop resumes it");
-        }
+        self.upkeep_after(claim.org, "a billing change").await;
         Ok(true)
     }
 

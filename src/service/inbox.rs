@@ -45,9 +45,8 @@ impl Service {
     pub async fn apply_next_stripe_event(&self, retry: RetryPolicy) -> Result<WorkerStep> {
         let claimed = {
             let mut conn = self.store().pool().acquire().await?;
-            let lease =
-                TimeDelta::from_std(self.inner.settings.event_lease).unwrap_or(TimeDelta::MAX);
-            stripe_events::claim_due(&mut conn, self.now(), self.now() + lease).await?
+            let lease_until = self.lease_ending(self.inner.settings.event_lease);
+            stripe_events::claim_due(&mut conn, self.now(), lease_until).await?
         };
         let Some(event) = claimed else {
             return Ok(WorkerStep::Idle);
@@ -201,9 +200,7 @@ impl Service {
             tracing::info!(event_id = %event.id, subscription = %named.subscription_id, covered, "one reading applied several events");
         }
         // The event is done; an upkeep it called for runs on its own.
-        if let Err(error) = self.run_queued_upkeep(org).await {
-            tracing::warn!(%org, error = %error, "the upkeep after a Stripe event did not finish; the operations loop resumes it");
-        }
+        self.upkeep_after(org, "a Stripe event").await;
         Ok(Outcome::Applied)
     }
 

@@ -181,6 +181,11 @@ impl Service {
         self.inner.clock.now()
     }
 
+    /// When a lease of `span` taken now ends.
+    fn lease_ending(&self, span: std::time::Duration) -> DateTime<Utc> {
+        self.now() + chrono::TimeDelta::from_std(span).unwrap_or(chrono::TimeDelta::MAX)
+    }
+
     /// The catalog entry of an organization's plan. A plan missing from the
     /// catalog means the catalog lost a plan that is in use: an operator
     /// error, not the caller's.

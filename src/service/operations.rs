@@ -187,9 +187,7 @@ impl Service {
     }
 
     pub(super) fn lease_until(&self) -> chrono::DateTime<chrono::Utc> {
-        self.now()
-            + chrono::TimeDelta::from_std(self.inner.settings.operation_lease)
-                .unwrap_or(chrono::TimeDelta::MAX)
+        self.lease_ending(self.inner.settings.operation_lease)
     }
 
     /// Stores the plan, with `audit` (an entry recording what is now under

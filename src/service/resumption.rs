@@ -30,6 +30,15 @@ impl Service {
 
     /// Starts the organization's queued upkeep now if nothing else of the
     /// organization runs (else the loop starts it later).
+    /// Runs the upkeep a committed sync queued, if any, once the work that
+    /// queued it (`after`) is done: an upkeep that does not finish is
+    /// resumed by the operations loop, so its failure is only logged.
+    pub(super) async fn upkeep_after(&self, org: OrgId, after: &str) {
+        if let Err(error) = self.run_queued_upkeep(org).await {
+            tracing::warn!(%org, after, error = %error, "an upkeep did not finish; the operations loop resumes it");
+        }
+    }
+
     pub(super) async fn run_queued_upkeep(&self, org: OrgId) -> Result<()> {
         let claimed = {
             let mut conn = self.store().pool().acquire().await?;

@@ -211,13 +211,9 @@ impl Service {
                 tracing::warn!(%org, subscription = %subscription_id, ?fields, dry_run, "a subscription drifted from Stripe");
                 report.drifted.push((subscription_id.to_owned(), fields));
                 if let Some(ticket) = ticket {
-                    let mut tx = self.store().begin().await?;
-                    self.store_live(&mut tx, org, &live, Some(ticket)).await?;
-                    self.commit(tx).await?;
+                    self.store_live_alone(org, &live, ticket, "a repair")
+                        .await?;
                     report.repaired += 1;
-                    if let Err(error) = self.run_queued_upkeep(org).await {
-                        tracing::warn!(%org, error = %error, "the upkeep after a repair did not finish; the operations loop resumes it");
-                    }
                 }
             }
         }

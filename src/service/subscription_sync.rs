@@ -49,6 +49,22 @@ impl Service {
             .await
     }
 
+    /// [`Self::store_live`] in a transaction of its own, then the upkeep it
+    /// queued: for a reading that is all the caller (`after`) does.
+    pub(super) async fn store_live_alone(
+        &self,
+        org: OrgId,
+        live: &ProviderSubscription,
+        ticket: i64,
+        after: &str,
+    ) -> Result<()> {
+        let mut tx = self.store().begin().await?;
+        self.store_live(&mut tx, org, live, Some(ticket)).await?;
+        self.commit(tx).await?;
+        self.upkeep_after(org, after).await;
+        Ok(())
+    }
+
     /// [`Self::store_live`], choosing whether an upkeep may follow.
     pub(super) async fn store_reading(
         &self,

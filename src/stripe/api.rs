@@ -21,7 +21,7 @@ use stripe_core::PaymentIntentStatus;
 use stripe_core::customer::CreateCustomer;
 use stripe_core::payment_intent::RetrievePaymentIntent;
 
-use super::convert::{provider_schedule, provider_subscription};
+use super::convert::{org_named, provider_schedule, provider_subscription};
 use crate::domain::checkout::SessionStatus;
 use crate::domain::ids::OrgId;
 use crate::domain::metadata::ORG_ID_KEY;
@@ -214,10 +214,7 @@ impl StripeApi {
         Ok(Some(LivePayment {
             succeeded: intent.status == PaymentIntentStatus::Succeeded,
             amount_received_minor: intent.amount_received,
-            org: intent
-                .metadata
-                .get(ORG_ID_KEY)
-                .and_then(|raw| OrgId::parse(raw).ok()),
+            org: org_named(&intent.metadata),
         }))
     }
 

@@ -73,18 +73,7 @@ async fn each_auth_failure_has_its_code() {
     );
     // The BFF may read a member's own entitlements, but not report usage.
     expect_code(
-        app.entitlements()
-            .record_usage(request(
-                As::User("alice"),
-                proto::RecordUsageRequest {
-                    org_id: org.id.clone(),
-                    user_id: "alice".into(),
-                    amount_micros: 1,
-                    model: "gpt-4o".into(),
-                    idempotency_key: "bff-usage".into(),
-                    ..Default::default()
-                },
-            ))
+        app.record_usage_as(As::User("alice"), &org.id, "alice", 1, "bff-usage")
             .await,
         Code::PermissionDenied,
     );

@@ -238,18 +238,7 @@ async fn a_replayed_usage_key_returns_the_first_debit_and_takes_nothing_more() {
     );
     // The BFF may not report usage.
     let status = app
-        .entitlements()
-        .record_usage(request(
-            As::User("alice"),
-            proto::RecordUsageRequest {
-                org_id: org.id.clone(),
-                user_id: "alice".into(),
-                amount_micros: 1,
-                model: "gpt-4o".into(),
-                idempotency_key: "bff".into(),
-                ..Default::default()
-            },
-        ))
+        .record_usage_as(As::User("alice"), &org.id, "alice", 1, "bff")
         .await;
     expect_code(status, Code::PermissionDenied);
 }

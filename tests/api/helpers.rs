@@ -992,9 +992,22 @@ impl TestApp {
         micros: i64,
         key: &str,
     ) -> Result<proto::RecordUsageResponse, Status> {
+        self.record_usage_as(As::Gateway, org, user, micros, key)
+            .await
+    }
+
+    /// A `gpt-4o` usage report by `who` (the gateway's is `record_usage`).
+    pub async fn record_usage_as(
+        &self,
+        who: As<'_>,
+        org: &str,
+        user: &str,
+        micros: i64,
+        key: &str,
+    ) -> Result<proto::RecordUsageResponse, Status> {
         self.entitlements()
             .record_usage(request(
-                As::Gateway,
+                who,
                 proto::RecordUsageRequest {
                     org_id: org.to_owned(),
                     user_id: user.to_owned(),
