@@ -15,21 +15,12 @@ impl Stripe {
             ("GET", ["customers"]) => {
                 // Newest first: ids are issued in order.
                 let newest_first: Vec<&Value> = self.customers.values().rev().collect();
-                let limit = page_limit(params)?;
-                let start = page_start(
-                    newest_first.iter().map(|c| c["id"].as_str().unwrap_or("")),
+                list_page(
+                    &newest_first,
+                    |c| c["id"].as_str().unwrap_or(""),
+                    |c| Ok((*c).clone()),
                     params,
-                    "customer",
-                )?;
-                let data: Vec<Value> = newest_first
-                    .iter()
-                    .skip(start)
-                    .take(limit)
-                    .map(|c| (*c).clone())
-                    .collect();
-                let has_more = start + data.len() < newest_first.len();
-                Ok(
-                    json!({ "object": "list", "data": data, "has_more": has_more, "url": "/v1/customers" }),
+                    ("customer", "/v1/customers"),
                 )
             }
             ("GET", ["customers", id]) => self
@@ -113,7 +104,6 @@ impl Stripe {
     fn list_subscriptions(&self, params: &Value) -> Answer {
         let customer = text(params, "customer");
         let all = text(params, "status") == Some("all");
-        let limit = page_limit(params)?;
         let mut matching: Vec<&super::Subscription> = self
             .subscriptions
             .values()
@@ -121,20 +111,12 @@ impl Stripe {
             .filter(|s| all || s.status != "canceled")
             .collect();
         matching.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
-        let start = page_start(
-            matching.iter().map(|s| s.id.as_str()),
+        list_page(
+            &matching,
+            |s| s.id.as_str(),
+            |s| self.render_subscription(s, &[]),
             params,
-            "subscription",
-        )?;
-        let data = matching
-            .iter()
-            .skip(start)
-            .take(limit)
-            .map(|s| self.render_subscription(s, &[]))
-            .collect::<Result<Vec<_>, _>>()?;
-        let has_more = start + data.len() < matching.len();
-        Ok(
-            json!({ "object": "list", "data": data, "has_more": has_more, "url": "/v1/subscriptions" }),
+            ("subscription", "/v1/subscriptions"),
         )
     }
 
@@ -160,7 +142,6 @@ impl Stripe {
         if types.len() > 20 {
             return Err(invalid("You may pass at most 20 types."));
         }
-        let limit = page_limit(params)?;
         let created = |event: &Value| event["created"].as_i64().unwrap_or(0);
         let mut matching: Vec<&Value> = self
             .events
@@ -175,19 +156,13 @@ impl Stripe {
         // Newest first; events of one second in reverse emission order.
         matching.reverse();
         matching.sort_by_key(|e| std::cmp::Reverse(created(e)));
-        let start = page_start(
-            matching.iter().map(|e| e["id"].as_str().unwrap_or("")),
+        list_page(
+            &matching,
+            |e| e["id"].as_str().unwrap_or(""),
+            |e| Ok((*e).clone()),
             params,
-            "event",
-        )?;
-        let page: Vec<Value> = matching
-            .iter()
-            .skip(start)
-            .take(limit)
-            .map(|e| (*e).clone())
-            .collect();
-        let has_more = start + page.len() < matching.len();
-        Ok(json!({ "object": "list", "data": page, "has_more": has_more, "url": "/v1/events" }))
+            ("event", "/v1/events"),
+        )
     }
 
     fn void_invoice(&mut self, id: &str) -> Answer {
@@ -355,6 +330,29 @@ impl Stripe {
         );
         Ok(Value::Object(session))
     }
+}
+
+/// One page of `items` (in list order) as Stripe answers a list request:
+/// `limit` 1 to 100 (10 by default), `starting_after` one of the list (404
+/// for one it does not know, named as `what`), `has_more`; only the page
+/// is rendered.
+fn list_page<T>(
+    items: &[T],
+    id: impl Fn(&T) -> &str,
+    render: impl Fn(&T) -> Answer,
+    params: &Value,
+    (what, url): (&str, &str),
+) -> Answer {
+    let limit = page_limit(params)?;
+    let start = page_start(items.iter().map(&id), params, what)?;
+    let data = items
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(render)
+        .collect::<Result<Vec<_>, _>>()?;
+    let has_more = start + data.len() < items.len();
+    Ok(json!({ "object": "list", "data": data, "has_more": has_more, "url": url }))
 }
 
 /// A list's `limit`: 1 to 100, 10 when not given, as Stripe takes it.
