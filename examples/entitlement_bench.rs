@@ -28,10 +28,6 @@ use sqlx::postgres::PgConnectOptions;
 use tonic::transport::Channel;
 use tonic::{Request, metadata::MetadataValue};
 
-/// The allocator the service's binary runs with.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[path = "bench_support/mod.rs"]
 mod bench_support;
 

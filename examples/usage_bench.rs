@@ -14,10 +14,6 @@
 //! runs in this process, so client, service, PostgreSQL and pgbench share
 //! the machine.
 
-/// The allocator the service's binary runs with.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[path = "bench_support/mod.rs"]
 mod bench_support;
 

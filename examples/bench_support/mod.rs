@@ -24,6 +24,11 @@ use tonic::codegen::{BoxFuture, http};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+/// The allocator the service's binary runs with (`src/main.rs`), for every
+/// benchmark: each runs the service and its baseline in its own process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub const GATEWAY_TOKEN: &str = "gateway-bench-token-0001";
 pub const OPS_TOKEN: &str = "ops-bench-token-00000001";
 

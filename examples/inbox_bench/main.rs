@@ -32,10 +32,6 @@ use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tonic::transport::Channel;
 
-/// The allocator the service's binary runs with.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[path = "../bench_support/mod.rs"]
 mod bench_support;
 mod ingest;
