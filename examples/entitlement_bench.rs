@@ -59,12 +59,8 @@ struct Args {
     /// Sizes whose resident memory and start-up are measured.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     memory_orgs: Vec<usize>,
-    #[arg(
-        long,
-        env = "BENCH_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    admin_url: String,
+    #[command(flatten)]
+    postgres: bench_support::AdminDatabase,
     /// Internal: start the service on this database, report memory and
     /// start-up as one line, and exit.
     #[arg(long, hide = true)]
@@ -149,7 +145,7 @@ async fn probe(url: &str) -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let admin: PgConnectOptions = args.admin_url.parse()?;
+    let admin: PgConnectOptions = args.postgres.admin_url.clone();
     println!("# entitlement_bench\n");
     println!("machine: {}", bench_support::machine());
 

@@ -55,12 +55,8 @@ struct Args {
     /// Reports per RecordUsageBatch call.
     #[arg(long, default_value_t = 100)]
     batch: usize,
-    #[arg(
-        long,
-        env = "BENCH_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    admin_url: String,
+    #[command(flatten)]
+    postgres: bench_support::AdminDatabase,
 }
 
 /// Organizations in an active trial (credits not locked), one owner each.
@@ -117,7 +113,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let admin: PgConnectOptions = args.admin_url.parse()?;
+    let admin: PgConnectOptions = args.postgres.admin_url.clone();
     println!("# usage_bench\n");
     println!("machine: {}", bench_support::machine());
     let db = Database::create(&admin, &SEED, args.orgs).await?;
@@ -321,6 +317,11 @@ async fn reserve_and_settle(
 
 /// pgbench's durable single-row insert at the same concurrency; its tps.
 fn pgbench(args: &Args, db: &Database) -> anyhow::Result<f64> {
-    let admin: PgConnectOptions = args.admin_url.parse()?;
-    bench_support::pgbench(&admin, db, PGBENCH_SCRIPT, args.concurrency, args.seconds)
+    bench_support::pgbench(
+        &args.postgres.admin_url,
+        db,
+        PGBENCH_SCRIPT,
+        args.concurrency,
+        args.seconds,
+    )
 }

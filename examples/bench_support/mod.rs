@@ -32,6 +32,18 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub const GATEWAY_TOKEN: &str = "gateway-bench-token-0001";
 pub const OPS_TOKEN: &str = "ops-bench-token-00000001";
 
+/// The PostgreSQL the benchmarks make their scratch databases on: the one
+/// the tests use, unless `BENCH_DATABASE_URL` says otherwise.
+#[derive(Debug, clap::Args)]
+pub struct AdminDatabase {
+    #[arg(
+        long,
+        env = "BENCH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub admin_url: PgConnectOptions,
+}
+
 /// The service as a deployment would run it, with ports chosen by the OS.
 pub fn settings(database: PgConnectOptions, max_connections: u32) -> AppSettings {
     AppSettings {

@@ -76,12 +76,8 @@ struct Args {
     /// The catch-up interval of the catch-up run.
     #[arg(long, default_value_t = 30_000)]
     catch_up_interval_ms: u64,
-    #[arg(
-        long,
-        env = "BENCH_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    admin_url: String,
+    #[command(flatten)]
+    postgres: bench_support::AdminDatabase,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -313,7 +309,7 @@ async fn drain(
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let admin: PgConnectOptions = args.admin_url.parse()?;
+    let admin: PgConnectOptions = args.postgres.admin_url.clone();
     println!("# inbox_bench\n");
     println!("machine: {}", bench_support::machine());
     let db = Database::create(&admin, &[], 0).await?;
