@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::store::stripe_catch_up;
 use crate::store::stripe_events::{self, EventSource, ReceivedEvent};
 use crate::stripe::event_list::ListedEvent;
-use crate::stripe::events::{ACTED_ON_TYPES, BillingEvent};
+use crate::stripe::events::ACTED_ON_TYPES;
 
 /// How long a run may list before another replica may start one.
 const CATCH_UP_LEASE: TimeDelta = TimeDelta::minutes(10);
@@ -88,17 +88,7 @@ impl Service {
                 .list_events(since, &ACTED_ON_TYPES, after.as_deref())
                 .await?;
             report.listed += page.events.len();
-            let subjects: Vec<Option<String>> = page
-                .events
-                .iter()
-                .map(|e| BillingEvent::coalescing_subject(&e.body))
-                .collect();
-            let events: Vec<ReceivedEvent<'_>> = page
-                .events
-                .iter()
-                .zip(&subjects)
-                .map(|(event, subject)| caught_up(event, subject.as_deref()))
-                .collect();
+            let events: Vec<ReceivedEvent<'_>> = page.events.iter().map(caught_up).collect();
             let stored = {
                 let mut conn = self.store().pool().acquire().await?;
                 stripe_events::insert_new(&mut conn, &events, EventSource::CatchUp).await?
@@ -112,12 +102,12 @@ impl Service {
     }
 }
 
-fn caught_up<'a>(event: &'a ListedEvent, subject: Option<&'a str>) -> ReceivedEvent<'a> {
+fn caught_up(event: &ListedEvent) -> ReceivedEvent<'_> {
     ReceivedEvent {
         id: &event.id,
         event_type: &event.event_type,
         raw_body: &event.body,
         stripe_created_at: event.created,
-        subscription_id: subject,
+        subscription_id: event.subscription_id.as_deref(),
     }
 }

@@ -5,6 +5,7 @@ use stripe_core::event::ListEvent;
 use stripe_types::RangeQueryTs;
 
 use super::api::{StripeApi, stripe_error};
+use super::events::BillingEvent;
 use crate::error::{Error, Result};
 
 /// Events per page: Stripe's most.
@@ -18,6 +19,8 @@ pub struct ListedEvent {
     pub event_type: String,
     pub created: DateTime<Utc>,
     pub body: String,
+    /// The subscription it only asks us to read again, if that is all.
+    pub subscription_id: Option<String>,
 }
 
 /// One page, newest first; the next page starts after its last event.
@@ -74,6 +77,7 @@ fn listed(event: stripe_core::Event) -> Result<ListedEvent> {
                 event.id.as_str()
             ))
         })?;
+    let subscription_id = BillingEvent::coalescing_subject_of(event.type_.as_str(), &object);
     let body = serde_json::json!({
         "id": event.id.as_str(),
         "object": "event",
@@ -88,5 +92,6 @@ fn listed(event: stripe_core::Event) -> Result<ListedEvent> {
         event_type: event.type_.as_str().to_owned(),
         created,
         body: body.to_string(),
+        subscription_id,
     })
 }

@@ -43,17 +43,11 @@ pub struct SubscriptionRef {
 }
 
 impl BillingEvent {
-    /// The subscription this event only asks us to read again, if that is
-    /// all it does: one reading covers every such event stored before it.
-    /// A completed Checkout session also closes the session, so it is not
-    /// covered by another event's reading.
-    pub fn coalescing_subject(raw_body: &str) -> Option<String> {
-        let payload: EventPayload = serde_json::from_str(raw_body).ok()?;
-        Self::coalescing_subject_of(&payload.event_type, &payload.data.object)
-    }
-
-    /// [`Self::coalescing_subject`] of an event already parsed (the
-    /// ingress parses each body once).
+    /// The subscription an event of `event_type` about `object` only asks
+    /// us to read again, if that is all it does: one reading covers every
+    /// such event stored before it. A completed Checkout session also
+    /// closes the session, so it is not covered by another event's reading.
+    /// Both ways in (the ingress, catch-up) have the object parsed already.
     pub fn coalescing_subject_of(event_type: &str, object: &Value) -> Option<String> {
         match Self::from_parts(event_type, object) {
             Self::SubscriptionChanged(named) if named.completed_session.is_none() => {
