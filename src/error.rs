@@ -3,6 +3,7 @@
 
 use crate::domain::InvalidValue;
 use crate::domain::operation::Refusal;
+use crate::domain::reason::{ErrorReason, Refused};
 use crate::domain::usage::UsageRefusal;
 
 #[derive(Debug, thiserror::Error)]
@@ -12,13 +13,14 @@ pub enum Error {
     InvalidArgument { field: String, reason: String },
     #[error("{0}")]
     NotFound(String),
+    /// The caller may not do this (its scope, role or membership).
     #[error("{0}")]
-    PermissionDenied(String),
+    PermissionDenied(Refused),
     /// The request is valid but the system is not in a state to perform it.
     #[error("{0}")]
-    FailedPrecondition(String),
+    FailedPrecondition(Refused),
     #[error("{0}")]
-    AlreadyExists(String),
+    AlreadyExists(Refused),
     /// A dependency (the database, Stripe) cannot be reached now; retrying
     /// later may work.
     #[error("{0}")]
@@ -27,6 +29,9 @@ pub enum Error {
     /// client's own retries); retrying later will work.
     #[error("{0}")]
     RateLimited(String),
+    /// Too many calls are in flight; this one was shed before it started.
+    #[error("{0}")]
+    Overloaded(String),
     /// A conflicting change of the same organization is under way; retry.
     #[error("{0}")]
     Aborted(String),
@@ -44,6 +49,18 @@ impl Error {
             field: field.into(),
             reason: reason.into(),
         }
+    }
+
+    pub fn denied(reason: ErrorReason, message: impl Into<String>) -> Self {
+        Self::PermissionDenied(Refused::new(reason, message))
+    }
+
+    pub fn precondition(reason: ErrorReason, message: impl Into<String>) -> Self {
+        Self::FailedPrecondition(Refused::new(reason, message))
+    }
+
+    pub fn exists(reason: ErrorReason, message: impl Into<String>) -> Self {
+        Self::AlreadyExists(Refused::new(reason, message))
     }
 
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {
@@ -105,7 +122,7 @@ impl From<Refusal> for Error {
     fn from(refusal: Refusal) -> Self {
         match refusal {
             Refusal::Invalid { field, reason } => Self::invalid(field, reason),
-            Refusal::NotNow(message) => Self::FailedPrecondition(message),
+            Refusal::NotNow(refused) => Self::FailedPrecondition(refused),
         }
     }
 }
@@ -115,12 +132,20 @@ impl From<UsageRefusal> for Error {
     fn from(refusal: UsageRefusal) -> Self {
         let message = refusal.to_string();
         match refusal {
-            UsageRefusal::KeyReused(_) => Self::AlreadyExists(message),
+            UsageRefusal::KeyReused(_) => Self::exists(ErrorReason::IdempotencyKeyReused, message),
             UsageRefusal::HoldNotFound(_) => Self::NotFound(message),
             UsageRefusal::ZeroWithoutHold => Self::invalid("amount_micros", message),
-            UsageRefusal::CreditsLocked(_)
-            | UsageRefusal::InsufficientCredits { .. }
-            | UsageRefusal::HoldAlreadySettled(_) => Self::FailedPrecondition(message),
+            UsageRefusal::CreditsLocked(_) => {
+                Self::precondition(ErrorReason::CreditsLocked, message)
+            }
+            UsageRefusal::InsufficientCredits { available, wanted } => Self::FailedPrecondition(
+                Refused::new(ErrorReason::InsufficientCredits, message)
+                    .with("availableMicros", available.0)
+                    .with("wantedMicros", wanted.get()),
+            ),
+            UsageRefusal::HoldAlreadySettled(_) => {
+                Self::precondition(ErrorReason::HoldAlreadySettled, message)
+            }
         }
     }
 }

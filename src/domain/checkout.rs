@@ -29,6 +29,7 @@ use super::metadata::{
 use super::operation::{CheckoutSale, CheckoutSession, PriceQuantity, Refusal, Step};
 use super::pricing::{BillingCycle, PlanId};
 use super::quoted;
+use super::reason::{ErrorReason, Refused};
 use super::subscription::Subscription;
 use super::subscription_sync::ProviderSubscription;
 
@@ -106,20 +107,30 @@ pub fn plan_checkout(
         .plan(&order.plan)
         .ok_or_else(|| Refusal::invalid("plan", "is not in the catalog"))?;
     if order.seats < context.used_seats {
-        return Err(Refusal::not_now(format!(
-            "{} seats are in use; buy at least {} or remove members first",
-            context.used_seats, context.used_seats
-        )));
+        return Err(Refusal::NotNow(
+            Refused::new(
+                ErrorReason::SeatsInUse,
+                format!(
+                    "{} seats are in use; buy at least {} or remove members first",
+                    context.used_seats, context.used_seats
+                ),
+            )
+            .with("seatsUsed", context.used_seats)
+            .with("seatsRequested", order.seats),
+        ));
     }
     if let Some(running) = context
         .live_subscriptions
         .iter()
         .find(|s| !s.is_over(context.now))
     {
-        return Err(Refusal::not_now(format!(
-            "the organization already has a subscription ({}); change it instead",
-            running.status_raw
-        )));
+        return Err(Refusal::not_now(
+            ErrorReason::SubscriptionExists,
+            format!(
+                "the organization already has a subscription ({}); change it instead",
+                running.status_raw
+            ),
+        ));
     }
     let request =
         serde_json::to_string(&(order, context.purchaser.map(UserId::as_str))).unwrap_or_default();
@@ -127,6 +138,7 @@ pub fn plan_checkout(
     match context.last_session {
         Some(session) if session.status == SessionStatus::Complete => {
             return Err(Refusal::not_now(
+                ErrorReason::CheckoutBeingSetUp,
                 "a checkout for this organization was just paid; its subscription is being set up",
             ));
         }
@@ -198,11 +210,14 @@ pub fn checkout_lines(
             )
         })?;
     let price_id = price.stripe_price_id.clone().ok_or_else(|| {
-        Refusal::not_now(format!(
-            "no Stripe price is configured for {} {}",
-            plan.id,
-            order.cycle.as_str()
-        ))
+        Refusal::not_now(
+            ErrorReason::PriceNotConfigured,
+            format!(
+                "no Stripe price is configured for {} {}",
+                plan.id,
+                order.cycle.as_str()
+            ),
+        )
     })?;
     if let Some(unknown) = order
         .unit_items
@@ -241,11 +256,14 @@ pub fn checkout_lines(
             .price(order.cycle)
             .and_then(|price| price.stripe_price_id.clone())
             .ok_or_else(|| {
-                Refusal::not_now(format!(
-                    "no Stripe price is configured for {} billed {}",
-                    unit.id,
-                    order.cycle.as_str()
-                ))
+                Refusal::not_now(
+                    ErrorReason::PriceNotConfigured,
+                    format!(
+                        "no Stripe price is configured for {} billed {}",
+                        unit.id,
+                        order.cycle.as_str()
+                    ),
+                )
             })?;
         lines.push(PriceQuantity { price_id, quantity });
     }
@@ -469,7 +487,9 @@ mod tests {
         assert!(plan_checkout(&wanted, &catalog, &context(&[], Some(&paid))).is_err());
         let running = [live(3, now())];
         let refused = plan_checkout(&wanted, &catalog, &context(&running, None));
-        assert!(matches!(refused, Err(Refusal::NotNow(m)) if m.contains("already has")));
+        assert!(
+            matches!(refused, Err(Refusal::NotNow(Refused { message: m, .. })) if m.contains("already has"))
+        );
         // One that is over does not.
         let mut ended = live(3, now());
         ended.status_raw = "canceled".into();
@@ -485,7 +505,9 @@ mod tests {
             &catalog,
             &context(&[], None),
         );
-        assert!(matches!(refused, Err(Refusal::NotNow(m)) if m.contains("2 seats are in use")));
+        assert!(
+            matches!(refused, Err(Refusal::NotNow(Refused { message: m, .. })) if m.contains("2 seats are in use"))
+        );
         for seats in [0, 101] {
             assert!(matches!(
                 plan_checkout(

@@ -18,6 +18,7 @@ use super::catalog::{Catalog, Plan};
 use super::line_items::{LineItem, seat_terms};
 use super::operation::{CycleChangePhases, PriceQuantity, Refusal, ScheduleRef, Step};
 use super::pricing::BillingCycle;
+use super::reason::ErrorReason;
 use super::subscription_sync::{ProviderSubscription, pending_cycle_change};
 
 /// What a billing-cycle change request comes to.
@@ -45,6 +46,7 @@ pub fn plan_cycle_change(
     }
     if live.active_schedule().is_some() {
         return Err(Refusal::not_now(
+            ErrorReason::ScheduleActive,
             "a subscription schedule is already active; cancel the pending change first",
         ));
     }
@@ -52,19 +54,23 @@ pub fn plan_cycle_change(
     let (Some(plan), Some(from)) = (terms.plan.and_then(|id| catalog.plan(&id)), terms.cycle)
     else {
         return Err(Refusal::not_now(
+            ErrorReason::PriceNotConfigured,
             "the subscription has no seat price this catalog knows",
         ));
     };
     if from == to {
-        return Err(Refusal::not_now(format!(
-            "the subscription is already billed {}",
-            to.as_str()
-        )));
+        return Err(Refusal::not_now(
+            ErrorReason::CycleUnchanged,
+            format!("the subscription is already billed {}", to.as_str()),
+        ));
     }
     let (Some(period_start), Some(period_end)) =
         (live.current_period_start, live.current_period_end)
     else {
-        return Err(Refusal::not_now("the subscription has no current period"));
+        return Err(Refusal::not_now(
+            ErrorReason::NoSubscription,
+            "the subscription has no current period",
+        ));
     };
     let phases = CycleChangePhases {
         schedule: ScheduleRef::CreatedInStep(0),
@@ -99,9 +105,12 @@ pub fn undo_unfinished_switch() -> Vec<Step> {
 /// Drops a pending change: releases the schedule, but only one this service
 /// made and left as it made it.
 pub fn plan_cancel_cycle_change(live: &ProviderSubscription) -> Result<Vec<Step>, Refusal> {
-    let schedule = live
-        .our_cycle_change()
-        .ok_or_else(|| Refusal::not_now("no billing-cycle change is pending"))?;
+    let schedule = live.our_cycle_change().ok_or_else(|| {
+        Refusal::not_now(
+            ErrorReason::NoPendingChange,
+            "no billing-cycle change is pending",
+        )
+    })?;
     Ok(vec![Step::ReleaseSchedule {
         schedule: ScheduleRef::Existing(schedule.id.clone()),
     }])
@@ -169,10 +178,13 @@ fn items_for_cycle(
     to: BillingCycle,
 ) -> Result<Vec<PriceQuantity>, Refusal> {
     let missing = |what: &str| {
-        Refusal::not_now(format!(
-            "no Stripe price is configured for {what} billed {}",
-            to.as_str()
-        ))
+        Refusal::not_now(
+            ErrorReason::PriceNotConfigured,
+            format!(
+                "no Stripe price is configured for {what} billed {}",
+                to.as_str()
+            ),
+        )
     };
     let mut stuck = Vec::new();
     let mut moved = Vec::with_capacity(items.len());
@@ -205,11 +217,14 @@ fn items_for_cycle(
         });
     }
     if !stuck.is_empty() {
-        return Err(Refusal::not_now(format!(
-            "the subscription has items billed on another cycle that this catalog cannot move to {} billing ({}); remove them first",
-            to.as_str(),
-            stuck.join(", ")
-        )));
+        return Err(Refusal::not_now(
+            ErrorReason::ItemsOnOtherCycle,
+            format!(
+                "the subscription has items billed on another cycle that this catalog cannot move to {} billing ({}); remove them first",
+                to.as_str(),
+                stuck.join(", ")
+            ),
+        ));
     }
     Ok(moved)
 }
@@ -244,6 +259,7 @@ mod tests {
     use chrono::TimeDelta;
 
     use super::*;
+    use crate::domain::reason::Refused;
     use crate::domain::subscription_sync::ProviderSchedule;
     use crate::domain::test_fixtures::{catalog, item, live, with_yearly_switch};
 
@@ -318,7 +334,9 @@ mod tests {
             Ok(CyclePlan::AlreadyPending)
         );
         let refused = plan_cycle_change(&live(3, now()), BillingCycle::Monthly, &catalog(), now());
-        assert!(matches!(refused, Err(Refusal::NotNow(m)) if m.contains("already billed")));
+        assert!(
+            matches!(refused, Err(Refusal::NotNow(Refused { message: m, .. })) if m.contains("already billed"))
+        );
     }
 
     #[test]
@@ -331,7 +349,9 @@ mod tests {
             phases: vec![],
         });
         let refused = plan_cycle_change(&sub, BillingCycle::Yearly, &catalog(), now());
-        assert!(matches!(refused, Err(Refusal::NotNow(m)) if m.contains("schedule")));
+        assert!(
+            matches!(refused, Err(Refusal::NotNow(Refused { message: m, .. })) if m.contains("schedule"))
+        );
         // Ours, switching the other way: cancel it first.
         let mut ours = with_yearly_switch(live(3, now()));
         ours.items[0].price_id = "price_teams_monthly".into();
@@ -390,7 +410,7 @@ mod tests {
                     let next = &phases_of(&steps).next;
                     assert!(next.iter().any(|l| l.price_id == extra.price_id), "{case}");
                 }
-                Err(Refusal::NotNow(message)) => {
+                Err(Refusal::NotNow(Refused { message, .. })) => {
                     assert!(!allowed, "{case}: {message}");
                     assert!(message.contains(&extra.price_id), "{case}: {message}");
                 }
@@ -408,7 +428,9 @@ mod tests {
                     .then(|| format!("price_{}_{}", plan.as_str(), cycle.as_str()))
             });
         let refused = plan_cycle_change(&live(3, now()), BillingCycle::Yearly, &catalog, now());
-        assert!(matches!(refused, Err(Refusal::NotNow(m)) if m.contains("teams billed yearly")));
+        assert!(
+            matches!(refused, Err(Refusal::NotNow(Refused { message: m, .. })) if m.contains("teams billed yearly"))
+        );
     }
 
     #[test]

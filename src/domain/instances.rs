@@ -13,6 +13,7 @@ use super::add_ons::AddOn;
 use super::credits::{Balance, Micros};
 use super::ids::{InstanceId, OrgId, UserId};
 use super::operation::Refusal;
+use super::reason::{ErrorReason, Refused};
 use super::{InvalidValue, quoted};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,10 +135,17 @@ pub fn first_charge(
     if available.covers(instance.price) {
         Ok(())
     } else {
-        Err(Refusal::not_now(format!(
-            "the credit balance is {available}, less than the {} monthly price of {display_name}",
-            instance.price
-        )))
+        Err(Refusal::NotNow(
+            Refused::new(
+                ErrorReason::InsufficientCredits,
+                format!(
+                    "the credit balance is {available}, less than the {} monthly price of {display_name}",
+                    instance.price
+                ),
+            )
+            .with("availableMicros", available.0)
+            .with("wantedMicros", instance.price.get()),
+        ))
     }
 }
 
@@ -265,7 +273,7 @@ mod tests {
         );
         let short = first_charge(&later, Balance(19_999_999), "Hosted agent");
         assert!(
-            matches!(short, Err(Refusal::NotNow(m)) if m.contains("$19.999999") && m.contains("$20.00"))
+            matches!(short, Err(Refusal::NotNow(Refused { message: m, .. })) if m.contains("$19.999999") && m.contains("$20.00"))
         );
     }
 

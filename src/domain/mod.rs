@@ -26,6 +26,7 @@ pub mod operation;
 pub mod organization;
 pub mod pricing;
 pub mod purchase_check;
+pub mod reason;
 pub mod retry;
 pub mod role;
 pub mod seat_change;

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::add_ons::Proration;
+use super::reason::{ErrorReason, Refused};
 use super::subscription_sync::ProviderSubscription;
 use super::{InvalidValue, quoted};
 
@@ -128,12 +129,12 @@ pub enum Refusal {
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
     #[error("{0}")]
-    NotNow(String),
+    NotNow(Refused),
 }
 
 impl Refusal {
-    pub fn not_now(message: impl Into<String>) -> Self {
-        Self::NotNow(message.into())
+    pub fn not_now(reason: ErrorReason, message: impl Into<String>) -> Self {
+        Self::NotNow(Refused::new(reason, message))
     }
 
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {

@@ -19,9 +19,18 @@ impl RetryPolicy {
         if attempts >= self.max_attempts {
             return None;
         }
-        let factor = 2u32.saturating_pow(attempts.saturating_sub(1));
-        let delay = self.first_delay.saturating_mul(factor).min(self.max_delay);
+        let delay = self.delay_after(attempts);
         Some(now + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX))
+    }
+
+    /// The wait after `attempts` failed attempts, or `None` to give up.
+    pub fn wait_after(&self, attempts: u32) -> Option<std::time::Duration> {
+        (attempts < self.max_attempts).then(|| self.delay_after(attempts))
+    }
+
+    fn delay_after(&self, attempts: u32) -> std::time::Duration {
+        let factor = 2u32.saturating_pow(attempts.saturating_sub(1));
+        self.first_delay.saturating_mul(factor).min(self.max_delay)
     }
 }
 
@@ -45,6 +54,10 @@ mod tests {
                     .next_attempt(n, now)
                     .map(|at| (at - now).num_seconds())
             })
+            .collect();
+        assert_eq!(waits, [Some(1), Some(2), Some(3), None]);
+        let waits: Vec<Option<u64>> = (1..=4)
+            .map(|n| policy.wait_after(n).map(|d| d.as_secs()))
             .collect();
         assert_eq!(waits, [Some(1), Some(2), Some(3), None]);
     }

@@ -22,6 +22,7 @@ use super::catalog::Catalog;
 use super::cycle_change::realign;
 use super::metadata::{KeptSeats, PAID_SEATS_KEY};
 use super::operation::{ItemQuantity, ItemsUpdate, PaymentProblem, Refusal, Step};
+use super::reason::{ErrorReason, Refused};
 use super::subscription::Subscription;
 use super::subscription_sync::{ProviderSubscription, paid_seats_this_period};
 
@@ -106,9 +107,14 @@ pub fn plan_seat_change(
 ) -> Result<SeatPlan, Refusal> {
     check_seats(seats)?;
     if seats < used {
-        return Err(Refusal::not_now(format!(
-            "cannot reduce to {seats} seats: {used} seats are in use"
-        )));
+        return Err(Refusal::NotNow(
+            Refused::new(
+                ErrorReason::SeatsInUse,
+                format!("cannot reduce to {seats} seats: {used} seats are in use"),
+            )
+            .with("seatsUsed", used)
+            .with("seatsRequested", seats),
+        ));
     }
     let seat_price = |price: &str| catalog.seat_price(price);
     let terms = live.seat_terms(seat_price);
@@ -117,22 +123,31 @@ pub fn plan_seat_change(
         .as_ref()
         .filter(|item| item.unit_amount_minor > 0)
         .and_then(|item| Some((item, item.item_id.clone()?)))
-        .ok_or_else(|| Refusal::not_now("the subscription has no paid seat item"))?;
+        .ok_or_else(|| {
+            Refusal::not_now(
+                ErrorReason::NoSubscription,
+                "the subscription has no paid seat item",
+            )
+        })?;
     let free = terms.paid_seats - paid_item.quantity;
     let quantity = seats - free;
     if quantity < 1 {
-        return Err(Refusal::not_now(format!(
-            "at least one paid seat is needed; {free} of the seats are free"
-        )));
+        return Err(Refusal::not_now(
+            ErrorReason::PaidSeatRequired,
+            format!("at least one paid seat is needed; {free} of the seats are free"),
+        ));
     }
     let shown = terms.paid_seats;
     if seats == shown {
         return Ok(SeatPlan::Unchanged);
     }
     let paid = paid_seats_this_period(previous, live, &seat_price);
-    let period_start = live
-        .current_period_start
-        .ok_or_else(|| Refusal::not_now("the subscription has no current period"))?;
+    let period_start = live.current_period_start.ok_or_else(|| {
+        Refusal::not_now(
+            ErrorReason::NoSubscription,
+            "the subscription has no current period",
+        )
+    })?;
     let kept = KeptSeats {
         seats: paid,
         period_start,
@@ -385,7 +400,9 @@ mod tests {
     fn refusals_name_the_numbers_and_what_stripe_shows_changes_nothing() {
         let five = live(5, now());
         let below = plan(&five, None, 1, 2);
-        assert!(matches!(below, Err(Refusal::NotNow(m)) if m.contains('1') && m.contains('2')));
+        assert!(
+            matches!(below, Err(Refusal::NotNow(Refused { message: m, .. })) if m.contains('1') && m.contains('2'))
+        );
         assert!(matches!(
             plan(&five, None, 0, 0),
             Err(Refusal::Invalid { field: "seats", .. })
@@ -418,7 +435,7 @@ mod tests {
         assert_eq!(updates(&more.steps)[0].0, 4, "paid quantity = 6 - 2 free");
         let refused = plan(&sub, None, 2, 1);
         assert!(
-            matches!(refused, Err(Refusal::NotNow(m)) if m.contains("2 of the seats are free"))
+            matches!(refused, Err(Refusal::NotNow(Refused { message: m, .. })) if m.contains("2 of the seats are free"))
         );
     }
 

@@ -18,6 +18,8 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
 use crate::domain::ids::UserId;
+use crate::domain::reason::ErrorReason;
+use crate::error::{Error, FieldContext};
 use crate::service::Actor;
 
 /// Metadata key naming the end user a `bff` caller acts for.
@@ -194,23 +196,21 @@ impl Authenticator {
             .get(&digest(token.trim()))
             .ok_or_else(|| Status::unauthenticated("unknown token"))?;
         if !allowed.contains(&scope) {
-            return Err(Status::permission_denied(format!(
-                "the {} scope may not call this service",
-                scope.as_str()
-            )));
+            return Err(Error::denied(
+                ErrorReason::CallerNotPermitted,
+                format!("the {} scope may not call this service", scope.as_str()),
+            )
+            .into());
         }
-        let acting_user =
-            match request.metadata().get(ACTING_USER_HEADER) {
-                None => None,
-                Some(value) => {
-                    let raw = value.to_str().map_err(|_| {
-                        Status::invalid_argument(format!("{ACTING_USER_HEADER}: must be ASCII"))
-                    })?;
-                    Some(UserId::parse(raw).map_err(|e| {
-                        Status::invalid_argument(format!("{ACTING_USER_HEADER}: {e}"))
-                    })?)
-                }
-            };
+        let acting_user = match request.metadata().get(ACTING_USER_HEADER) {
+            None => None,
+            Some(value) => {
+                let raw = value
+                    .to_str()
+                    .map_err(|_| Error::invalid(ACTING_USER_HEADER, "must be ASCII"))?;
+                Some(UserId::parse(raw).field(ACTING_USER_HEADER)?)
+            }
+        };
         request
             .extensions_mut()
             .insert(Caller { scope, acting_user });

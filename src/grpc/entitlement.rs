@@ -52,7 +52,9 @@ where
         };
         match next {
             None => Some((
-                Err(Status::unavailable("server shutting down, reconnect")),
+                Err(Status::from(Error::Unavailable(
+                    "server shutting down, reconnect".into(),
+                ))),
                 None,
             )),
             Some(next) => next.map(|update| (update, Some((updates, stopping)))),

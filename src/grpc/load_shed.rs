@@ -15,6 +15,8 @@ use tokio::sync::Semaphore;
 use tonic::codegen::http;
 use tower::{Layer, Service};
 
+use crate::error::Error;
+
 /// Calls in flight allowed at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConcurrencyLimits {
@@ -102,9 +104,9 @@ where
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let class = self.limits.class_of(request.uri().path());
         let Ok(permit) = class.clone().try_acquire_owned() else {
-            let overloaded = tonic::Status::resource_exhausted(
-                "the service is at its limit of calls in flight; retry with backoff",
-            );
+            let overloaded = tonic::Status::from(Error::Overloaded(
+                "the service is at its limit of calls in flight; retry with backoff".into(),
+            ));
             return Box::pin(std::future::ready(Ok(overloaded.into_http())));
         };
         let call = self.inner.call(request);

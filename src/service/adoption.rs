@@ -5,6 +5,7 @@
 use super::{Actor, Service, SubscriptionView};
 use crate::domain::adoption::{AdoptionFacts, decide};
 use crate::domain::ids::OrgId;
+use crate::domain::reason::ErrorReason;
 use crate::error::{Error, Result};
 use crate::store;
 
@@ -66,9 +67,10 @@ impl Service {
                     match self.adopt(org, &customer, dry_run).await {
                         Ok(subscription) if dry_run => ImportOutcome::WouldAdopt { subscription },
                         Ok(subscription) => ImportOutcome::Adopted { subscription },
-                        Err(Error::FailedPrecondition(reason) | Error::NotFound(reason)) => {
-                            ImportOutcome::Refused(reason)
+                        Err(Error::FailedPrecondition(refused)) => {
+                            ImportOutcome::Refused(refused.message)
                         }
+                        Err(Error::NotFound(reason)) => ImportOutcome::Refused(reason),
                         Err(error) => return Err(error),
                     }
                 };
@@ -111,7 +113,9 @@ impl Service {
         };
         let catalog = self.catalog();
         let chosen = decide(&facts, &|price| catalog.seat_price(price))
-            .map_err(|refusal| Error::FailedPrecondition(refusal.to_string()))?
+            .map_err(|refusal| {
+                Error::precondition(ErrorReason::AdoptionRefused, refusal.to_string())
+            })?
             .map(|s| s.id.clone());
         if dry_run {
             return Ok(chosen);
@@ -124,9 +128,12 @@ impl Service {
             let recorded =
                 store::organizations::remember_stripe_customer(&mut conn, org, customer).await?;
             if recorded != customer {
-                return Err(Error::FailedPrecondition(format!(
-                    "organization {org} was linked to Stripe customer {recorded} meanwhile"
-                )));
+                return Err(Error::precondition(
+                    ErrorReason::CustomerLinkedElsewhere,
+                    format!(
+                        "organization {org} was linked to Stripe customer {recorded} meanwhile"
+                    ),
+                ));
             }
         }
         if let Some(subscription) = &chosen {

@@ -12,6 +12,7 @@ use super::operations::{Begun, Claim, StoredPlan, finished_reply};
 use super::{Actor, Service};
 use crate::domain::ids::{IdempotencyKey, OrgId};
 use crate::domain::operation::{OperationKind, Refusal, Step, StepResult, last_subscription};
+use crate::domain::reason::ErrorReason;
 use crate::domain::subscription::{self, Subscription};
 use crate::domain::subscription_sync::ProviderSubscription;
 use crate::error::{Error, Result};
@@ -37,7 +38,10 @@ impl Service {
         subscription::running(&subscriptions, now)
             .cloned()
             .ok_or_else(|| {
-                Error::FailedPrecondition("the organization has no running subscription".into())
+                Error::precondition(
+                    ErrorReason::NoSubscription,
+                    "the organization has no running subscription",
+                )
             })
     }
 

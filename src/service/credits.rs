@@ -24,6 +24,7 @@ use crate::domain::credits::{
     Balance, CreditEntry, CreditEntryKind, EntryDetails, Micros, NextExpiry,
 };
 use crate::domain::ids::{CreditEntryId, OrgId};
+use crate::domain::reason::ErrorReason;
 use crate::domain::role::{OrgAction, Role};
 use crate::error::{Error, Result};
 use crate::store;
@@ -205,10 +206,13 @@ impl Service {
             ledger.credit(&mut tx, kind, amount, details).await?
         } else {
             if !ledger.available().covers(amount) {
-                return Err(Error::FailedPrecondition(format!(
-                    "the balance is {}; an adjustment may not take away more ({amount})",
-                    ledger.available()
-                )));
+                return Err(Error::precondition(
+                    ErrorReason::InsufficientCredits,
+                    format!(
+                        "the balance is {}; an adjustment may not take away more ({amount})",
+                        ledger.available()
+                    ),
+                ));
             }
             ledger.debit(&mut tx, kind, amount, details).await?
         };
@@ -246,9 +250,10 @@ impl Service {
             return Ok(None);
         };
         if first.amount.abs() != amount.abs() {
-            return Err(Error::AlreadyExists(format!(
-                "idempotency key {key:?} was used for a different amount"
-            )));
+            return Err(Error::exists(
+                ErrorReason::IdempotencyKeyReused,
+                format!("idempotency key {key:?} was used for a different amount"),
+            ));
         }
         Ok(Some(Posted {
             entry: first,

@@ -15,6 +15,7 @@ use crate::domain::ids::InstanceId;
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::organization::Organization;
 use crate::domain::quoted;
+use crate::domain::reason::ErrorReason;
 use crate::domain::role::user_may_read_entitlements;
 use crate::domain::trial::TrialStatus;
 use crate::domain::usage::UsageRefusal;
@@ -54,8 +55,9 @@ impl Service {
     pub(super) fn require_entitlement_reader(actor: &Actor) -> Result<()> {
         match actor {
             Actor::Gateway | Actor::Operator => Ok(()),
-            Actor::User(_) => Err(Error::PermissionDenied(
-                "entitlements are answered to the gateway and operators".into(),
+            Actor::User(_) => Err(Error::denied(
+                ErrorReason::CallerNotPermitted,
+                "entitlements are answered to the gateway and operators",
             )),
         }
     }
@@ -74,7 +76,7 @@ impl Service {
             Actor::Gateway | Actor::Operator => Ok(()),
             Actor::User(asking) => {
                 user_may_read_entitlements(asking, cached.role_of(asking), checked_user, reserves)
-                    .map_err(|refusal| Error::PermissionDenied(refusal.reason().into()))
+                    .map_err(|refusal| Error::denied(ErrorReason::NotOwnResource, refusal.reason()))
             }
         }
     }

@@ -23,6 +23,7 @@ use crate::domain::ids::{OrgId, UserId};
 use crate::domain::instances::{
     InstanceStatus, InstanceSubscription, first_charge, start_instance,
 };
+use crate::domain::reason::ErrorReason;
 use crate::domain::role::{OrgAction, Role};
 use crate::error::{Error, Result};
 use crate::store;
@@ -76,23 +77,28 @@ impl Service {
             }
         };
         if !billing_admin(role) && Some(&user) != actor.user() {
-            return Err(Error::PermissionDenied(
-                "members may only create instances of their own".into(),
+            return Err(Error::denied(
+                ErrorReason::NotOwnResource,
+                "members may only create instances of their own",
             ));
         }
         if store::members::role_of(&mut tx, org, &user)
             .await?
             .is_none()
         {
-            return Err(Error::FailedPrecondition(format!(
-                "user {user} is not a member of organization {org}"
-            )));
+            return Err(Error::precondition(
+                ErrorReason::NotAMember,
+                format!("user {user} is not a member of organization {org}"),
+            ));
         }
         if organization.instances_opted_out {
-            return Err(Error::FailedPrecondition(format!(
-                "the organization has switched {} instances off",
-                add_on.display_name
-            )));
+            return Err(Error::precondition(
+                ErrorReason::AddOnSwitchedOff,
+                format!(
+                    "the organization has switched {} instances off",
+                    add_on.display_name
+                ),
+            ));
         }
         if let Some(existing) = store::instances::get(&mut tx, org, &new.instance_id).await?
             && existing.status != InstanceStatus::Canceled
@@ -101,18 +107,24 @@ impl Service {
             if existing.user_id == user && existing.add_on == add_on.id {
                 return self.instance_view(&mut tx, existing, role, now).await;
             }
-            return Err(Error::AlreadyExists(format!(
-                "instance {} already has a subscription",
-                new.instance_id.as_str()
-            )));
+            return Err(Error::exists(
+                ErrorReason::InstanceSubscribed,
+                format!(
+                    "instance {} already has a subscription",
+                    new.instance_id.as_str()
+                ),
+            ));
         }
         let state = load_state(&mut tx, organization, now).await?;
         let access = state.access(now);
         if !access.grants() {
-            return Err(Error::FailedPrecondition(format!(
-                "the organization is not entitled ({}); instances cannot be provisioned",
-                access.describe()
-            )));
+            return Err(Error::precondition(
+                ErrorReason::NotEntitled,
+                format!(
+                    "the organization is not entitled ({}); instances cannot be provisioned",
+                    access.describe()
+                ),
+            ));
         }
         let had_trial = store::instances::had_trial(&mut tx, org, &user, &add_on.id).await?;
         let instance = start_instance(org, new.instance_id, user, &add_on, had_trial, now);
@@ -197,8 +209,9 @@ impl Service {
             .await?
             .ok_or_else(|| instance_not_found(instance_id))?;
         if !billing_admin(role) && Some(&instance.user_id) != actor.user() {
-            return Err(Error::PermissionDenied(
-                "members may only read instances of their own".into(),
+            return Err(Error::denied(
+                ErrorReason::NotOwnResource,
+                "members may only read instances of their own",
             ));
         }
         self.instance_view(&mut tx, instance, role, now).await
@@ -244,11 +257,14 @@ impl Service {
         lock_org(&mut tx, org).await?;
         let mut instance = live_instance(&mut tx, org, instance_id).await?;
         if instance.status != InstanceStatus::Trialing {
-            return Err(Error::FailedPrecondition(format!(
-                "instance {} is {}, not in its trial",
-                instance_id.as_str(),
-                instance.status.as_str()
-            )));
+            return Err(Error::precondition(
+                ErrorReason::InstanceNotInTrial,
+                format!(
+                    "instance {} is {}, not in its trial",
+                    instance_id.as_str(),
+                    instance.status.as_str()
+                ),
+            ));
         }
         let before = instance_snapshot(&instance);
         instance.trial_end = Some(trial_end);
@@ -284,10 +300,13 @@ impl Service {
             .await?;
         let plan = self.plan_of(&organization)?;
         if !plan.instance_opt_out {
-            return Err(Error::FailedPrecondition(format!(
-                "the {} plan does not let organizations switch instances off",
-                plan.display_name
-            )));
+            return Err(Error::precondition(
+                ErrorReason::SwitchOffNotAllowed,
+                format!(
+                    "the {} plan does not let organizations switch instances off",
+                    plan.display_name
+                ),
+            ));
         }
         if organization.instances_opted_out != opted_out {
             let before = json!({ "instances_opted_out": organization.instances_opted_out });
@@ -319,8 +338,9 @@ impl Service {
     ) -> Result<InstanceSubscription> {
         let instance = live_instance(conn, org, instance_id).await?;
         if !billing_admin(role) && Some(&instance.user_id) != actor.user() {
-            return Err(Error::PermissionDenied(
-                "members may only manage instances of their own".into(),
+            return Err(Error::denied(
+                ErrorReason::NotOwnResource,
+                "members may only manage instances of their own",
             ));
         }
         Ok(instance)

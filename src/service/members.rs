@@ -7,6 +7,7 @@ use super::{Actor, Service, load_state, lock_org};
 use crate::domain::ids::{EmailAddress, InvitationId, OrgId, UserId};
 use crate::domain::membership::{Invitation, InvitationState, Membership, RemovalRecord};
 use crate::domain::organization::Organization;
+use crate::domain::reason::{ErrorReason, Refused};
 use crate::domain::role::{OrgAction, Role};
 use crate::domain::seats::SeatUsage;
 use crate::error::{Error, Result};
@@ -48,7 +49,14 @@ impl Service {
         self.seat_usage_locked(conn, org)
             .await?
             .admit(extra)
-            .map_err(|exhausted| Error::FailedPrecondition(exhausted.to_string()))
+            .map_err(|exhausted| {
+                Error::FailedPrecondition(
+                    Refused::new(ErrorReason::SeatsExhausted, exhausted.to_string())
+                        .with("seatsUsed", exhausted.used_after - extra)
+                        .with("seatsPaid", exhausted.paid)
+                        .with("seatsRequested", extra),
+                )
+            })
     }
 
     pub async fn invite_member(
@@ -107,8 +115,9 @@ impl Service {
             Actor::Operator => {}
             Actor::User(acting) if acting == &user => {}
             Actor::User(_) | Actor::Gateway => {
-                return Err(Error::PermissionDenied(
-                    "an invitation can only be accepted by the user who joins".into(),
+                return Err(Error::denied(
+                    ErrorReason::NotOwnResource,
+                    "an invitation can only be accepted by the user who joins",
                 ));
             }
         }
@@ -132,29 +141,37 @@ impl Service {
                     .ok_or_else(|| member_not_found(org_id, &user));
             }
             InvitationState::Accepted => {
-                return Err(Error::FailedPrecondition(format!(
-                    "invitation {id} was already accepted by another user"
-                )));
+                return Err(Error::precondition(
+                    ErrorReason::InvitationAccepted,
+                    format!("invitation {id} was already accepted by another user"),
+                ));
             }
             InvitationState::Revoked => {
-                return Err(Error::FailedPrecondition(format!(
-                    "invitation {id} was revoked"
-                )));
+                return Err(Error::precondition(
+                    ErrorReason::InvitationRevoked,
+                    format!("invitation {id} was revoked"),
+                ));
             }
             InvitationState::Expired => {
-                return Err(Error::FailedPrecondition(format!(
-                    "invitation {id} expired at {}",
-                    invitation.expires_at.to_rfc3339()
-                )));
+                return Err(Error::precondition(
+                    ErrorReason::InvitationExpired,
+                    format!(
+                        "invitation {id} expired at {}",
+                        invitation.expires_at.to_rfc3339()
+                    ),
+                ));
             }
         }
         if store::members::get_member(&mut tx, org_id, &user)
             .await?
             .is_some()
         {
-            return Err(Error::FailedPrecondition(format!(
-                "user {user} is already a member of organization {org_id}; change their role instead"
-            )));
+            return Err(Error::precondition(
+                ErrorReason::AlreadyAMember,
+                format!(
+                    "user {user} is already a member of organization {org_id}; change their role instead"
+                ),
+            ));
         }
         if invitation.role.takes_seat() {
             // The pending invitation already holds its seat: accepting adds
@@ -206,9 +223,10 @@ impl Service {
         match invitation.state(now) {
             InvitationState::Revoked => return Ok(invitation),
             InvitationState::Accepted => {
-                return Err(Error::FailedPrecondition(format!(
-                    "invitation {id} was already accepted; remove the member instead"
-                )));
+                return Err(Error::precondition(
+                    ErrorReason::InvitationAccepted,
+                    format!("invitation {id} was already accepted; remove the member instead"),
+                ));
             }
             InvitationState::Pending | InvitationState::Expired => {}
         }
@@ -283,8 +301,9 @@ impl Service {
             return Ok(member);
         }
         if member.role == Role::Owner && store::members::count_owners(&mut tx, org_id).await? == 1 {
-            return Err(Error::FailedPrecondition(
-                "the last owner cannot change role; make another member owner first".into(),
+            return Err(Error::precondition(
+                ErrorReason::LastOwner,
+                "the last owner cannot change role; make another member owner first",
             ));
         }
         if role.takes_seat() && !member.role.takes_seat() {
@@ -331,8 +350,9 @@ impl Service {
             .await?
             .ok_or_else(|| member_not_found(org_id, &user))?;
         if member.role == Role::Owner && store::members::count_owners(&mut tx, org_id).await? == 1 {
-            return Err(Error::FailedPrecondition(
-                "the last owner cannot be removed; make another member owner first".into(),
+            return Err(Error::precondition(
+                ErrorReason::LastOwner,
+                "the last owner cannot be removed; make another member owner first",
             ));
         }
         store::members::delete_member(&mut tx, org_id, &user).await?;

@@ -75,6 +75,7 @@ use crate::domain::catalog::{Catalog, Plan, SignupPolicy};
 use crate::domain::entitlement::{OrgEntitlementState, StalePolicy, StateVersion};
 use crate::domain::ids::OrgId;
 use crate::domain::organization::Organization;
+use crate::domain::reason::ErrorReason;
 use crate::domain::role::{OrgAction, Role};
 use crate::domain::trial::TrialLength;
 use crate::error::{Error, Result};
@@ -171,10 +172,9 @@ impl Service {
     }
 
     pub(super) fn stripe(&self) -> Result<&StripeApi> {
-        self.inner
-            .stripe
-            .as_ref()
-            .ok_or_else(|| Error::FailedPrecondition("Stripe is not configured".into()))
+        self.inner.stripe.as_ref().ok_or_else(|| {
+            Error::precondition(ErrorReason::StripeNotConfigured, "Stripe is not configured")
+        })
     }
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
@@ -210,20 +210,24 @@ impl Service {
     ) -> Result<Option<Role>> {
         match actor {
             Actor::Operator => Ok(None),
-            Actor::Gateway => Err(Error::PermissionDenied(format!(
-                "the gateway may not {}",
-                action.describe()
-            ))),
+            Actor::Gateway => Err(Error::denied(
+                ErrorReason::CallerNotPermitted,
+                format!("the gateway may not {}", action.describe()),
+            )),
             Actor::User(user) => match store::members::role_of(conn, org, user).await? {
-                None => Err(Error::PermissionDenied(format!(
-                    "user {user} is not a member of organization {org}"
-                ))),
+                None => Err(Error::denied(
+                    ErrorReason::NotAMember,
+                    format!("user {user} is not a member of organization {org}"),
+                )),
                 Some(role) if role.permits(action) => Ok(Some(role)),
-                Some(role) => Err(Error::PermissionDenied(format!(
-                    "a {} may not {}",
-                    role.as_str().replace('_', " "),
-                    action.describe()
-                ))),
+                Some(role) => Err(Error::denied(
+                    ErrorReason::RoleNotPermitted,
+                    format!(
+                        "a {} may not {}",
+                        role.as_str().replace('_', " "),
+                        action.describe()
+                    ),
+                )),
             },
         }
     }
@@ -264,9 +268,10 @@ impl Service {
     fn require_operator(actor: &Actor, what: &str) -> Result<()> {
         match actor {
             Actor::Operator => Ok(()),
-            Actor::User(_) | Actor::Gateway => Err(Error::PermissionDenied(format!(
-                "only operators may {what}"
-            ))),
+            Actor::User(_) | Actor::Gateway => Err(Error::denied(
+                ErrorReason::CallerNotPermitted,
+                format!("only operators may {what}"),
+            )),
         }
     }
 }

@@ -21,6 +21,18 @@ pub(super) const OPERATION_RETRY: RetryPolicy = RetryPolicy {
     max_delay: Duration::from_secs(600),
 };
 
+/// How a step Stripe did not answer, answered 5xx or rate-limited is sent
+/// again within the call, with the same key, before the operation is
+/// postponed. async-stripe's retrying strategies would send each retry
+/// under a random key of their own; ours come from the recorded operation,
+/// so this loop retries instead, for those answers only (a refusal, where
+/// Stripe-Should-Retry would say no, is never retried).
+pub(super) const IN_CALL_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    first_delay: Duration::from_millis(250),
+    max_delay: Duration::from_secs(1),
+};
+
 /// A step that failed, and which.
 #[derive(Debug)]
 pub(super) struct StepFailure {
@@ -38,6 +50,7 @@ impl StepFailure {
             }
             Error::Unavailable(_)
             | Error::RateLimited(_)
+            | Error::Overloaded(_)
             | Error::Internal(_)
             | Error::Aborted(_)
             | Error::PermissionDenied(_)
@@ -68,10 +81,26 @@ impl Service {
         })?;
         for (offset, step) in steps.iter().enumerate() {
             let index = first + offset;
-            let result = stripe
-                .perform(step, step_key(claim.id, index), results)
-                .await
-                .map_err(|error| StepFailure { index, error })?;
+            let key = step_key(claim.id, index);
+            let mut attempts = 0;
+            let result = loop {
+                let error = match stripe.perform(step, key.clone(), results).await {
+                    Ok(result) => break result,
+                    Err(error) => error,
+                };
+                attempts += 1;
+                let wait = match error {
+                    Error::RateLimited(_) | Error::Unavailable(_) => {
+                        IN_CALL_RETRY.wait_after(attempts)
+                    }
+                    _ => None,
+                };
+                let Some(wait) = wait else {
+                    return Err(StepFailure { index, error });
+                };
+                tracing::info!(operation = %claim.id, step = index, attempts, %error, "Stripe did not complete a step; sending it again with the same key");
+                tokio::time::sleep(wait).await;
+            };
             let incomplete = matches!(result, StepResult::PaymentIncomplete { .. });
             results.push(result);
             if incomplete {

@@ -26,6 +26,7 @@ use super::audit_trail::{AuditAction, record_as};
 use super::{Actor, Service};
 use crate::domain::ids::{IdempotencyKey, OrgId};
 use crate::domain::operation::{OperationKind, OperationStatus, Step};
+use crate::domain::reason::ErrorReason;
 use crate::error::{Error, Result};
 use crate::store::operations::{self as stored, NewOperation, Recorded, StoredOperation};
 
@@ -136,10 +137,13 @@ impl Service {
                     }));
                 }
                 Recorded::Replay(first) if first.request != request => {
-                    return Err(Error::AlreadyExists(format!(
-                        "idempotency key {:?} was used for a different request",
-                        caller_key.map(IdempotencyKey::as_str).unwrap_or_default()
-                    )));
+                    return Err(Error::exists(
+                        ErrorReason::IdempotencyKeyReused,
+                        format!(
+                            "idempotency key {:?} was used for a different request",
+                            caller_key.map(IdempotencyKey::as_str).unwrap_or_default()
+                        ),
+                    ));
                 }
                 Recorded::Replay(first) => {
                     return Ok(Begun::Replayed(self.wait_for_operation(first.id).await?));
@@ -266,7 +270,8 @@ pub(super) fn finished_reply<T: DeserializeOwned>(op: &StoredOperation) -> Resul
     match (op.status, &op.result) {
         (OperationStatus::Succeeded, Some(result)) => serde_json::from_value(result.clone())
             .map_err(|e| Error::internal(anyhow::anyhow!("operation {}: bad result: {e}", op.id))),
-        (OperationStatus::Failed, _) => Err(Error::FailedPrecondition(
+        (OperationStatus::Failed, _) => Err(Error::precondition(
+            ErrorReason::OperationFailed,
             op.error
                 .clone()
                 .unwrap_or_else(|| "the change failed".into()),

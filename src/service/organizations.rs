@@ -8,6 +8,7 @@ use crate::domain::ids::{IdempotencyKey, OrgId, UserId};
 use crate::domain::membership::Membership;
 use crate::domain::organization::{ModelRestrictions, Organization, OrganizationName};
 use crate::domain::pricing::PlanId;
+use crate::domain::reason::ErrorReason;
 use crate::domain::role::{OrgAction, Role};
 use crate::domain::trial::TrialStatus;
 use crate::error::{Error, Result};
@@ -53,8 +54,9 @@ impl Service {
             (Actor::User(acting), None) => acting.clone(),
             (Actor::User(acting), Some(creator)) if &creator == acting => creator,
             (Actor::User(_), Some(_)) => {
-                return Err(Error::PermissionDenied(
-                    "users may only create organizations for themselves".into(),
+                return Err(Error::denied(
+                    ErrorReason::NotOwnResource,
+                    "users may only create organizations for themselves",
                 ));
             }
             (Actor::Operator, Some(creator)) => creator,
@@ -65,8 +67,9 @@ impl Service {
                 ));
             }
             (Actor::Gateway, _) => {
-                return Err(Error::PermissionDenied(
-                    "the gateway may not create organizations".into(),
+                return Err(Error::denied(
+                    ErrorReason::CallerNotPermitted,
+                    "the gateway may not create organizations",
                 ));
             }
         };
@@ -160,10 +163,13 @@ impl Service {
             .await?;
         let state = load_state(&mut tx, org, now).await?;
         if let Some(live) = state.subscriptions.iter().find(|s| !s.is_over(now)) {
-            return Err(Error::FailedPrecondition(format!(
-                "organization {id} has a subscription that has not ended ({}, status {}); cancel it and wait for it to end first",
-                live.stripe_subscription_id, live.status_raw
-            )));
+            return Err(Error::precondition(
+                ErrorReason::SubscriptionNotEnded,
+                format!(
+                    "organization {id} has a subscription that has not ended ({}, status {}); cancel it and wait for it to end first",
+                    live.stripe_subscription_id, live.status_raw
+                ),
+            ));
         }
         store::members::delete_all_members(&mut tx, id).await?;
         store::members::revoke_all_invitations(&mut tx, id, now).await?;

@@ -17,6 +17,7 @@ use crate::domain::ids::{IdempotencyKey, OrgId};
 use crate::domain::operation::{
     OperationKind, PaymentProblem, Refusal, StepResult, last_subscription,
 };
+use crate::domain::reason::ErrorReason;
 use crate::domain::seat_change::{
     SeatChange, SeatDirection, SeatPlan, after_payment_problem, check_seats, plan_seat_change,
     undo_restore,
@@ -157,7 +158,7 @@ impl Service {
                         {
                             return self.answer_of(&claim).await;
                         }
-                        return Err(Error::FailedPrecondition(DECLINED.into()));
+                        return Err(Error::precondition(ErrorReason::PaymentDeclined, DECLINED));
                     }
                 }
             }

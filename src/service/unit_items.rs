@@ -10,6 +10,7 @@
 
 use super::{Actor, Service, lock_org};
 use crate::domain::ids::OrgId;
+use crate::domain::reason::ErrorReason;
 use crate::domain::subscription;
 use crate::error::{Error, Result};
 use crate::store;
@@ -41,8 +42,9 @@ impl Service {
         match actor {
             Actor::Gateway | Actor::Operator => {}
             Actor::User(_) => {
-                return Err(Error::PermissionDenied(
-                    "usage quantities are reported by the gateway and operators".into(),
+                return Err(Error::denied(
+                    ErrorReason::CallerNotPermitted,
+                    "usage quantities are reported by the gateway and operators",
                 ));
             }
         }

@@ -16,6 +16,7 @@ use super::{Actor, Service};
 use crate::domain::credit_holds::CreditHold;
 use crate::domain::credits::{Balance, CreditEntry, Micros};
 use crate::domain::ids::{HoldId, OrgId, UserId};
+use crate::domain::reason::ErrorReason;
 use crate::domain::usage::{HoldRequest, UsageDebit, UsageOutcome, UsageRefusal, UsageRequest};
 use crate::error::{Error, Result};
 use crate::store;
@@ -59,8 +60,9 @@ impl Service {
     fn require_usage_reporter(actor: &Actor) -> Result<()> {
         match actor {
             Actor::Gateway | Actor::Operator => Ok(()),
-            Actor::User(_) => Err(Error::PermissionDenied(
-                "usage is reported by the gateway and operators".into(),
+            Actor::User(_) => Err(Error::denied(
+                ErrorReason::CallerNotPermitted,
+                "usage is reported by the gateway and operators",
             )),
         }
     }
@@ -229,6 +231,7 @@ fn copy_error(error: &Error) -> Error {
         Error::AlreadyExists(m) => Error::AlreadyExists(m.clone()),
         Error::Unavailable(m) => Error::Unavailable(m.clone()),
         Error::RateLimited(m) => Error::RateLimited(m.clone()),
+        Error::Overloaded(m) => Error::Overloaded(m.clone()),
         Error::Aborted(m) => Error::Aborted(m.clone()),
         Error::Internal(cause) => Error::internal(anyhow::anyhow!("{cause:#}")),
     }

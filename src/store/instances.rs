@@ -9,6 +9,7 @@ use crate::domain::credits::Micros;
 use crate::domain::ids::InstanceId;
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::instances::{InstanceStatus, InstanceSubscription};
+use crate::domain::reason::ErrorReason;
 use crate::error::{Error, Result};
 
 struct InstanceRow {
@@ -81,17 +82,24 @@ pub async fn insert(conn: &mut PgConnection, instance: &InstanceSubscription) ->
         sqlx::Error::Database(db)
             if db.constraint() == Some("instance_subscriptions_one_trial") =>
         {
-            Error::AlreadyExists(format!(
-                "user {} has already had the {} trial in this organization",
-                instance.user_id, instance.add_on
-            ))
-        }
-        _ => on_unique_violation("instance_subscriptions_one_live", || {
-            format!(
-                "instance {} already has a subscription",
-                instance.instance_id.as_str()
+            Error::exists(
+                ErrorReason::TrialAlreadyUsed,
+                format!(
+                    "user {} has already had the {} trial in this organization",
+                    instance.user_id, instance.add_on
+                ),
             )
-        })(error),
+        }
+        _ => on_unique_violation(
+            "instance_subscriptions_one_live",
+            ErrorReason::InstanceSubscribed,
+            || {
+                format!(
+                    "instance {} already has a subscription",
+                    instance.instance_id.as_str()
+                )
+            },
+        )(error),
     })?;
     Ok(())
 }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::{corrupt, on_unique_violation};
 use crate::domain::ids::{EmailAddress, InvitationId, OrgId, UserId};
 use crate::domain::membership::{Invitation, Membership, RemovalRecord};
+use crate::domain::reason::ErrorReason;
 use crate::domain::role::Role;
 use crate::domain::seats::SeatHolders;
 use crate::error::Result;
@@ -87,9 +88,11 @@ pub async fn insert_member(conn: &mut PgConnection, member: &Membership) -> Resu
     )
     .execute(conn)
     .await
-    .map_err(on_unique_violation("memberships_pkey", || {
-        format!("{} is already a member", member.user_id)
-    }))?;
+    .map_err(on_unique_violation(
+        "memberships_pkey",
+        ErrorReason::AlreadyAMember,
+        || format!("{} is already a member", member.user_id),
+    ))?;
     Ok(())
 }
 
@@ -273,6 +276,7 @@ pub async fn insert_invitation(conn: &mut PgConnection, invitation: &Invitation)
     .await
     .map_err(on_unique_violation(
         "invitations_one_open_per_email",
+        ErrorReason::InvitationPending,
         || format!("{} already has a pending invitation", invitation.email),
     ))?;
     Ok(())

@@ -28,6 +28,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::domain::entitlement::StateVersion;
+use crate::domain::reason::ErrorReason;
 use crate::error::{Error, Result};
 
 /// The migrations, embedded in the binary and applied at start-up.
@@ -84,11 +85,12 @@ pub async fn commit(mut tx: Transaction<'static, Postgres>) -> Result<Option<Sta
 /// leaving every other database error internal.
 pub(crate) fn on_unique_violation(
     constraint: &'static str,
+    reason: ErrorReason,
     message: impl FnOnce() -> String,
 ) -> impl FnOnce(sqlx::Error) -> Error {
     move |error| match &error {
         sqlx::Error::Database(db) if db.constraint() == Some(constraint) => {
-            Error::AlreadyExists(message())
+            Error::exists(reason, message())
         }
         _ => Error::from(error),
     }

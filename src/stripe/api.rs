@@ -27,6 +27,7 @@ use crate::domain::ids::OrgId;
 use crate::domain::metadata::ORG_ID_KEY;
 use crate::domain::operation::PaymentProblem;
 use crate::domain::purchase_check::LivePayment;
+use crate::domain::reason::ErrorReason;
 use crate::domain::subscription_sync::ProviderSubscription;
 use crate::error::{Error, Result};
 
@@ -282,7 +283,10 @@ pub(super) fn stripe_error(doing: &str, error: StripeError) -> Error {
                 500.. => Error::Unavailable(format!(
                     "Stripe could not complete {doing} ({status}); it is retried"
                 )),
-                _ => Error::FailedPrecondition(format!("Stripe refused {doing}: {message}")),
+                _ => Error::precondition(
+                    ErrorReason::StripeRefused,
+                    format!("Stripe refused {doing}: {message}"),
+                ),
             }
         }
         StripeError::ClientError(_) | StripeError::Timeout => Error::Unavailable(format!(

@@ -9,6 +9,7 @@ use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt;
 
 use crate::helpers::{As, TestOptions, request, spawn_app_with};
 use crate::stripe_server::FakeStripe;
@@ -60,7 +61,11 @@ async fn slow_billing_calls_over_the_cap_are_shed_and_checks_still_answer() {
         );
         slow.spawn(async move {
             let result = billing.create_billing_portal_session(portal).await;
-            result.map(drop).map_err(|s| s.code())
+            // A shed call says when to try again.
+            result.map(drop).map_err(|status| {
+                let retry = status.get_details_retry_info().and_then(|r| r.retry_delay);
+                (status.code(), retry.is_some())
+            })
         });
     }
     // While billing is saturated, the gateway's checks go through.
@@ -83,7 +88,7 @@ async fn slow_billing_calls_over_the_cap_are_shed_and_checks_still_answer() {
     while let Some(outcome) = slow.join_next().await {
         match outcome.expect("task") {
             Ok(()) => served += 1,
-            Err(Code::ResourceExhausted) => shed += 1,
+            Err((Code::ResourceExhausted, true)) => shed += 1,
             Err(other) => panic!("unexpected {other:?}"),
         }
     }

@@ -402,7 +402,28 @@ impl FakeStripe {
 
     /// Answers the next `requests` requests, of any kind, with 429.
     pub fn rate_limit_next(&self, requests: u32) {
-        self.lock().rate_limited = requests;
+        let mut stripe = self.lock();
+        stripe.rate_limited = requests;
+        stripe.rate_limited_prefix = None;
+    }
+
+    /// Answers the next `requests` requests starting with `prefix` (a
+    /// method and path) with 429; others are answered as usual.
+    pub fn rate_limit_next_to(&self, prefix: &str, requests: u32) {
+        let mut stripe = self.lock();
+        stripe.rate_limited = requests;
+        stripe.rate_limited_prefix = Some(prefix.to_owned());
+    }
+
+    /// The idempotency keys of every write attempt starting with `prefix`,
+    /// rate-limited ones included, in arrival order.
+    pub fn write_attempt_keys(&self, prefix: &str) -> Vec<Option<String>> {
+        self.lock()
+            .write_attempts
+            .iter()
+            .filter(|(write, _)| write.starts_with(prefix))
+            .map(|(_, key)| key.clone())
+            .collect()
     }
 
     /// How many requests were answered 429.

@@ -195,8 +195,13 @@ struct Stripe {
     refuse_schedule_updates: bool,
     /// Requests still to be answered 429 (to exercise rate limiting).
     rate_limited: u32,
+    /// When set, only requests starting with it are rate-limited.
+    rate_limited_prefix: Option<String>,
     /// Requests answered 429 so far.
     rate_limited_answers: u32,
+    /// Every write as it arrived, answered or refused, with its
+    /// idempotency key: what a retry sent again.
+    write_attempts: Vec<(String, Option<String>)>,
     /// How long each answer takes (to exercise a slow Stripe).
     delay: std::time::Duration,
     held: Option<HeldWrite>,
@@ -333,9 +338,22 @@ async fn serve(
     };
     let delay = state.lock().expect("lock").delay;
     tokio::time::sleep(delay).await;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let write = format!("{method} /v1/{path}");
+    let writes = method == Method::POST || method == Method::DELETE;
     {
         let mut stripe = state.lock().expect("lock");
-        if stripe.rate_limited > 0 {
+        if writes {
+            stripe.write_attempts.push((write.clone(), key.clone()));
+        }
+        let limited = stripe
+            .rate_limited_prefix
+            .as_ref()
+            .is_none_or(|prefix| write.starts_with(prefix.as_str()));
+        if stripe.rate_limited > 0 && limited {
             stripe.rate_limited -= 1;
             stripe.rate_limited_answers += 1;
             let (status, body) = error(
@@ -347,12 +365,6 @@ async fn serve(
         }
     }
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let write = format!("{method} /v1/{path}");
-    let writes = method == Method::POST || method == Method::DELETE;
     let (status, body, held, late) = {
         let mut stripe = state.lock().expect("lock");
         stripe.requests.push(write.clone());
