@@ -14,7 +14,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tonic::{Request, Status};
 use tonic_health::ServingStatus;
-use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::domain::catalog::Catalog;
 use crate::grpc::proto::billing_service_server::BillingServiceServer;
@@ -23,7 +22,7 @@ use crate::grpc::proto::entitlement_service_server::EntitlementServiceServer;
 use crate::grpc::proto::org_admin_service_server::OrgAdminServiceServer;
 use crate::grpc::{
     self, Authenticator, BillingApi, CallerTokens, ConcurrencyLimits, CreditApi, EntitlementApi,
-    LoadShedLayer, OrgAdminApi, Scope, StateVersionLayer,
+    LoadShedLayer, ObserveLayer, OrgAdminApi, Scope, StateVersionLayer,
 };
 use crate::http_listener::{self, ListenerLimits};
 use crate::service::{self, Clock, EntitlementCache, Service, SystemClock};
@@ -34,12 +33,15 @@ use crate::worker::{
     InboxSettings, MaintenanceSettings, run_inbox_worker, run_maintenance, run_operations,
     run_stripe_catch_up, run_stripe_reconciliation,
 };
+use crate::{instruments, metrics_listener};
 
 /// Everything `App::build` needs, already resolved.
 #[derive(Debug, Clone)]
 pub struct AppSettings {
     pub grpc_addr: SocketAddr,
     pub webhook_addr: SocketAddr,
+    /// Where `/metrics` is served; `None` turns metrics off.
+    pub metrics_addr: Option<SocketAddr>,
     pub webhook_secrets: WebhookSecrets,
     pub database: PgConnectOptions,
     pub database_max_connections: u32,
@@ -58,6 +60,9 @@ pub struct AppSettings {
     pub shutdown_grace: Duration,
 }
 
+/// How often histogram samples are folded in between scrapes.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Names of the served services, for health reporting.
 const SERVICE_NAMES: [&str; 4] = [
     "billing.v1.BillingService",
@@ -73,6 +78,8 @@ pub struct App {
     webhook_listener: TcpListener,
     webhook_addr: SocketAddr,
     webhook: axum::Router,
+    /// The metrics listener and the recorder it renders, when enabled.
+    metrics: Option<(TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
     /// Wakes the inbox worker when the ingress stores an event.
     stored_events: Arc<Notify>,
     inbox: InboxSettings,
@@ -101,6 +108,18 @@ impl App {
             .await
             .with_context(|| format!("binding {}", settings.webhook_addr))?;
         let webhook_addr = webhook_listener.local_addr()?;
+        // The recorder goes in before anything records, so no early
+        // instrument is a no-op.
+        let metrics = match settings.metrics_addr {
+            None => None,
+            Some(addr) => {
+                let handle = instruments::install().context("installing the metrics recorder")?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr}"))?;
+                Some((listener, handle))
+            }
+        };
         let stored_events = Arc::new(Notify::new());
         let webhook = webhook_router(
             store.clone(),
@@ -137,6 +156,7 @@ impl App {
             webhook_listener,
             webhook_addr,
             webhook,
+            metrics,
             stored_events,
             inbox: settings.inbox,
             maintenance: settings.maintenance,
@@ -160,6 +180,13 @@ impl App {
 
     pub fn webhook_addr(&self) -> SocketAddr {
         self.webhook_addr
+    }
+
+    /// Where `/metrics` is served, when metrics are on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// Serves gRPC and webhooks until `shutdown` completes, then finishes
@@ -246,6 +273,36 @@ impl App {
             wait_for_stop(),
         );
 
+        let metrics = self.metrics.map(|(listener, handle)| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "serving metrics at /metrics");
+            }
+            // Histogram samples wait in buckets until upkeep folds them in;
+            // between scrapes too, so that memory stays flat.
+            let upkeep = handle.clone();
+            let stopped = wait_for_stop();
+            tokio::spawn(async move {
+                let fold = async {
+                    let mut every = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+                    loop {
+                        every.tick().await;
+                        upkeep.run_upkeep();
+                    }
+                };
+                tokio::select! {
+                    () = fold => {}
+                    () = stopped => {}
+                }
+            });
+            let router = metrics_listener::router(handle, self.service.clone());
+            tokio::spawn(http_listener::serve(
+                listener,
+                router,
+                ListenerLimits::default(),
+                wait_for_stop(),
+            ))
+        });
+
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in SERVICE_NAMES {
             health
@@ -274,14 +331,15 @@ impl App {
         tracing::info!(addr = %self.grpc_addr, "serving gRPC");
         let incoming = transport::incoming(self.listener);
         let grpc = transport::server()
-            // One span per call, with method and status, for logs and traces.
-            // A failed call is logged at INFO: most are the caller's mistake
-            // (NOT_FOUND, INVALID_ARGUMENT); INTERNAL is logged at ERROR with
-            // its cause where it is mapped (`grpc::status`).
-            .layer(
-                TraceLayer::new_for_grpc()
-                    .on_failure(DefaultOnFailure::new().level(tracing::Level::INFO)),
-            )
+            // One span per call (continuing the caller's trace), counted
+            // and timed by method and status; outermost, so that shed calls
+            // are counted too.
+            .layer(ObserveLayer::new(&[
+                grpc::proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ]))
             // The state version a call committed goes back in its metadata.
             .layer(StateVersionLayer)
             // Over the cap of calls in flight, answer RESOURCE_EXHAUSTED at once;
@@ -335,6 +393,9 @@ impl App {
                 Ok(())
             }
         };
+        if let Some(metrics) = metrics {
+            metrics.await.context("the metrics listener panicked")?;
+        }
         maintenance.await.context("the maintenance loop panicked")?;
         changes
             .await

@@ -29,6 +29,11 @@ pub struct Config {
     #[arg(long, env = "BILLING_WEBHOOK_ADDR", default_value = "0.0.0.0:8080")]
     pub webhook_addr: SocketAddr,
 
+    /// Address of the metrics listener (`GET /metrics`, Prometheus text
+    /// format); unset, metrics are off. Keep it off the public network.
+    #[arg(long, env = "BILLING_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Stripe webhook signing secrets (`whsec_...`), comma-separated; an
     /// event signed with any of them is accepted, so a secret can be rotated.
     #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true, value_parser = WebhookSecrets::parse)]

@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let app = App::build(AppSettings {
         grpc_addr: config.grpc_addr,
         webhook_addr: config.webhook_addr,
+        metrics_addr: config.metrics_addr,
         webhook_secrets: config
             .stripe_webhook_secret
             .clone()

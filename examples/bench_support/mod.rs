@@ -49,6 +49,8 @@ pub fn settings(database: PgConnectOptions, max_connections: u32) -> AppSettings
     AppSettings {
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         webhook_addr: "127.0.0.1:0".parse().expect("addr"),
+        // Metrics on, as a production server runs: their cost is measured.
+        metrics_addr: Some("127.0.0.1:0".parse().expect("addr")),
         webhook_secrets: WebhookSecrets::none(),
         database,
         database_max_connections: max_connections,

@@ -16,6 +16,7 @@ use tonic::codegen::http;
 use tower::{Layer, Service};
 
 use crate::error::Error;
+use crate::instruments::LOAD_SHED;
 
 /// Calls in flight allowed at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,14 +58,14 @@ impl LoadShedLayer {
         }
     }
 
-    /// The cap a call counts against, by its path.
-    fn class_of(&self, path: &str) -> &Arc<Semaphore> {
+    /// The cap a call counts against, by its path, and the class's name.
+    fn class_of(&self, path: &str) -> (&Arc<Semaphore>, &'static str) {
         if path.starts_with(ENTITLEMENT_PREFIX) {
-            &self.entitlement
+            (&self.entitlement, "entitlement")
         } else if path.starts_with(HEALTH_PREFIX) {
-            &self.health
+            (&self.health, "health")
         } else {
-            &self.other
+            (&self.other, "other")
         }
     }
 }
@@ -102,8 +103,9 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let class = self.limits.class_of(request.uri().path());
+        let (class, name) = self.limits.class_of(request.uri().path());
         let Ok(permit) = class.clone().try_acquire_owned() else {
+            metrics::counter!(LOAD_SHED, "class" => name).increment(1);
             let overloaded = tonic::Status::from(Error::Overloaded(
                 "the service is at its limit of calls in flight; retry with backoff".into(),
             ));

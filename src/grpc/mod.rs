@@ -8,6 +8,7 @@ mod convert;
 mod credits;
 mod entitlement;
 mod load_shed;
+mod observe;
 mod org_admin;
 mod state_version;
 mod status;
@@ -19,6 +20,7 @@ pub use billing::BillingApi;
 pub use credits::CreditApi;
 pub use entitlement::EntitlementApi;
 pub use load_shed::{ConcurrencyLimits, LoadShedLayer};
+pub use observe::ObserveLayer;
 pub use org_admin::OrgAdminApi;
 pub use state_version::{STATE_VERSION_HEADER, StateVersionLayer};
 

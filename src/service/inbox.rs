@@ -13,6 +13,7 @@ use super::Service;
 use crate::domain::checkout::SessionStatus;
 use crate::domain::retry::RetryPolicy;
 use crate::error::{Error, Result};
+use crate::instruments::{INBOX_APPLIED, INBOX_APPLY_DURATION};
 use crate::store;
 use crate::store::stripe_events::{self, ClaimedEvent, Outcome};
 use crate::stripe::events::{BillingEvent, SubscriptionRef};
@@ -51,6 +52,26 @@ impl Service {
         let Some(event) = claimed else {
             return Ok(WorkerStep::Idle);
         };
+        let started = std::time::Instant::now();
+        let step = self.apply_claimed(event, retry).await;
+        if let Ok(step) = &step {
+            let outcome = match step {
+                WorkerStep::Idle => None,
+                WorkerStep::Finished { outcome, .. } => Some(outcome.as_str()),
+                WorkerStep::Failed { parked: true, .. } => Some("parked"),
+                WorkerStep::Failed { parked: false, .. } => Some("failed"),
+                WorkerStep::Throttled { .. } => Some("throttled"),
+            };
+            if let Some(outcome) = outcome {
+                metrics::counter!(INBOX_APPLIED, "outcome" => outcome).increment(1);
+                metrics::histogram!(INBOX_APPLY_DURATION).record(started.elapsed().as_secs_f64());
+            }
+        }
+        step
+    }
+
+    /// Applies a claimed event, or records why it could not be applied.
+    async fn apply_claimed(&self, event: ClaimedEvent, retry: RetryPolicy) -> Result<WorkerStep> {
         match self.apply_event(&event).await {
             Ok(outcome) => Ok(WorkerStep::Finished {
                 event_id: event.id,

@@ -21,6 +21,7 @@ mod entitlement_cache;
 mod entitlement_follow;
 mod entitlement_reads;
 mod entitlements;
+mod gauges;
 mod inbox;
 mod instance_renewals;
 mod instances;

@@ -19,6 +19,7 @@ use crate::domain::ids::{HoldId, OrgId, UserId};
 use crate::domain::reason::ErrorReason;
 use crate::domain::usage::{HoldRequest, UsageDebit, UsageOutcome, UsageRefusal, UsageRequest};
 use crate::error::{Error, Result};
+use crate::instruments::CREDIT_HOLDS;
 use crate::store;
 
 /// How long a hold lasts when the caller does not say.
@@ -192,8 +193,9 @@ impl Service {
             // Under the account's lock, like every change of its credits;
             // opening already leaves expired holds out of what is held.
             Ledger::open(&mut tx, *org, now).await?;
-            store::credit_holds::expire(&mut tx, *org, now).await?;
+            let expired = store::credit_holds::expire(&mut tx, *org, now).await?;
             self.commit(tx).await?;
+            metrics::counter!(CREDIT_HOLDS, "event" => "expired").increment(expired);
         }
         Ok(orgs.len())
     }

@@ -129,7 +129,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Applied => "applied",
             Self::NoEffect => "no_effect",
@@ -283,4 +283,32 @@ pub async fn retry_parked(conn: &mut PgConnection, id: &str, now: DateTime<Utc>)
     .await?
     .rows_affected();
     Ok(updated == 1)
+}
+
+/// How the inbox stands, for the metrics a scrape reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxDepth {
+    pub pending: i64,
+    pub parked: i64,
+    pub oldest_pending: Option<DateTime<Utc>>,
+}
+
+/// Counts pending and parked events (both on partial indexes).
+pub async fn depth(conn: &mut PgConnection) -> Result<InboxDepth> {
+    let row = sqlx::query!(
+        r#"
+        select
+            count(*) filter (where state = 'pending') as "pending!",
+            count(*) filter (where state = 'parked') as "parked!",
+            min(received_at) filter (where state = 'pending') as oldest_pending
+        from stripe_events where state in ('pending', 'parked')
+        "#
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(InboxDepth {
+        pending: row.pending,
+        parked: row.parked,
+        oldest_pending: row.oldest_pending,
+    })
 }

@@ -33,7 +33,7 @@ impl StripeApi {
             list = list.starting_after(after);
         }
         let page = list
-            .send(&self.client)
+            .send(&self.client.endpoint("list_customer"))
             .await
             .map_err(|e| stripe_error("listing customers", e))?;
         let customers = page
@@ -54,7 +54,7 @@ impl StripeApi {
     /// one. A customer Stripe does not know, or one deleted, is NOT_FOUND.
     pub async fn customer_org(&self, customer: &str) -> Result<Option<OrgId>> {
         let returned = RetrieveCustomer::new(customer)
-            .send(&self.client)
+            .send(&self.client.endpoint("retrieve_customer"))
             .await
             .map_err(|e| stripe_error("reading the customer", e))?;
         match returned {
@@ -82,7 +82,7 @@ impl StripeApi {
             .metadata(metadata.clone())
             .customize()
             .request_strategy(idempotent(format!("adopt:{org}:{customer}"))?)
-            .send(&self.client)
+            .send(&self.client.endpoint("update_customer"))
             .await
             .map_err(|e| stripe_error("labelling the customer", e))?;
         if let Some(subscription) = subscription {
@@ -90,7 +90,7 @@ impl StripeApi {
                 .metadata(metadata)
                 .customize()
                 .request_strategy(idempotent(format!("adopt:{org}:{subscription}"))?)
-                .send(&self.client)
+                .send(&self.client.endpoint("update_subscription"))
                 .await
                 .map_err(|e| stripe_error("labelling the subscription", e))?;
         }

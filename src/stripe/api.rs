@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use super::observed::StripeHttp;
+use stripe::{ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_billing::invoice::RetrieveInvoice;
 use stripe_billing::subscription::{
     ListSubscription, ListSubscriptionStatus, RetrieveSubscription,
@@ -58,7 +59,7 @@ const READ_ATTEMPTS: u32 = 3;
 
 #[derive(Clone)]
 pub struct StripeApi {
-    pub(super) client: Client,
+    pub(super) client: StripeHttp,
 }
 
 impl fmt::Debug for StripeApi {
@@ -82,7 +83,9 @@ impl StripeApi {
             // its own strategy: once, with the recorded operation's key.
             .request_strategy(RequestStrategy::ExponentialBackoff(READ_ATTEMPTS))
             .build()?;
-        Ok(Self { client })
+        Ok(Self {
+            client: StripeHttp::new(client),
+        })
     }
 
     /// Creates the organization's customer. The key is the organization's
@@ -93,7 +96,7 @@ impl StripeApi {
             .metadata(HashMap::from([(ORG_ID_KEY.to_owned(), org.to_string())]))
             .customize()
             .request_strategy(idempotent(format!("customer:{org}"))?)
-            .send(&self.client)
+            .send(&self.client.endpoint("create_customer"))
             .await
             .map_err(|e| stripe_error("creating the customer", e))?;
         Ok(customer.id.as_str().to_owned())
@@ -103,7 +106,7 @@ impl StripeApi {
     pub async fn subscription(&self, id: &str) -> Result<ProviderSubscription> {
         let subscription = RetrieveSubscription::new(id)
             .expand(expansions())
-            .send(&self.client)
+            .send(&self.client.endpoint("retrieve_subscription"))
             .await
             .map_err(|e| stripe_error("reading the subscription", e))?;
         self.to_provider(subscription).await
@@ -119,7 +122,7 @@ impl StripeApi {
             .customer(customer)
             .status(ListSubscriptionStatus::All)
             .limit(100)
-            .send(&self.client)
+            .send(&self.client.endpoint("list_subscription"))
             .await
             .map_err(|e| stripe_error("listing the customer's subscriptions", e))?;
         list.data
@@ -130,7 +133,7 @@ impl StripeApi {
 
     pub async fn checkout_session_status(&self, id: &str) -> Result<SessionStatus> {
         let session = RetrieveCheckoutSession::new(id)
-            .send(&self.client)
+            .send(&self.client.endpoint("retrieve_checkout_session"))
             .await
             .map_err(|e| stripe_error("reading the checkout session", e))?;
         Ok(match session.status {
@@ -148,7 +151,7 @@ impl StripeApi {
     /// latest invoice: the one that made a duplicate live.
     pub async fn latest_payments(&self, subscription_id: &str) -> Result<Vec<String>> {
         let subscription = RetrieveSubscription::new(subscription_id)
-            .send(&self.client)
+            .send(&self.client.endpoint("retrieve_subscription"))
             .await
             .map_err(|e| stripe_error("reading the subscription", e))?;
         let Some(invoice) = subscription.latest_invoice else {
@@ -182,7 +185,7 @@ impl StripeApi {
             return Ok(PaymentProblem::Declined);
         };
         let intent = RetrievePaymentIntent::new(intent.id().clone())
-            .send(&self.client)
+            .send(&self.client.endpoint("retrieve_payment_intent"))
             .await
             .map_err(|e| stripe_error("reading the invoice's payment", e))?;
         Ok(match intent.status {
@@ -203,7 +206,10 @@ impl StripeApi {
     /// A credited purchase's payment intent as Stripe has it now; `None`
     /// when Stripe does not know it.
     pub async fn credited_payment(&self, id: &str) -> Result<Option<LivePayment>> {
-        let intent = match RetrievePaymentIntent::new(id).send(&self.client).await {
+        let intent = match RetrievePaymentIntent::new(id)
+            .send(&self.client.endpoint("retrieve_payment_intent"))
+            .await
+        {
             Ok(intent) => intent,
             Err(error) => {
                 return match stripe_error("reading a credit purchase's payment", error) {
@@ -222,7 +228,7 @@ impl StripeApi {
     async fn invoice_with_payments(&self, invoice_id: &str) -> Result<Invoice> {
         RetrieveInvoice::new(invoice_id)
             .expand(vec!["payments".to_owned()])
-            .send(&self.client)
+            .send(&self.client.endpoint("retrieve_invoice"))
             .await
             .map_err(|e| stripe_error("reading the invoice", e))
     }
@@ -238,7 +244,7 @@ impl StripeApi {
                 None => {
                     let schedule = RetrieveSubscriptionSchedule::new(expandable.id().clone())
                         .expand(vec!["phases.items.price".to_owned()])
-                        .send(&self.client)
+                        .send(&self.client.endpoint("retrieve_subscription_schedule"))
                         .await
                         .map_err(|e| stripe_error("reading the subscription schedule", e))?;
                     provider_schedule(&schedule)?

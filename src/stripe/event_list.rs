@@ -47,7 +47,7 @@ impl StripeApi {
             list = list.starting_after(after);
         }
         let page = list
-            .send(&self.client)
+            .send(&self.client.endpoint("list_event"))
             .await
             .map_err(|e| stripe_error("listing events", e))?;
         let events = page

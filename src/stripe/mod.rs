@@ -8,6 +8,7 @@ mod convert;
 pub mod event_list;
 pub mod events;
 mod intake;
+mod observed;
 mod perform;
 pub mod subscription_list;
 pub mod webhook;

@@ -63,7 +63,7 @@ impl StripeApi {
                 ExpireCheckoutSession::new(session_id.as_str())
                     .customize()
                     .request_strategy(strategy)
-                    .send(&self.client)
+                    .send(&self.client.endpoint("expire_checkout_session"))
                     .await
                     .map_err(|e| stripe_error("expiring the open checkout session", e))?;
                 Ok(StepResult::Done)
@@ -79,7 +79,7 @@ impl StripeApi {
                     .expand(expansions())
                     .customize()
                     .request_strategy(strategy)
-                    .send(&self.client)
+                    .send(&self.client.endpoint("update_subscription"))
                     .await
                     .map_err(|e| stripe_error("changing the cancellation", e))?;
                 self.subscription_result(subscription).await
@@ -89,7 +89,7 @@ impl StripeApi {
                     .from_subscription(subscription_id.as_str())
                     .customize()
                     .request_strategy(strategy)
-                    .send(&self.client)
+                    .send(&self.client.endpoint("create_subscription_schedule"))
                     .await
                     .map_err(|e| stripe_error("creating the subscription schedule", e))?;
                 Ok(StepResult::Schedule {
@@ -104,7 +104,7 @@ impl StripeApi {
                 ReleaseSubscriptionSchedule::new(schedule_of(schedule)?)
                     .customize()
                     .request_strategy(strategy)
-                    .send(&self.client)
+                    .send(&self.client.endpoint("release_subscription_schedule"))
                     .await
                     .map_err(|e| stripe_error("releasing the subscription schedule", e))?;
                 Ok(StepResult::Done)
@@ -129,7 +129,7 @@ impl StripeApi {
                     })
                     .customize()
                     .request_strategy(strategy)
-                    .send(&self.client)
+                    .send(&self.client.endpoint("create_subscription_item"))
                     .await
                     .map_err(|e| stripe_error("adding a per-unit item", e))?;
                 Ok(StepResult::Done)
@@ -152,7 +152,7 @@ impl StripeApi {
                     })
                     .customize()
                     .request_strategy(strategy)
-                    .send(&self.client)
+                    .send(&self.client.endpoint("update_subscription_item"))
                     .await
                     .map_err(|e| stripe_error("resizing a per-unit item", e))?;
                 Ok(StepResult::Done)
@@ -170,7 +170,7 @@ impl StripeApi {
                     })
                     .customize()
                     .request_strategy(strategy)
-                    .send(&self.client)
+                    .send(&self.client.endpoint("delete_subscription_item"))
                     .await
                     .map_err(|e| stripe_error("removing a per-unit item", e))?;
                 Ok(StepResult::Done)
@@ -180,7 +180,7 @@ impl StripeApi {
                     .expand(expansions())
                     .customize()
                     .request_strategy(strategy)
-                    .send(&self.client)
+                    .send(&self.client.endpoint("cancel_subscription"))
                     .await
                     .map_err(|e| stripe_error("canceling the duplicate subscription", e))?;
                 self.subscription_result(subscription).await
@@ -190,7 +190,7 @@ impl StripeApi {
                     .payment_intent(payment_intent_id.as_str())
                     .customize()
                     .request_strategy(strategy)
-                    .send(&self.client)
+                    .send(&self.client.endpoint("create_refund"))
                     .await
                     .map_err(|e| stripe_error("refunding the payment", e))?;
                 Ok(StepResult::Done)
@@ -199,7 +199,7 @@ impl StripeApi {
                 VoidInvoiceInvoice::new(invoice_id.as_str())
                     .customize()
                     .request_strategy(strategy)
-                    .send(&self.client)
+                    .send(&self.client.endpoint("void_invoice"))
                     .await
                     .map_err(|e| stripe_error("voiding the unpaid invoice", e))?;
                 Ok(StepResult::Done)
@@ -213,7 +213,7 @@ impl StripeApi {
                     .return_url(return_url.as_str())
                     .customize()
                     .request_strategy(strategy)
-                    .send(&self.client)
+                    .send(&self.client.endpoint("create_billing_portal_session"))
                     .await
                     .map_err(|e| stripe_error("creating the billing portal session", e))?;
                 Ok(StepResult::Url(session.url))
@@ -270,7 +270,7 @@ impl StripeApi {
         let created = create
             .customize()
             .request_strategy(strategy)
-            .send(&self.client)
+            .send(&self.client.endpoint("create_checkout_session"))
             .await
             .map_err(|e| stripe_error("creating the checkout session", e))?;
         let url = created
@@ -330,7 +330,7 @@ impl StripeApi {
         let subscription = request
             .customize()
             .request_strategy(strategy)
-            .send(&self.client)
+            .send(&self.client.endpoint("update_subscription"))
             .await
             .map_err(|e| stripe_error("changing the seat count", e))?;
         if subscription.pending_update.is_none() {
@@ -414,7 +414,7 @@ impl StripeApi {
             )]))
             .customize()
             .request_strategy(strategy)
-            .send(&self.client)
+            .send(&self.client.endpoint("update_subscription_schedule"))
             .await
             .map_err(|e| stripe_error("setting the schedule's phases", e))?;
         Ok(StepResult::Done)

@@ -44,7 +44,7 @@ impl StripeApi {
             list = list.starting_after(after);
         }
         let page = list
-            .send(&self.client)
+            .send(&self.client.endpoint("list_subscription"))
             .await
             .map_err(|e| stripe_error("listing subscriptions", e))?;
         let subscriptions = page

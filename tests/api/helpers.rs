@@ -131,6 +131,8 @@ pub struct TestApp {
     pub channel: Channel,
     /// `http://127.0.0.1:<port>/stripe/webhook`
     pub webhook_url: String,
+    /// `http://127.0.0.1:<port>/metrics`: every test app serves metrics.
+    pub metrics_url: String,
     service: Service,
     admin: PgConnectOptions,
     db_name: String,
@@ -168,6 +170,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     TestApp {
         channel: started.channel,
         webhook_url: started.webhook_url,
+        metrics_url: started.metrics_url,
         service: started.service,
         admin,
         db_name,
@@ -181,6 +184,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
 struct Started {
     channel: Channel,
     webhook_url: String,
+    metrics_url: String,
     service: Service,
 }
 
@@ -188,6 +192,7 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
     let app = App::build(AppSettings {
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         webhook_addr: "127.0.0.1:0".parse().expect("addr"),
+        metrics_addr: Some("127.0.0.1:0".parse().expect("addr")),
         webhook_secrets: WebhookSecrets::parse(&format!(
             "{WEBHOOK_SECRET},{PREVIOUS_WEBHOOK_SECRET}"
         ))
@@ -243,6 +248,7 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
     .expect("app builds");
     let addr = app.grpc_addr();
     let webhook_url = format!("http://{}{WEBHOOK_PATH}", app.webhook_addr());
+    let metrics_url = format!("http://{}/metrics", app.metrics_addr().expect("metrics on"));
     let service = app.service().clone();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     let channel = Channel::from_shared(format!("http://{addr}"))
@@ -253,6 +259,7 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
     Started {
         channel,
         webhook_url,
+        metrics_url,
         service,
     }
 }
@@ -271,6 +278,7 @@ impl TestApp {
         TestApp {
             channel: started.channel,
             webhook_url: started.webhook_url,
+            metrics_url: started.metrics_url,
             service: started.service,
             admin: self.admin.clone(),
             db_name: self.db_name.clone(),

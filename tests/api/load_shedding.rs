@@ -93,6 +93,9 @@ async fn slow_billing_calls_over_the_cap_are_shed_and_checks_still_answer() {
         }
     }
     assert_eq!((served, shed), (2, 4));
+    let metrics = crate::metrics::scrape(&app).await;
+    let counted = crate::metrics::value(&metrics, "billing_load_shed_total", &[("class", "other")]);
+    assert_eq!(counted, 4.0);
     // The shed calls never reached Stripe: they were answered, not queued.
     assert_eq!(stripe.writes("POST /v1/billing_portal/sessions").len(), 2);
 }

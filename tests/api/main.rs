@@ -17,6 +17,7 @@ mod inbox_coalescing;
 mod instances;
 mod load_shedding;
 mod members;
+mod metrics;
 mod organizations;
 mod permissions;
 mod replicas;
