@@ -36,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let _telemetry = telemetry::init(config.log_format, config.otlp_endpoint.as_deref())?;
+    let stop_signal = shutdown_signal();
 
     let catalog_text = match &config.catalog {
         Some(path) => std::fs::read_to_string(path)
@@ -141,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
         &caller_tokens,
         generated,
     );
-    let served = app.run_until_stopped(shutdown_signal()).await;
+    let served = app.run_until_stopped(stop_signal).await;
     if let Some(private) = private_postgres {
         private.stop();
     }
@@ -212,38 +213,54 @@ fn print_welcome(app: &App, setup: &Setup, tokens: &CallerTokens, generated: boo
     println!("More examples: README.md");
 }
 
-async fn shutdown_signal() {
-    let interrupt = async {
+/// Listens for the stop signals from now on, and completes at the first.
+/// The handlers are installed here, at once, not when the future is first
+/// polled: a signal that arrives while the service starts (or before the
+/// server task runs) stops it gracefully instead of killing it outright.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind, name: &'static str| match signal(kind) {
+        Ok(signal) => Some((signal, name)),
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for {name}");
+            None
+        }
+    };
+    // SIGHUP is a closed terminal: stop like Ctrl-C, so the private
+    // development PostgreSQL is stopped too instead of being left running.
+    let mut signals: Vec<_> = [
+        listen(SignalKind::interrupt(), "SIGINT"),
+        listen(SignalKind::terminate(), "SIGTERM"),
+        listen(SignalKind::hangup(), "SIGHUP"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    async move {
+        if signals.is_empty() {
+            return std::future::pending::<()>().await;
+        }
+        let received = futures_util::future::select_all(
+            signals
+                .iter_mut()
+                .map(|(signal, name)| Box::pin(async move { signal.recv().await.map(|_| *name) })),
+        )
+        .await
+        .0;
+        match received {
+            Some(name) => tracing::info!("{name} received"),
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
         if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT");
+            tracing::error!(%error, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let unix_signal = |kind: tokio::signal::unix::SignalKind, name: &'static str| async move {
-        match tokio::signal::unix::signal(kind) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for {name}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(unix)]
-    let terminate = unix_signal(tokio::signal::unix::SignalKind::terminate(), "SIGTERM");
-    // A closed terminal: stop like Ctrl-C, so the private development
-    // PostgreSQL is stopped too instead of being left running.
-    #[cfg(unix)]
-    let hangup = unix_signal(tokio::signal::unix::SignalKind::hangup(), "SIGHUP");
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    #[cfg(not(unix))]
-    let hangup = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!("SIGINT received"),
-        () = terminate => tracing::info!("SIGTERM received"),
-        () = hangup => tracing::info!("SIGHUP received"),
     }
 }

@@ -1,5 +1,10 @@
 //! Structured logs through `tracing`, and OTLP trace export when an endpoint
 //! is configured.
+//!
+//! The two have filters of their own. Logs follow `RUST_LOG` (default
+//! `info`). Traces are exported whatever the log level: every span of this
+//! service down to debug (each call, each Stripe request, each database
+//! function) and its events from info up, plus warnings from anything.
 
 use std::io::IsTerminal;
 
@@ -7,6 +12,8 @@ use anyhow::Context;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
+use tracing_subscriber::filter::{FilterFn, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -40,8 +47,8 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Te
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     let fmt = match format {
-        LogFormat::Text => fmt.boxed(),
-        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
     };
     let provider = match otlp_endpoint {
         None => None,
@@ -63,14 +70,28 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Te
             )
         }
     };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("billing-service")));
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("billing-service"))
+            .with_filter(exported())
+    });
     tracing_subscriber::registry()
-        .with(filter)
         .with(fmt)
         .with(otel)
         .try_init()
         .context("installing the tracing subscriber")?;
     Ok(TelemetryGuard { provider })
+}
+
+/// What goes to the trace exporter, independent of `RUST_LOG`.
+fn exported() -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    filter_fn(|meta| {
+        let ours = meta.target().starts_with(env!("CARGO_CRATE_NAME"));
+        let level = *meta.level();
+        if meta.is_span() {
+            ours && level <= Level::DEBUG
+        } else {
+            (ours && level <= Level::INFO) || level <= Level::WARN
+        }
+    })
 }

@@ -140,6 +140,15 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_error_table_lists_every_reason() {
+        let readme = include_str!("../../README.md");
+        for reason in ErrorReason::ALL {
+            let row = format!("| `{}` |", reason.as_str());
+            assert!(readme.contains(&row), "README.md has no row for {reason}");
+        }
+    }
+
+    #[test]
     fn a_refusal_keeps_its_numbers_in_order() {
         let refused = Refused::new(ErrorReason::SeatsExhausted, "no seat is free")
             .with("seatsUsed", 3)

@@ -32,6 +32,7 @@ pub struct AuditEvent {
     pub occurred_at: DateTime<Utc>,
 }
 
+#[tracing::instrument(name = "db audit::record", level = "debug", skip_all)]
 pub async fn record(conn: &mut PgConnection, event: NewAuditEvent<'_>) -> Result<()> {
     sqlx::query!(
         r#"
@@ -51,6 +52,7 @@ pub async fn record(conn: &mut PgConnection, event: NewAuditEvent<'_>) -> Result
 }
 
 /// Newest first, starting below `before_id` when given.
+#[tracing::instrument(name = "db audit::list_page", level = "debug", skip_all)]
 pub async fn list_page(
     conn: &mut PgConnection,
     org: OrgId,

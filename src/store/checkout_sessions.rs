@@ -54,6 +54,7 @@ pub struct NewSession<'a> {
 
 /// Records a session this service opened (a replayed creation records it
 /// once).
+#[tracing::instrument(name = "db checkout_sessions::insert", level = "debug", skip_all)]
 pub async fn insert(conn: &mut PgConnection, new: &NewSession<'_>) -> Result<()> {
     let mode = match new.mode {
         SessionMode::Subscription => "subscription",
@@ -81,6 +82,11 @@ pub async fn insert(conn: &mut PgConnection, new: &NewSession<'_>) -> Result<()>
 
 /// The organization's latest subscription session that we have not seen
 /// closed.
+#[tracing::instrument(
+    name = "db checkout_sessions::last_open_subscription_session",
+    level = "debug",
+    skip_all
+)]
 pub async fn last_open_subscription_session(
     conn: &mut PgConnection,
     org: OrgId,
@@ -105,6 +111,7 @@ pub async fn last_open_subscription_session(
 }
 
 /// Records that a session was paid or expired.
+#[tracing::instrument(name = "db checkout_sessions::set_status", level = "debug", skip_all)]
 pub async fn set_status(conn: &mut PgConnection, id: &str, status: SessionStatus) -> Result<()> {
     sqlx::query!(
         "update checkout_sessions set status = $2 where stripe_session_id = $1",

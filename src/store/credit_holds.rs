@@ -52,6 +52,7 @@ impl TryFrom<HoldRow> for CreditHold {
 /// keeps it one), so each stays
 /// an index descent per value whatever the plan and however many settled
 /// holds there are.
+#[tracing::instrument(name = "db credit_holds::for_batch", level = "debug", skip_all)]
 pub async fn for_batch(
     conn: &mut PgConnection,
     orgs: &[Uuid],
@@ -94,6 +95,7 @@ pub async fn for_batch(
 }
 
 /// The organization's active holds, soonest expiry first.
+#[tracing::instrument(name = "db credit_holds::active", level = "debug", skip_all)]
 pub async fn active(conn: &mut PgConnection, org: OrgId) -> Result<Vec<CreditHold>> {
     let rows = sqlx::query_as!(
         HoldRow,
@@ -111,6 +113,7 @@ pub async fn active(conn: &mut PgConnection, org: OrgId) -> Result<Vec<CreditHol
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
+#[tracing::instrument(name = "db credit_holds::insert", level = "debug", skip_all)]
 pub async fn insert(conn: &mut PgConnection, holds: &[CreditHold]) -> Result<()> {
     if holds.is_empty() {
         return Ok(());
@@ -158,6 +161,7 @@ pub async fn insert(conn: &mut PgConnection, holds: &[CreditHold]) -> Result<()>
 }
 
 /// Records holds settled or released at `now`.
+#[tracing::instrument(name = "db credit_holds::close", level = "debug", skip_all)]
 pub async fn close(
     conn: &mut PgConnection,
     holds: &[CreditHold],
@@ -188,6 +192,7 @@ pub async fn close(
 }
 
 /// What the organization's active holds set aside at `now`.
+#[tracing::instrument(name = "db credit_holds::held", level = "debug", skip_all)]
 pub async fn held(conn: &mut PgConnection, org: OrgId, now: DateTime<Utc>) -> Result<i64> {
     Ok(sqlx::query_scalar!(
         r#"
@@ -203,6 +208,11 @@ pub async fn held(conn: &mut PgConnection, org: OrgId, now: DateTime<Utc>) -> Re
 }
 
 /// Organizations with active holds past their expiry, for the sweep.
+#[tracing::instrument(
+    name = "db credit_holds::orgs_with_expired_holds",
+    level = "debug",
+    skip_all
+)]
 pub async fn orgs_with_expired_holds(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
@@ -223,6 +233,7 @@ pub async fn orgs_with_expired_holds(
 }
 
 /// Releases the organization's holds that expired by `now`; returns how many.
+#[tracing::instrument(name = "db credit_holds::expire", level = "debug", skip_all)]
 pub async fn expire(conn: &mut PgConnection, org: OrgId, now: DateTime<Utc>) -> Result<u64> {
     let done = sqlx::query!(
         r#"

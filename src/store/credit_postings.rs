@@ -23,6 +23,11 @@ pub struct LockedAccount {
 /// Creates the accounts that do not exist yet, each in its own short
 /// statement outside any posting's transaction, so that creating one never
 /// takes a lock out of the order [`lock_accounts`] takes them in.
+#[tracing::instrument(
+    name = "db credit_postings::create_accounts",
+    level = "debug",
+    skip_all
+)]
 pub async fn create_accounts(conn: &mut PgConnection, orgs: &[Uuid]) -> Result<()> {
     sqlx::query!(
         r#"
@@ -41,6 +46,7 @@ pub async fn create_accounts(conn: &mut PgConnection, orgs: &[Uuid]) -> Result<(
 /// takes them in, so batches of several organizations never deadlock) and
 /// reads their open lots. Organizations without an account are missing from
 /// the answer; create them with [`create_accounts`] and try again.
+#[tracing::instrument(name = "db credit_postings::lock_accounts", level = "debug", skip_all)]
 pub async fn lock_accounts(
     conn: &mut PgConnection,
     orgs: &[Uuid],
@@ -94,6 +100,7 @@ pub async fn lock_accounts(
 /// Stores the postings of one or many organizations' books. Each update
 /// also names its rows with `= any(...)`, so the planner reaches them by
 /// index rather than joining the whole table against the batch.
+#[tracing::instrument(name = "db credit_postings::write", level = "debug", skip_all)]
 pub async fn write(conn: &mut PgConnection, books: &[(OrgId, &BookChanges)]) -> Result<()> {
     let mut entries = EntryColumns::default();
     let (mut lot_ids, mut lot_orgs, mut lot_expiries, mut lot_remaining) =
@@ -173,6 +180,7 @@ pub async fn write(conn: &mut PgConnection, books: &[(OrgId, &BookChanges)]) -> 
 /// Stores when each organization's credits are positive; a change
 /// announces itself (the account's trigger), so only changed ones are
 /// passed.
+#[tracing::instrument(name = "db credit_postings::set_horizons", level = "debug", skip_all)]
 pub async fn set_horizons(
     conn: &mut PgConnection,
     horizons: &[(OrgId, CreditHorizon)],

@@ -68,6 +68,7 @@ impl TryFrom<EntryRow> for CreditEntry {
 
 /// Every organization's credit horizon (or those of `only`), for the
 /// entitlement cache; organizations without an account have none.
+#[tracing::instrument(name = "db credits::horizons_in_orgs", level = "debug", skip_all)]
 pub async fn horizons_in_orgs(
     conn: &mut PgConnection,
     only: Option<&[Uuid]>,
@@ -91,6 +92,7 @@ pub async fn horizons_in_orgs(
 }
 
 /// When the organization's credits are positive, as last stored.
+#[tracing::instrument(name = "db credits::horizon", level = "debug", skip_all)]
 pub async fn horizon(conn: &mut PgConnection, org: OrgId) -> Result<CreditHorizon> {
     let account = sqlx::query!(
         "select credit_positive, credit_positive_until from credit_accounts where org_id = $1",
@@ -104,6 +106,7 @@ pub async fn horizon(conn: &mut PgConnection, org: OrgId) -> Result<CreditHorizo
 }
 
 /// The organization's credits without locking, for reads.
+#[tracing::instrument(name = "db credits::balance", level = "debug", skip_all)]
 pub async fn balance(conn: &mut PgConnection, org: OrgId) -> Result<CreditBalance> {
     let overdraft = sqlx::query_scalar!(
         "select overdraft_micros from credit_accounts where org_id = $1",
@@ -140,6 +143,7 @@ async fn open_lots(conn: &mut PgConnection, org: OrgId) -> Result<Vec<CreditLot>
 }
 
 /// The entry an earlier request with this key made, if any.
+#[tracing::instrument(name = "db credits::by_idempotency_key", level = "debug", skip_all)]
 pub async fn by_idempotency_key(
     conn: &mut PgConnection,
     org: OrgId,
@@ -172,6 +176,7 @@ pub async fn by_idempotency_key(
 /// PostgreSQL 15 would rather scan every usage entry of the organizations
 /// and filter them by key; with a plain join, a generic plan made while the
 /// ledger was small hashes all of it.)
+#[tracing::instrument(name = "db credits::usage_by_keys", level = "debug", skip_all)]
 pub async fn usage_by_keys(
     conn: &mut PgConnection,
     orgs: &[Uuid],
@@ -200,6 +205,7 @@ pub async fn usage_by_keys(
 }
 
 /// Whether a Stripe payment has already been credited.
+#[tracing::instrument(name = "db credits::payment_credited", level = "debug", skip_all)]
 pub async fn payment_credited(conn: &mut PgConnection, payment_id: &str) -> Result<bool> {
     Ok(sqlx::query_scalar!(
         r#"select exists(select 1 from credit_entries where stripe_payment_id = $1) as "exists!""#,
@@ -210,6 +216,7 @@ pub async fn payment_credited(conn: &mut PgConnection, payment_id: &str) -> Resu
 }
 
 /// A page of the ledger, newest first.
+#[tracing::instrument(name = "db credits::list_entries", level = "debug", skip_all)]
 pub async fn list_entries(
     conn: &mut PgConnection,
     org: OrgId,
@@ -238,6 +245,11 @@ pub async fn list_entries(
 
 /// Organizations holding credit that has expired but not yet been written
 /// off, for the sweep.
+#[tracing::instrument(
+    name = "db credits::orgs_with_expired_credit",
+    level = "debug",
+    skip_all
+)]
 pub async fn orgs_with_expired_credit(
     conn: &mut PgConnection,
     now: DateTime<Utc>,

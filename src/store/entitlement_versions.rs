@@ -12,6 +12,7 @@ use crate::error::Result;
 pub const CHANNEL: &str = "billing_entitlements";
 
 /// The newest version committed.
+#[tracing::instrument(name = "db entitlement_versions::clock", level = "debug", skip_all)]
 pub async fn clock(conn: &mut PgConnection) -> Result<StateVersion> {
     let version = sqlx::query_scalar!("select version from entitlement_clock")
         .fetch_one(conn)
@@ -20,6 +21,7 @@ pub async fn clock(conn: &mut PgConnection) -> Result<StateVersion> {
 }
 
 /// Each organization's version, for all or those of `only`.
+#[tracing::instrument(name = "db entitlement_versions::of_orgs", level = "debug", skip_all)]
 pub async fn of_orgs(
     conn: &mut PgConnection,
     only: Option<&[Uuid]>,
@@ -42,6 +44,11 @@ pub async fn of_orgs(
 }
 
 /// Organizations changed after `version`.
+#[tracing::instrument(
+    name = "db entitlement_versions::changed_since",
+    level = "debug",
+    skip_all
+)]
 pub async fn changed_since(conn: &mut PgConnection, version: StateVersion) -> Result<Vec<Uuid>> {
     Ok(sqlx::query_scalar!(
         "select org_id from entitlement_versions where version > $1",
@@ -52,6 +59,7 @@ pub async fn changed_since(conn: &mut PgConnection, version: StateVersion) -> Re
 }
 
 /// A connection listening on [`CHANNEL`].
+#[tracing::instrument(name = "db entitlement_versions::listen", level = "debug", skip_all)]
 pub async fn listen(store: &super::Store) -> Result<sqlx::postgres::PgListener> {
     let mut listener = sqlx::postgres::PgListener::connect_with(store.pool()).await?;
     listener.listen(CHANNEL).await?;

@@ -31,6 +31,7 @@ pub fn user_actor(user: &UserId) -> String {
     format!("user:{user}")
 }
 
+#[tracing::instrument(name = "db erasure::erase_user", level = "debug", skip_all)]
 pub async fn erase_user(
     conn: &mut PgConnection,
     user: &UserId,

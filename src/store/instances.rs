@@ -53,6 +53,7 @@ impl TryFrom<InstanceRow> for InstanceSubscription {
 
 /// Inserts a new subscription. A second live subscription for the instance,
 /// or a second trial for the user, is `AlreadyExists`.
+#[tracing::instrument(name = "db instances::insert", level = "debug", skip_all)]
 pub async fn insert(conn: &mut PgConnection, instance: &InstanceSubscription) -> Result<()> {
     sqlx::query!(
         r#"
@@ -105,6 +106,7 @@ pub async fn insert(conn: &mut PgConnection, instance: &InstanceSubscription) ->
 }
 
 /// Writes the changing fields of the instance's live subscription.
+#[tracing::instrument(name = "db instances::update", level = "debug", skip_all)]
 pub async fn update(conn: &mut PgConnection, instance: &InstanceSubscription) -> Result<()> {
     sqlx::query!(
         r#"
@@ -128,6 +130,7 @@ pub async fn update(conn: &mut PgConnection, instance: &InstanceSubscription) ->
 }
 
 /// The instance's live subscription, or else its latest canceled one.
+#[tracing::instrument(name = "db instances::get", level = "debug", skip_all)]
 pub async fn get(
     conn: &mut PgConnection,
     org: OrgId,
@@ -154,6 +157,7 @@ pub async fn get(
 
 /// Every subscription of the organization (optionally one user's), live
 /// ones first, newest first within each.
+#[tracing::instrument(name = "db instances::list", level = "debug", skip_all)]
 pub async fn list(
     conn: &mut PgConnection,
     org: OrgId,
@@ -179,6 +183,7 @@ pub async fn list(
 
 /// Each instance's live subscription, or else its latest canceled one, in
 /// every organization or those of `only`, for the entitlement cache.
+#[tracing::instrument(name = "db instances::list_current", level = "debug", skip_all)]
 pub async fn list_current(
     conn: &mut PgConnection,
     only: Option<&[Uuid]>,
@@ -202,6 +207,7 @@ pub async fn list_current(
 }
 
 /// Whether the user has had the add-on's trial in the organization.
+#[tracing::instrument(name = "db instances::had_trial", level = "debug", skip_all)]
 pub async fn had_trial(
     conn: &mut PgConnection,
     org: OrgId,
@@ -225,6 +231,7 @@ pub async fn had_trial(
 
 /// Organizations with an instance subscription due for renewal (or waiting
 /// to resume), for the sweep.
+#[tracing::instrument(name = "db instances::orgs_due", level = "debug", skip_all)]
 pub async fn orgs_due(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
@@ -247,6 +254,7 @@ pub async fn orgs_due(
 }
 
 /// Ends every live subscription of the organization now.
+#[tracing::instrument(name = "db instances::cancel_all", level = "debug", skip_all)]
 pub async fn cancel_all(
     conn: &mut PgConnection,
     org: OrgId,

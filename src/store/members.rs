@@ -36,6 +36,7 @@ impl TryFrom<MembershipRow> for Membership {
     }
 }
 
+#[tracing::instrument(name = "db members::role_of", level = "debug", skip_all)]
 pub async fn role_of(conn: &mut PgConnection, org: OrgId, user: &UserId) -> Result<Option<Role>> {
     let role = sqlx::query_scalar!(
         "select role from memberships where org_id = $1 and user_id = $2",
@@ -47,6 +48,7 @@ pub async fn role_of(conn: &mut PgConnection, org: OrgId, user: &UserId) -> Resu
     role.as_deref().map(parse_role).transpose()
 }
 
+#[tracing::instrument(name = "db members::get_member", level = "debug", skip_all)]
 pub async fn get_member(
     conn: &mut PgConnection,
     org: OrgId,
@@ -63,6 +65,7 @@ pub async fn get_member(
     row.map(TryInto::try_into).transpose()
 }
 
+#[tracing::instrument(name = "db members::list_members", level = "debug", skip_all)]
 pub async fn list_members(conn: &mut PgConnection, org: OrgId) -> Result<Vec<Membership>> {
     let rows = sqlx::query_as!(
         MembershipRow,
@@ -78,6 +81,7 @@ pub async fn list_members(conn: &mut PgConnection, org: OrgId) -> Result<Vec<Mem
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
+#[tracing::instrument(name = "db members::insert_member", level = "debug", skip_all)]
 pub async fn insert_member(conn: &mut PgConnection, member: &Membership) -> Result<()> {
     sqlx::query!(
         "insert into memberships (org_id, user_id, role, joined_at) values ($1, $2, $3, $4)",
@@ -96,6 +100,7 @@ pub async fn insert_member(conn: &mut PgConnection, member: &Membership) -> Resu
     Ok(())
 }
 
+#[tracing::instrument(name = "db members::update_role", level = "debug", skip_all)]
 pub async fn update_role(
     conn: &mut PgConnection,
     org: OrgId,
@@ -113,6 +118,7 @@ pub async fn update_role(
     Ok(())
 }
 
+#[tracing::instrument(name = "db members::delete_member", level = "debug", skip_all)]
 pub async fn delete_member(conn: &mut PgConnection, org: OrgId, user: &UserId) -> Result<()> {
     sqlx::query!(
         "delete from memberships where org_id = $1 and user_id = $2",
@@ -124,6 +130,7 @@ pub async fn delete_member(conn: &mut PgConnection, org: OrgId, user: &UserId) -
     Ok(())
 }
 
+#[tracing::instrument(name = "db members::delete_all_members", level = "debug", skip_all)]
 pub async fn delete_all_members(conn: &mut PgConnection, org: OrgId) -> Result<()> {
     sqlx::query!("delete from memberships where org_id = $1", org.as_uuid())
         .execute(conn)
@@ -131,6 +138,7 @@ pub async fn delete_all_members(conn: &mut PgConnection, org: OrgId) -> Result<(
     Ok(())
 }
 
+#[tracing::instrument(name = "db members::count_owners", level = "debug", skip_all)]
 pub async fn count_owners(conn: &mut PgConnection, org: OrgId) -> Result<i64> {
     let count = sqlx::query_scalar!(
         r#"select count(*) as "count!" from memberships where org_id = $1 and role = 'owner'"#,
@@ -144,6 +152,7 @@ pub async fn count_owners(conn: &mut PgConnection, org: OrgId) -> Result<i64> {
 /// The inputs of the seat rule: every member's role, and the role and
 /// expiry of every pending invitation. Who of them takes a seat is the
 /// domain's to say ([`SeatHolders::from_roles`]).
+#[tracing::instrument(name = "db members::seat_holders", level = "debug", skip_all)]
 pub async fn seat_holders(
     conn: &mut PgConnection,
     org: OrgId,
@@ -178,6 +187,7 @@ pub async fn seat_holders(
 
 /// Every membership as (organization, user, role), in every organization or
 /// those of `only`, for the entitlement cache.
+#[tracing::instrument(name = "db members::roles_in_orgs", level = "debug", skip_all)]
 pub async fn roles_in_orgs(
     conn: &mut PgConnection,
     only: Option<&[Uuid]>,
@@ -200,6 +210,11 @@ pub async fn roles_in_orgs(
 }
 
 /// Every pending invitation's role and expiry, by organization.
+#[tracing::instrument(
+    name = "db members::pending_invitations_in_orgs",
+    level = "debug",
+    skip_all
+)]
 pub async fn pending_invitations_in_orgs(
     conn: &mut PgConnection,
     only: Option<&[Uuid]>,
@@ -258,6 +273,7 @@ impl TryFrom<InvitationRow> for Invitation {
     }
 }
 
+#[tracing::instrument(name = "db members::insert_invitation", level = "debug", skip_all)]
 pub async fn insert_invitation(conn: &mut PgConnection, invitation: &Invitation) -> Result<()> {
     sqlx::query!(
         r#"
@@ -283,6 +299,11 @@ pub async fn insert_invitation(conn: &mut PgConnection, invitation: &Invitation)
 }
 
 /// Closes (revokes) expired invitations to `email`, so a new one can be sent.
+#[tracing::instrument(
+    name = "db members::close_expired_invitations",
+    level = "debug",
+    skip_all
+)]
 pub async fn close_expired_invitations(
     conn: &mut PgConnection,
     org: OrgId,
@@ -305,6 +326,7 @@ pub async fn close_expired_invitations(
 }
 
 /// Reads an invitation and locks it until the transaction ends.
+#[tracing::instrument(name = "db members::lock_invitation", level = "debug", skip_all)]
 pub async fn lock_invitation(
     conn: &mut PgConnection,
     id: InvitationId,
@@ -324,6 +346,7 @@ pub async fn lock_invitation(
     row.map(TryInto::try_into).transpose()
 }
 
+#[tracing::instrument(name = "db members::list_invitations", level = "debug", skip_all)]
 pub async fn list_invitations(
     conn: &mut PgConnection,
     org: OrgId,
@@ -349,6 +372,7 @@ pub async fn list_invitations(
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
+#[tracing::instrument(name = "db members::mark_accepted", level = "debug", skip_all)]
 pub async fn mark_accepted(
     conn: &mut PgConnection,
     id: InvitationId,
@@ -366,6 +390,7 @@ pub async fn mark_accepted(
     Ok(())
 }
 
+#[tracing::instrument(name = "db members::mark_revoked", level = "debug", skip_all)]
 pub async fn mark_revoked(
     conn: &mut PgConnection,
     id: InvitationId,
@@ -382,6 +407,7 @@ pub async fn mark_revoked(
 }
 
 /// Revokes every open invitation of an organization (on deletion).
+#[tracing::instrument(name = "db members::revoke_all_invitations", level = "debug", skip_all)]
 pub async fn revoke_all_invitations(
     conn: &mut PgConnection,
     org: OrgId,
@@ -423,6 +449,7 @@ impl TryFrom<RemovalRow> for RemovalRecord {
 }
 
 /// Records a removal; removing the same user again replaces the record.
+#[tracing::instrument(name = "db members::upsert_removal", level = "debug", skip_all)]
 pub async fn upsert_removal(conn: &mut PgConnection, record: &RemovalRecord) -> Result<()> {
     sqlx::query!(
         r#"
@@ -444,6 +471,7 @@ pub async fn upsert_removal(conn: &mut PgConnection, record: &RemovalRecord) -> 
 }
 
 /// Deletes the user's removal record; true when there was one.
+#[tracing::instrument(name = "db members::clear_removal", level = "debug", skip_all)]
 pub async fn clear_removal(conn: &mut PgConnection, org: OrgId, user: &UserId) -> Result<bool> {
     let done = sqlx::query!(
         "delete from removal_records where org_id = $1 and user_id = $2",
@@ -455,6 +483,7 @@ pub async fn clear_removal(conn: &mut PgConnection, org: OrgId, user: &UserId) -
     Ok(done.rows_affected() > 0)
 }
 
+#[tracing::instrument(name = "db members::list_removals", level = "debug", skip_all)]
 pub async fn list_removals(conn: &mut PgConnection, org: OrgId) -> Result<Vec<RemovalRecord>> {
     let rows = sqlx::query_as!(
         RemovalRow,
@@ -471,6 +500,7 @@ pub async fn list_removals(conn: &mut PgConnection, org: OrgId) -> Result<Vec<Re
 }
 
 /// Whether the user was removed from the organization (and not re-admitted).
+#[tracing::instrument(name = "db members::has_removal", level = "debug", skip_all)]
 pub async fn has_removal(conn: &mut PgConnection, org: OrgId, user: &UserId) -> Result<bool> {
     let found = sqlx::query_scalar!(
         r#"select exists (select 1 from removal_records where org_id = $1 and user_id = $2) as "found!""#,

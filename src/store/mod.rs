@@ -3,6 +3,10 @@
 //!
 //! Functions take a `&mut PgConnection` so a use case can run several of them
 //! in one transaction; rows are converted into domain types here.
+//!
+//! Each function is a debug-level span, `db <module>::<function>`: not in
+//! the logs at the default level, and exported with traces as a child of
+//! the call that ran it.
 
 pub mod audit;
 pub mod checkout_sessions;
@@ -40,6 +44,7 @@ pub struct Store {
 }
 
 impl Store {
+    #[tracing::instrument(name = "db connect", level = "debug", skip_all)]
     pub async fn connect(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
@@ -49,6 +54,7 @@ impl Store {
         Ok(Self { pool })
     }
 
+    #[tracing::instrument(name = "db migrate", level = "debug", skip_all)]
     pub async fn migrate(&self) -> anyhow::Result<()> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
@@ -58,6 +64,7 @@ impl Store {
         &self.pool
     }
 
+    #[tracing::instrument(name = "db begin", level = "debug", skip_all)]
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
     }
@@ -68,6 +75,7 @@ impl Store {
 /// are deferred to commit; making them run just before it lets us read the
 /// version the transaction took (they keep it in a transaction-local
 /// setting).
+#[tracing::instrument(name = "db commit", level = "debug", skip_all)]
 pub async fn commit(mut tx: Transaction<'static, Postgres>) -> Result<Option<StateVersion>> {
     sqlx::query!("set constraints all immediate")
         .execute(&mut *tx)

@@ -91,6 +91,7 @@ pub enum Recorded {
 }
 
 /// Records `new` as running, claimed until `lease_until`.
+#[tracing::instrument(name = "db operations::record_running", level = "debug", skip_all)]
 pub async fn record_running(
     conn: &mut PgConnection,
     new: &NewOperation<'_>,
@@ -164,6 +165,7 @@ async fn by_caller_key(
     row.map(TryInto::try_into).transpose()
 }
 
+#[tracing::instrument(name = "db operations::get", level = "debug", skip_all)]
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<StoredOperation>> {
     let row = sqlx::query_as!(
         Row,
@@ -179,6 +181,7 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<StoredOpera
 }
 
 /// Stores the plan; false when the claim was taken over meanwhile.
+#[tracing::instrument(name = "db operations::store_plan", level = "debug", skip_all)]
 pub async fn store_plan(
     conn: &mut PgConnection,
     id: Uuid,
@@ -202,6 +205,7 @@ pub async fn store_plan(
 
 /// Finishes the operation; false when the claim was taken over meanwhile
 /// (the other performer records the outcome).
+#[tracing::instrument(name = "db operations::finish", level = "debug", skip_all)]
 pub async fn finish(
     conn: &mut PgConnection,
     id: Uuid,
@@ -233,6 +237,7 @@ pub async fn finish(
 
 /// Forgets an operation whose plan refused the change before anything was
 /// sent: a refused request writes nothing.
+#[tracing::instrument(name = "db operations::discard", level = "debug", skip_all)]
 pub async fn discard(conn: &mut PgConnection, id: Uuid, token: Uuid) -> Result<()> {
     sqlx::query!(
         r#"
@@ -249,6 +254,7 @@ pub async fn discard(conn: &mut PgConnection, id: Uuid, token: Uuid) -> Result<(
 
 /// An attempt that could not finish (Stripe unreachable): the claim now
 /// lapses at `retry_at`, when the operations loop resumes it.
+#[tracing::instrument(name = "db operations::postpone", level = "debug", skip_all)]
 pub async fn postpone(
     conn: &mut PgConnection,
     id: Uuid,
@@ -274,6 +280,7 @@ pub async fn postpone(
 
 /// Takes over the oldest running operation whose claim has lapsed, or
 /// starts the oldest queued one of an organization with nothing running.
+#[tracing::instrument(name = "db operations::claim_next", level = "debug", skip_all)]
 pub async fn claim_next(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
@@ -332,6 +339,7 @@ pub async fn claim_next(
 
 /// Queues an upkeep of the organization unless one is already waiting;
 /// the id of the one waiting either way.
+#[tracing::instrument(name = "db operations::queue_upkeep", level = "debug", skip_all)]
 pub async fn queue_upkeep(
     conn: &mut PgConnection,
     org: OrgId,
@@ -358,6 +366,7 @@ pub async fn queue_upkeep(
 
 /// Starts the organization's queued upkeep at once if nothing of the
 /// organization runs; the claim token when it did.
+#[tracing::instrument(name = "db operations::start_queued_upkeep", level = "debug", skip_all)]
 pub async fn start_queued_upkeep(
     conn: &mut PgConnection,
     org: OrgId,

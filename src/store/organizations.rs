@@ -47,6 +47,7 @@ impl From<OrganizationRow> for Organization {
 /// Inserts `org`, or, when `idempotency_key` was used before by the same
 /// creator, returns the organization that call created. The boolean tells
 /// whether this call created it.
+#[tracing::instrument(name = "db organizations::insert", level = "debug", skip_all)]
 pub async fn insert(
     conn: &mut PgConnection,
     org: &Organization,
@@ -93,6 +94,7 @@ pub async fn insert(
     Ok((existing.into(), false))
 }
 
+#[tracing::instrument(name = "db organizations::get", level = "debug", skip_all)]
 pub async fn get(conn: &mut PgConnection, id: OrgId) -> Result<Option<Organization>> {
     let row = sqlx::query_as!(
         OrganizationRow,
@@ -117,6 +119,7 @@ pub async fn get(conn: &mut PgConnection, id: OrgId) -> Result<Option<Organizati
 /// credit account never waits here: every credit posting locks the
 /// organization, then the account, or the account alone, and none can
 /// deadlock with another.
+#[tracing::instrument(name = "db organizations::lock", level = "debug", skip_all)]
 pub async fn lock(conn: &mut PgConnection, id: OrgId) -> Result<Option<Organization>> {
     let row = sqlx::query_as!(
         OrganizationRow,
@@ -136,6 +139,7 @@ pub async fn lock(conn: &mut PgConnection, id: OrgId) -> Result<Option<Organizat
 }
 
 /// Every live organization, or those of `only`, for the entitlement cache.
+#[tracing::instrument(name = "db organizations::list_live", level = "debug", skip_all)]
 pub async fn list_live(
     conn: &mut PgConnection,
     only: Option<&[Uuid]>,
@@ -157,6 +161,7 @@ pub async fn list_live(
 }
 
 /// One page of live organizations in creation order (ids are time-ordered).
+#[tracing::instrument(name = "db organizations::list_page", level = "debug", skip_all)]
 pub async fn list_page(
     conn: &mut PgConnection,
     after: Option<OrgId>,
@@ -182,6 +187,7 @@ pub async fn list_page(
 }
 
 /// Writes every setting an operator or owner can change.
+#[tracing::instrument(name = "db organizations::update_settings", level = "debug", skip_all)]
 pub async fn update_settings(conn: &mut PgConnection, org: &Organization) -> Result<()> {
     sqlx::query!(
         r#"
@@ -206,6 +212,7 @@ pub async fn update_settings(conn: &mut PgConnection, org: &Organization) -> Res
     Ok(())
 }
 
+#[tracing::instrument(name = "db organizations::mark_deleted", level = "debug", skip_all)]
 pub async fn mark_deleted(conn: &mut PgConnection, id: OrgId, now: DateTime<Utc>) -> Result<()> {
     sqlx::query!(
         "update organizations set deleted_at = $2 where id = $1 and deleted_at is null",
@@ -218,6 +225,7 @@ pub async fn mark_deleted(conn: &mut PgConnection, id: OrgId, now: DateTime<Utc>
 }
 
 /// The organization's Stripe customer, once one was created.
+#[tracing::instrument(name = "db organizations::stripe_customer", level = "debug", skip_all)]
 pub async fn stripe_customer(conn: &mut PgConnection, id: OrgId) -> Result<Option<String>> {
     let customer = sqlx::query_scalar!(
         "select stripe_customer_id from organizations where id = $1",
@@ -230,6 +238,11 @@ pub async fn stripe_customer(conn: &mut PgConnection, id: OrgId) -> Result<Optio
 
 /// Records the organization's Stripe customer unless one is recorded
 /// already, and returns the one that is.
+#[tracing::instrument(
+    name = "db organizations::remember_stripe_customer",
+    level = "debug",
+    skip_all
+)]
 pub async fn remember_stripe_customer(
     conn: &mut PgConnection,
     id: OrgId,
@@ -250,6 +263,11 @@ pub async fn remember_stripe_customer(
 }
 
 /// The organization whose Stripe customer this is.
+#[tracing::instrument(
+    name = "db organizations::by_stripe_customer",
+    level = "debug",
+    skip_all
+)]
 pub async fn by_stripe_customer(conn: &mut PgConnection, customer: &str) -> Result<Option<OrgId>> {
     let org = sqlx::query_scalar!(
         "select id from organizations where stripe_customer_id = $1 and deleted_at is null",
@@ -261,6 +279,7 @@ pub async fn by_stripe_customer(conn: &mut PgConnection, customer: &str) -> Resu
 }
 
 /// Moves the organization to the plan its paid subscription is on.
+#[tracing::instrument(name = "db organizations::set_plan", level = "debug", skip_all)]
 pub async fn set_plan(conn: &mut PgConnection, id: OrgId, plan: &PlanId) -> Result<()> {
     sqlx::query!(
         "update organizations set plan = $2 where id = $1 and deleted_at is null",

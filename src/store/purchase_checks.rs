@@ -13,6 +13,7 @@ use crate::error::Result;
 /// Every purchase credited from a Stripe payment (of `org`, or of every
 /// organization) that no check has verified yet, oldest first. Flagged ones
 /// are read again, so a payment that later shows up clears its flag.
+#[tracing::instrument(name = "db purchase_checks::unverified", level = "debug", skip_all)]
 pub async fn unverified(
     conn: &mut PgConnection,
     org: Option<OrgId>,
@@ -45,6 +46,7 @@ pub async fn unverified(
 
 /// Stores what checking `purchase` found; returns the finding stored before
 /// (as stored), if it had been checked already.
+#[tracing::instrument(name = "db purchase_checks::record", level = "debug", skip_all)]
 pub async fn record(
     conn: &mut PgConnection,
     purchase: &CreditedPurchase,

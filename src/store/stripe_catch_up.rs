@@ -15,6 +15,7 @@ pub struct Claim {
 
 /// Takes the run's lease until `lease_until`, unless another replica holds
 /// it; one statement, so nothing stays open while Stripe is listed.
+#[tracing::instrument(name = "db stripe_catch_up::claim", level = "debug", skip_all)]
 pub async fn claim(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
@@ -42,6 +43,7 @@ pub async fn claim(
 
 /// Records a complete run: every event created before `listed_until` has
 /// been listed. The lease ends with it.
+#[tracing::instrument(name = "db stripe_catch_up::finish", level = "debug", skip_all)]
 pub async fn finish(
     conn: &mut PgConnection,
     listed_until: DateTime<Utc>,
@@ -61,6 +63,7 @@ pub async fn finish(
 }
 
 /// Gives the lease up after a failed run, so the next may start at once.
+#[tracing::instrument(name = "db stripe_catch_up::release", level = "debug", skip_all)]
 pub async fn release(conn: &mut PgConnection) -> Result<()> {
     sqlx::query!("update stripe_catch_up set leased_until = '-infinity'")
         .execute(conn)

@@ -36,6 +36,7 @@ impl EventSource {
 
 /// Stores, in one statement, the events not stored yet; returns the ids
 /// this call stored (an id given twice is stored once).
+#[tracing::instrument(name = "db stripe_events::insert_new", level = "debug", skip_all)]
 pub async fn insert_new(
     conn: &mut PgConnection,
     events: &[ReceivedEvent<'_>],
@@ -90,6 +91,7 @@ pub struct ClaimedEvent {
 /// claim side by side; the claim is one statement, so nothing stays open
 /// while the event is applied. An event whose subscription another worker
 /// holds an event of is passed over: that worker's reading will cover it.
+#[tracing::instrument(name = "db stripe_events::claim_due", level = "debug", skip_all)]
 pub async fn claim_due(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
@@ -138,6 +140,7 @@ impl Outcome {
 }
 
 /// Marks the event finished; `note` says why when it had no effect.
+#[tracing::instrument(name = "db stripe_events::finish", level = "debug", skip_all)]
 pub async fn finish(
     conn: &mut PgConnection,
     id: &str,
@@ -165,6 +168,7 @@ pub async fn finish(
 /// `subscription_id` again and were stored before `covered_before` (when
 /// the reading that covers them was claimed). Events claimed by another
 /// worker, or waiting out a retry, are left to it. Returns how many.
+#[tracing::instrument(name = "db stripe_events::finish_covered", level = "debug", skip_all)]
 pub async fn finish_covered(
     conn: &mut PgConnection,
     subscription_id: &str,
@@ -195,6 +199,7 @@ pub async fn finish_covered(
 
 /// Puts a claimed event back for `retry_at` without counting an attempt:
 /// it did not fail, Stripe asked us to slow down.
+#[tracing::instrument(name = "db stripe_events::defer", level = "debug", skip_all)]
 pub async fn defer(
     conn: &mut PgConnection,
     id: &str,
@@ -213,6 +218,7 @@ pub async fn defer(
 }
 
 /// Records a failed attempt: retried at `retry_at`, or parked when `None`.
+#[tracing::instrument(name = "db stripe_events::record_failure", level = "debug", skip_all)]
 pub async fn record_failure(
     conn: &mut PgConnection,
     id: &str,
@@ -251,6 +257,7 @@ pub struct ParkedEvent {
 }
 
 /// Parked events, oldest first.
+#[tracing::instrument(name = "db stripe_events::list_parked", level = "debug", skip_all)]
 pub async fn list_parked(conn: &mut PgConnection, limit: i64) -> Result<Vec<ParkedEvent>> {
     let events = sqlx::query_as!(
         ParkedEvent,
@@ -269,6 +276,7 @@ pub async fn list_parked(conn: &mut PgConnection, limit: i64) -> Result<Vec<Park
 
 /// Puts a parked event back in line with a fresh set of attempts; false when
 /// no parked event has this id.
+#[tracing::instrument(name = "db stripe_events::retry_parked", level = "debug", skip_all)]
 pub async fn retry_parked(conn: &mut PgConnection, id: &str, now: DateTime<Utc>) -> Result<bool> {
     let updated = sqlx::query!(
         r#"
@@ -294,6 +302,7 @@ pub struct InboxDepth {
 }
 
 /// Counts pending and parked events (both on partial indexes).
+#[tracing::instrument(name = "db stripe_events::depth", level = "debug", skip_all)]
 pub async fn depth(conn: &mut PgConnection) -> Result<InboxDepth> {
     let row = sqlx::query!(
         r#"

@@ -8,6 +8,7 @@ use crate::error::Result;
 
 /// Takes the lease until `lease_until` unless another replica holds it or
 /// ran a pass since `due_after`; true when this replica should run one.
+#[tracing::instrument(name = "db stripe_reconciliation::claim", level = "debug", skip_all)]
 pub async fn claim(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
@@ -33,6 +34,7 @@ pub async fn claim(
 }
 
 /// Ends the lease; a finished pass records when it ran.
+#[tracing::instrument(name = "db stripe_reconciliation::release", level = "debug", skip_all)]
 pub async fn release(conn: &mut PgConnection, ran_at: Option<DateTime<Utc>>) -> Result<()> {
     sqlx::query!(
         r#"

@@ -95,6 +95,7 @@ impl TryFrom<SubscriptionRow> for Subscription {
     }
 }
 
+#[tracing::instrument(name = "db subscriptions::list_for_org", level = "debug", skip_all)]
 pub async fn list_for_org(conn: &mut PgConnection, org: OrgId) -> Result<Vec<Subscription>> {
     let rows = sqlx::query_as!(
         SubscriptionRow,
@@ -116,6 +117,7 @@ pub async fn list_for_org(conn: &mut PgConnection, org: OrgId) -> Result<Vec<Sub
 
 /// Every subscription with its organization, or those of `only`'s
 /// organizations, for the entitlement cache.
+#[tracing::instrument(name = "db subscriptions::list_for_orgs", level = "debug", skip_all)]
 pub async fn list_for_orgs(
     conn: &mut PgConnection,
     only: Option<&[Uuid]>,
@@ -164,6 +166,7 @@ pub async fn list_for_orgs(
 }
 
 /// The organization a subscription we already know belongs to.
+#[tracing::instrument(name = "db subscriptions::org_of", level = "debug", skip_all)]
 pub async fn org_of(
     conn: &mut PgConnection,
     stripe_subscription_id: &str,
@@ -178,6 +181,7 @@ pub async fn org_of(
 }
 
 /// Creates or replaces the local copy of a subscription.
+#[tracing::instrument(name = "db subscriptions::upsert", level = "debug", skip_all)]
 pub async fn upsert(conn: &mut PgConnection, org: OrgId, sub: &Subscription) -> Result<()> {
     let (next_payment_minor, currency) = match &sub.next_payment {
         Some(money) => (Some(money.amount_minor), Some(money.currency.as_str())),
@@ -242,6 +246,7 @@ pub async fn upsert(conn: &mut PgConnection, org: OrgId, sub: &Subscription) -> 
 
 /// Takes the next sync ticket of a subscription, before reading it from
 /// Stripe (in its own statement: no transaction waits on the read).
+#[tracing::instrument(name = "db subscriptions::take_sync_ticket", level = "debug", skip_all)]
 pub async fn take_sync_ticket(
     conn: &mut PgConnection,
     stripe_subscription_id: &str,
@@ -262,6 +267,11 @@ pub async fn take_sync_ticket(
 /// Whether `ticket` is still the newest of the subscription; locks the
 /// ticket row until the transaction ends, so no newer reading is stored in
 /// between.
+#[tracing::instrument(
+    name = "db subscriptions::holds_newest_ticket",
+    level = "debug",
+    skip_all
+)]
 pub async fn holds_newest_ticket(
     conn: &mut PgConnection,
     stripe_subscription_id: &str,

@@ -17,6 +17,7 @@ pub struct UsageQuantity {
 }
 
 /// Records the count and returns the item's row.
+#[tracing::instrument(name = "db usage_quantities::record", level = "debug", skip_all)]
 pub async fn record(
     conn: &mut PgConnection,
     org: OrgId,
@@ -47,6 +48,7 @@ pub async fn record(
 }
 
 /// Every item the organization has reported a count for.
+#[tracing::instrument(name = "db usage_quantities::list", level = "debug", skip_all)]
 pub async fn list(conn: &mut PgConnection, org: OrgId) -> Result<Vec<UsageQuantity>> {
     let rows = sqlx::query!(
         r#"
@@ -70,6 +72,7 @@ pub async fn list(conn: &mut PgConnection, org: OrgId) -> Result<Vec<UsageQuanti
 }
 
 /// Records what Stripe was set to for the item.
+#[tracing::instrument(name = "db usage_quantities::mark_synced", level = "debug", skip_all)]
 pub async fn mark_synced(
     conn: &mut PgConnection,
     org: OrgId,

@@ -30,6 +30,7 @@ mod stripe_fixtures;
 mod stripe_reconciliation;
 mod stripe_retries;
 mod stripe_server;
+mod traces;
 mod trial;
 mod unit_items;
 mod usage;

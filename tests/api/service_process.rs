@@ -3,6 +3,9 @@
 
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use tonic::transport::Channel;
 
@@ -141,14 +144,23 @@ impl Drop for ServiceProcess {
     }
 }
 
+/// A channel once the binary answers health checks SERVING: its ports are
+/// bound before it serves, so a connection alone proves nothing.
 async fn connect(port: u16) -> Channel {
-    for _ in 0..200 {
+    for _ in 0..300 {
         if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
             .expect("uri")
             .connect()
             .await
         {
-            return channel;
+            let health = HealthClient::new(channel.clone())
+                .check(HealthCheckRequest {
+                    service: "billing.v1.BillingService".into(),
+                })
+                .await;
+            if health.is_ok_and(|reply| reply.into_inner().status() == ServingStatus::Serving) {
+                return channel;
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
