@@ -239,6 +239,12 @@ pub struct Config {
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
+    /// Instead of serving: ask the service on BILLING_GRPC_ADDR (on this
+    /// host) for its health and exit 0 when it is SERVING, 1 otherwise.
+    /// The container image's HEALTHCHECK.
+    #[arg(long)]
+    pub probe: bool,
+
     /// Log line format.
     #[arg(long, env = "BILLING_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -26,6 +26,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    if config.probe {
+        return probe(config.grpc_addr).await;
+    }
     // Refused before anything starts, and without quoting the value.
     let configured_tokens = config.caller_tokens()?;
     if configured_tokens.is_none() && !config.may_generate_tokens() {
@@ -211,6 +214,32 @@ fn print_welcome(app: &App, setup: &Setup, tokens: &CallerTokens, generated: boo
         "List the API: npx @bufbuild/buf curl --protocol grpc --http2-prior-knowledge --list-methods http://127.0.0.1:{port}"
     );
     println!("More examples: README.md");
+}
+
+/// The health check of a container: the local server's overall health.
+async fn probe(grpc_addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let port = grpc_addr.port();
+    let check = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+            .connect()
+            .await?;
+        let reply = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: "billing.v1.EntitlementService".into(),
+            })
+            .await?;
+        anyhow::Ok(reply.into_inner().status())
+    };
+    match tokio::time::timeout(Duration::from_secs(3), check).await {
+        Ok(Ok(ServingStatus::Serving)) => Ok(()),
+        Ok(Ok(status)) => anyhow::bail!("the service reports {}", status.as_str_name()),
+        Ok(Err(error)) => Err(error.context(format!("checking health on port {port}"))),
+        Err(_) => anyhow::bail!("no health answer on port {port} within 3 s"),
+    }
 }
 
 /// Listens for the stop signals from now on, and completes at the first.

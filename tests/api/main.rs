@@ -6,6 +6,7 @@ mod auth;
 mod billing_journeys;
 mod billing_operations;
 mod catalog;
+mod container;
 mod crash;
 mod credits;
 mod degraded;
