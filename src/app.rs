@@ -60,9 +60,6 @@ pub struct AppSettings {
     pub shutdown_grace: Duration,
 }
 
-/// How often histogram samples are folded in between scrapes.
-const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
-
 /// Names of the served services, for health reporting.
 const SERVICE_NAMES: [&str; 4] = [
     "billing.v1.BillingService",
@@ -277,28 +274,11 @@ impl App {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, "serving metrics at /metrics");
             }
-            // Histogram samples wait in buckets until upkeep folds them in;
-            // between scrapes too, so that memory stays flat.
-            let upkeep = handle.clone();
-            let stopped = wait_for_stop();
-            tokio::spawn(async move {
-                let fold = async {
-                    let mut every = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
-                    loop {
-                        every.tick().await;
-                        upkeep.run_upkeep();
-                    }
-                };
-                tokio::select! {
-                    () = fold => {}
-                    () = stopped => {}
-                }
-            });
-            let router = metrics_listener::router(handle, self.service.clone());
-            tokio::spawn(http_listener::serve(
+            let service = self.service.clone();
+            tokio::spawn(metrics_listener::serve(
                 listener,
-                router,
-                ListenerLimits::default(),
+                handle,
+                service,
                 wait_for_stop(),
             ))
         });
