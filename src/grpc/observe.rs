@@ -275,6 +275,10 @@ impl Completion {
         let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         if code == Code::Ok {
             tracing::debug!(latency_ms, "call finished");
+        } else if code == Code::Cancelled {
+            // The client went away (a CLI closing its reflection stream, a
+            // gateway reconnecting): routine, not a failure of ours.
+            tracing::debug!(latency_ms, "call cancelled by the client");
         } else {
             if server_fault(code) {
                 self.span.record("otel.status_code", "ERROR");

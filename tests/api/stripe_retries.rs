@@ -46,6 +46,16 @@ async fn a_seat_increase_rate_limited_twice_succeeds_within_the_call_under_one_k
     one_key(&keys);
     // Stripe applied the change once.
     assert_eq!(stripe.writes(SUBSCRIPTION_UPDATES).len(), 1);
+    // Each attempt is a Stripe request in the metrics, by its outcome.
+    let metrics = crate::metrics::scrape(&app).await;
+    let requests = |outcome| {
+        crate::metrics::value(
+            &metrics,
+            "billing_stripe_requests_total",
+            &[("endpoint", "update_subscription"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!((requests("rate_limited"), requests("ok")), (2.0, 1.0));
 }
 
 #[tokio::test]

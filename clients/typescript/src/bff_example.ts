@@ -4,7 +4,7 @@
 //
 //   BILLING_ADDR=http://127.0.0.1:50051 BFF_TOKEN=... USER_ID=alice \
 //     npm run bff-example
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 
 import { BillingCycle, createBillingClients } from "./index.ts";
 
@@ -38,7 +38,7 @@ try {
   // Without STRIPE_SECRET_KEY the service answers FAILED_PRECONDITION
   // with reason STRIPE_NOT_CONFIGURED; the rest of the API works.
   const refused = ConnectError.from(error);
-  console.log(`no checkout: ${refused.code} ${refused.rawMessage}`);
+  console.log(`no checkout: ${Code[refused.code]}: ${refused.rawMessage}`);
 }
 
 const subscription = await billing.getSubscription({ orgId: org.id });
