@@ -44,20 +44,27 @@ const SECONDS_BUCKETS: &[f64] = &[
 /// Reports per usage group commit: one alone up to a full batch.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+/// The installed recorder's handle, or why it could not be installed.
+static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
-/// Installs the process's recorder (once; later calls return the same
-/// handle) and describes every metric.
+/// Installs the process's recorder and describes every metric, once:
+/// callers at the same time (two services built together) wait for the
+/// first and get its handle, instead of racing to set the global recorder.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
-        .set_buckets_for_metric(Matcher::Full(USAGE_BATCH_SIZE.into()), BATCH_BUCKETS)?
-        .install_recorder()?;
-    describe();
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(USAGE_BATCH_SIZE.into()), BATCH_BUCKETS)
+                })
+                .and_then(PrometheusBuilder::install_recorder)
+                .map_err(|error| error.to_string())?;
+            describe();
+            Ok(handle)
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
 }
 
 fn describe() {

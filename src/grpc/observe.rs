@@ -242,13 +242,16 @@ where
         let call = call.instrument(span.clone());
         Box::pin(async move {
             let response = call.await?;
-            let mut completion = Some(Completion { rpc, span, started });
-            // An answer without a body (trailers only) has its status now.
-            if let Some(code) = status_in(response.headers())
-                && let Some(done) = completion.take()
-            {
-                done.finish(code);
-            }
+            let completion = Completion { rpc, span, started };
+            // An answer without a body (trailers only) has its status now;
+            // any other has it in its trailers.
+            let completion = match status_in(response.headers()) {
+                Some(code) => {
+                    completion.finish(code);
+                    None
+                }
+                None => Some(completion),
+            };
             Ok(response.map(|inner| ObservedBody { inner, completion }))
         })
     }

@@ -28,8 +28,6 @@ impl Service {
         Ok(true)
     }
 
-    /// Starts the organization's queued upkeep now if nothing else of the
-    /// organization runs (else the loop starts it later).
     /// Runs the upkeep a committed sync queued, if any, once the work that
     /// queued it (`after`) is done: an upkeep that does not finish is
     /// resumed by the operations loop, so its failure is only logged.
@@ -39,6 +37,8 @@ impl Service {
         }
     }
 
+    /// Starts the organization's queued upkeep now if nothing else of the
+    /// organization runs (else the loop starts it later).
     pub(super) async fn run_queued_upkeep(&self, org: OrgId) -> Result<()> {
         let claimed = {
             let mut conn = self.store().pool().acquire().await?;

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::observed::StripeHttp;
 use stripe::{ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_billing::invoice::RetrieveInvoice;
 use stripe_billing::subscription::{
@@ -23,6 +22,7 @@ use stripe_core::customer::CreateCustomer;
 use stripe_core::payment_intent::RetrievePaymentIntent;
 
 use super::convert::{org_named, provider_schedule, provider_subscription};
+use super::observed::StripeHttp;
 use crate::domain::checkout::SessionStatus;
 use crate::domain::ids::OrgId;
 use crate::domain::metadata::ORG_ID_KEY;

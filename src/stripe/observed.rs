@@ -72,7 +72,7 @@ impl StripeClient for Endpoint<'_> {
             if let Err(StripeError::Stripe(_, status)) = &result {
                 tracing::Span::current().record("http.response.status_code", status);
             }
-            if outcome != "ok" {
+            if result.is_err() {
                 tracing::Span::current().record("otel.status_code", "ERROR");
             }
             metrics::counter!(STRIPE_REQUESTS, "endpoint" => name, "outcome" => outcome)

@@ -3,11 +3,11 @@
 
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-
-use tonic::transport::Channel;
 
 use crate::helpers::{
     BFF_TOKEN, GATEWAY_TOKEN, OPS_TOKEN, PREVIOUS_WEBHOOK_SECRET, TestApp, WEBHOOK_SECRET,
