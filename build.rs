@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "proto/billing/v1/billing.proto",
     "proto/billing/v1/credits.proto",
     "proto/billing/v1/entitlement.proto",
+    "proto/billing/v1/events.proto",
     "proto/billing/v1/org_admin.proto",
 ];
 

@@ -245,6 +245,7 @@ struct CreditsFile {
     free_models: Vec<String>,
     min_purchase_minor: Option<i64>,
     max_purchase_minor: Option<i64>,
+    low_balance_threshold_minor: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -386,6 +387,15 @@ impl CatalogFile {
                         .collect(),
                     min_purchase: bound(file.min_purchase_minor, defaults.min_purchase)?,
                     max_purchase: bound(file.max_purchase_minor, defaults.max_purchase)?,
+                    low_balance_threshold: match file.low_balance_threshold_minor {
+                        None => defaults.low_balance_threshold,
+                        Some(minor) if minor >= 0 => Micros::from_minor(minor),
+                        Some(_) => {
+                            return inconsistent(
+                                "the low-balance threshold must not be negative".into(),
+                            );
+                        }
+                    },
                 };
                 if policy.min_purchase > policy.max_purchase {
                     return inconsistent("the smallest credit purchase exceeds the largest".into());

@@ -379,6 +379,9 @@ pub struct CreditPolicy {
     pub free_models: Vec<String>,
     pub min_purchase: Micros,
     pub max_purchase: Micros,
+    /// Below this balance `credits.low` is announced, unless the
+    /// organization set its own threshold; zero turns the alert off.
+    pub low_balance_threshold: Micros,
 }
 
 impl Default for CreditPolicy {
@@ -387,6 +390,7 @@ impl Default for CreditPolicy {
             free_models: Vec::new(),
             min_purchase: Micros::from_minor(500),
             max_purchase: Micros::from_minor(1_000_000),
+            low_balance_threshold: Micros::from_minor(500),
         }
     }
 }

@@ -118,6 +118,18 @@ impl Access {
         }
     }
 
+    /// Whether the trial decides this access (no paid subscription does,
+    /// and billing is not bypassed): trial stages are announced only then.
+    pub fn decided_by_trial(self) -> bool {
+        match self {
+            Self::Trial | Self::TrialGrace | Self::TrialExpired => true,
+            Self::Bypass
+            | Self::Subscribed
+            | Self::SeatsExceeded { .. }
+            | Self::SubscriptionInactive => false,
+        }
+    }
+
     /// Prepaid credits are locked while the organization is not entitled at
     /// all. Being over seats is fixable by buying seats, so it does not lock
     /// credits.

@@ -64,6 +64,10 @@ uuid_id!(
     HoldId
 );
 
+/// What replaces an erased identity in retained records (the audit trail,
+/// lifecycle events).
+pub const ERASED: &str = "[erased]";
+
 /// A user of the identity provider in front of us. We never create users; we
 /// only refer to them, so the id is opaque but restricted to characters that
 /// are safe in logs and JSON.

@@ -18,6 +18,7 @@ pub mod entitlement;
 pub mod ids;
 pub mod instances;
 pub mod ledger_book;
+pub mod lifecycle;
 pub mod line_items;
 pub mod membership;
 pub mod metadata;
@@ -36,10 +37,11 @@ pub mod stripe_reconciliation;
 pub mod subscription;
 pub mod subscription_sync;
 #[cfg(test)]
-mod test_fixtures;
+pub(crate) mod test_fixtures;
 pub mod trial;
 pub mod upkeep;
 pub mod usage;
+pub mod webhooks;
 
 /// A value that failed validation, with a reason fit to show the caller.
 /// The adapter that parsed it adds the field name.

@@ -70,6 +70,52 @@ impl SubscriptionStatus {
         ended_by(ended_at, now) || self.is_terminal()
     }
 
+    /// A subscription created by a checkout that has not been paid yet: it
+    /// has not started, so leaving this status is its activation.
+    pub fn awaits_first_payment(self) -> bool {
+        match self {
+            Self::Incomplete => true,
+            Self::IncompleteExpired
+            | Self::Trialing
+            | Self::Active
+            | Self::PastDue
+            | Self::Canceled
+            | Self::Unpaid
+            | Self::Paused
+            | Self::Unrecognized => false,
+        }
+    }
+
+    /// Stripe is retrying a failed payment (or gave up retrying and left
+    /// the subscription unpaid).
+    pub fn is_payment_failing(self) -> bool {
+        match self {
+            Self::PastDue | Self::Unpaid => true,
+            Self::Incomplete
+            | Self::IncompleteExpired
+            | Self::Trialing
+            | Self::Active
+            | Self::Canceled
+            | Self::Paused
+            | Self::Unrecognized => false,
+        }
+    }
+
+    /// Paid up: what a failing payment recovers to.
+    pub fn is_paid_up(self) -> bool {
+        match self {
+            Self::Active => true,
+            Self::Incomplete
+            | Self::IncompleteExpired
+            | Self::Trialing
+            | Self::PastDue
+            | Self::Canceled
+            | Self::Unpaid
+            | Self::Paused
+            | Self::Unrecognized => false,
+        }
+    }
+
     /// Whether Stripe will never move a subscription out of this status.
     pub fn is_terminal(self) -> bool {
         match self {

@@ -5,26 +5,17 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
 use super::proto;
+pub use super::proto::values::{
+    billing_cycle, money, optional_timestamp, role, timestamp, trial_stage,
+};
 use crate::domain::entitlement::Reason;
 use crate::domain::ids::{IdempotencyKey, OrgId, UserId};
-use crate::domain::money::Money;
 use crate::domain::pricing::BillingCycle;
 use crate::domain::role::Role;
 use crate::domain::seats::{SeatGate, SeatUsage};
-use crate::domain::trial::{TrialStage, TrialStatus};
+use crate::domain::trial::TrialStatus;
 use crate::error::{Error, FieldContext, Result};
 use crate::service::OrganizationView;
-
-pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
-    Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
-}
-
-pub fn optional_timestamp(at: Option<DateTime<Utc>>) -> Option<Timestamp> {
-    at.map(timestamp)
-}
 
 pub fn parse_timestamp(field: &str, raw: Option<&Timestamp>) -> Result<DateTime<Utc>> {
     let raw = raw.ok_or_else(|| Error::invalid(field, "is required"))?;
@@ -76,14 +67,6 @@ pub fn reason(reason: Reason) -> proto::EntitlementReason {
     }
 }
 
-pub fn role(role: Role) -> proto::Role {
-    match role {
-        Role::Owner => proto::Role::Owner,
-        Role::BillingManager => proto::Role::BillingManager,
-        Role::Member => proto::Role::Member,
-    }
-}
-
 pub fn parse_role(field: &str, raw: i32) -> Result<Role> {
     match proto::Role::try_from(raw) {
         Ok(proto::Role::Owner) => Ok(Role::Owner),
@@ -91,13 +74,6 @@ pub fn parse_role(field: &str, raw: i32) -> Result<Role> {
         Ok(proto::Role::Member) => Ok(Role::Member),
         Ok(proto::Role::Unspecified) => Err(Error::invalid(field, "is required")),
         Err(_) => Err(Error::invalid(field, format!("{raw} is not a role"))),
-    }
-}
-
-pub fn billing_cycle(cycle: BillingCycle) -> proto::BillingCycle {
-    match cycle {
-        BillingCycle::Monthly => proto::BillingCycle::Monthly,
-        BillingCycle::Yearly => proto::BillingCycle::Yearly,
     }
 }
 
@@ -113,24 +89,9 @@ pub fn parse_billing_cycle(field: &str, raw: i32) -> Result<BillingCycle> {
     }
 }
 
-pub fn money(money: &Money) -> proto::Money {
-    proto::Money {
-        amount_minor: money.amount_minor,
-        currency: money.currency.as_str().to_owned(),
-    }
-}
-
 pub fn trial(status: TrialStatus) -> proto::TrialStatus {
-    let stage = match status.stage {
-        TrialStage::Active => proto::TrialStage::Active,
-        TrialStage::EndingSoon => proto::TrialStage::EndingSoon,
-        TrialStage::EndingVerySoon => proto::TrialStage::EndingVerySoon,
-        TrialStage::ExpiresToday => proto::TrialStage::ExpiresToday,
-        TrialStage::SoftExpired => proto::TrialStage::SoftExpired,
-        TrialStage::HardExpired => proto::TrialStage::HardExpired,
-    };
     proto::TrialStatus {
-        stage: stage.into(),
+        stage: trial_stage(status.stage).into(),
         days_remaining: status.days_remaining,
         trial_end: Some(timestamp(status.trial_end)),
     }

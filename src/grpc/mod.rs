@@ -24,12 +24,6 @@ pub use observe::ObserveLayer;
 pub use org_admin::OrgAdminApi;
 pub use state_version::{STATE_VERSION_HEADER, StateVersionLayer};
 
-/// The generated `billing.v1` types, clients and servers.
-pub mod proto {
-    #![allow(clippy::all, missing_debug_implementations, missing_docs)]
-    tonic::include_proto!("billing.v1");
-
-    /// The encoded descriptors of `billing.v1`, served by reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/billing_v1_descriptor.bin"));
-}
+/// The generated `billing.v1` types, clients and servers (defined below the
+/// adapters, so the event codec can use them too).
+pub use crate::proto;

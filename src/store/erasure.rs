@@ -13,8 +13,7 @@ use sqlx::PgConnection;
 use crate::domain::ids::{EmailAddress, OrgId, UserId};
 use crate::error::Result;
 
-/// What replaces an erased identity in retained records.
-pub const ERASED: &str = "[erased]";
+pub use crate::domain::ids::ERASED;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ErasureReport {
