@@ -88,18 +88,23 @@ create constraint trigger billing_events_stamp
     deferrable initially deferred for each row
     execute function stamp_billing_event();
 
--- Trial stage announcements: the last stage the background loop considered
--- for the current trial end (announced, or passed while a subscription
--- decided access), and when the stage may next change (null: never again).
--- Organizations that exist already are looked at once, at the next pass.
-alter table organizations
-    add column trial_stage_considered text,
-    add column trial_stage_check_at timestamptz,
-    -- Whether the organization was last announced as over its seats.
-    add column over_seats_announced boolean not null default false;
-update organizations set trial_stage_check_at = now() where deleted_at is null;
-create index organizations_trial_stage_due on organizations (trial_stage_check_at)
-    where trial_stage_check_at is not null and deleted_at is null;
+-- What was last announced about each organization, so each announcement is
+-- made once: the last trial stage the background loop considered for the
+-- current trial end (announced, or passed while a subscription decided
+-- access) and when the stage may next change (null: never again); and
+-- whether it was last announced as over its seats. A table of its own, so
+-- these writes do not count as entitlement changes. Organizations that
+-- exist already are looked at once, at the next pass.
+create table org_notices (
+    org_id uuid primary key references organizations (id),
+    trial_stage_considered text,
+    trial_stage_check_at timestamptz,
+    over_seats_announced boolean not null default false
+);
+create index org_notices_trial_due on org_notices (trial_stage_check_at)
+    where trial_stage_check_at is not null;
+insert into org_notices (org_id, trial_stage_check_at)
+    select id, now() from organizations where deleted_at is null;
 
 -- Low-balance alerts: the organization's own threshold (null: the
 -- catalog's) and the balance level last announced (null: not yet looked at;
@@ -153,8 +158,8 @@ create table webhook_lanes (
 create index webhook_lanes_due on webhook_lanes (endpoint_id, due_at) where due_at is not null;
 
 create table webhook_deliveries (
-    -- UUIDv7, so newest first is by id.
-    id uuid primary key,
+    -- In the order deliveries were queued.
+    id bigint generated always as identity primary key,
     endpoint_id uuid not null references webhook_endpoints (id) on delete cascade,
     event_id uuid not null references billing_events (id) on delete cascade,
     org_key uuid not null,
@@ -172,7 +177,7 @@ create index webhook_deliveries_by_endpoint on webhook_deliveries (endpoint_id, 
 create index webhook_deliveries_by_event on webhook_deliveries (event_id);
 
 create table webhook_attempts (
-    delivery_id uuid not null references webhook_deliveries (id) on delete cascade,
+    delivery_id bigint not null references webhook_deliveries (id) on delete cascade,
     attempt integer not null,
     attempted_at timestamptz not null,
     -- Null when no answer came back.

@@ -19,10 +19,11 @@ use crate::domain::catalog::Catalog;
 use crate::grpc::proto::billing_service_server::BillingServiceServer;
 use crate::grpc::proto::credit_service_server::CreditServiceServer;
 use crate::grpc::proto::entitlement_service_server::EntitlementServiceServer;
+use crate::grpc::proto::event_service_server::EventServiceServer;
 use crate::grpc::proto::org_admin_service_server::OrgAdminServiceServer;
 use crate::grpc::{
     self, Authenticator, BillingApi, CallerTokens, ConcurrencyLimits, CreditApi, EntitlementApi,
-    LoadShedLayer, ObserveLayer, OrgAdminApi, Scope, StateVersionLayer,
+    EventApi, LoadShedLayer, ObserveLayer, OrgAdminApi, Scope, StateVersionLayer,
 };
 use crate::http_listener::{self, ListenerLimits};
 use crate::service::{self, Clock, EntitlementCache, Service, SystemClock};
@@ -31,7 +32,7 @@ use crate::stripe::{StripeApi, StripeSettings, WebhookSecrets, webhook_router};
 use crate::transport;
 use crate::worker::{
     InboxSettings, MaintenanceSettings, run_inbox_worker, run_maintenance, run_operations,
-    run_stripe_catch_up, run_stripe_reconciliation,
+    run_stripe_catch_up, run_stripe_reconciliation, run_webhook_dispatcher,
 };
 use crate::{instruments, metrics_listener};
 
@@ -58,13 +59,16 @@ pub struct AppSettings {
     /// How long, after the stop signal, calls and connections may take to
     /// finish before the servers stop waiting for them.
     pub shutdown_grace: Duration,
+    /// `None` reads the system clock; tests pass one they can move.
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 /// Names of the served services, for health reporting.
-const SERVICE_NAMES: [&str; 4] = [
+const SERVICE_NAMES: [&str; 5] = [
     "billing.v1.BillingService",
     "billing.v1.CreditService",
     "billing.v1.EntitlementService",
+    "billing.v1.EventService",
     "billing.v1.OrgAdminService",
 ];
 
@@ -129,7 +133,7 @@ impl App {
             .map(StripeApi::new)
             .transpose()
             .context("configuring the Stripe client")?;
-        let clock = Arc::new(SystemClock);
+        let clock = settings.clock.unwrap_or_else(|| Arc::new(SystemClock));
         // Listening starts before the load, so no change falls in between.
         let listening = store::entitlement_versions::listen(&store)
             .await
@@ -250,6 +254,11 @@ impl App {
             self.maintenance,
             stopped.clone(),
         ));
+        let dispatcher = tokio::spawn(run_webhook_dispatcher(
+            self.service.clone(),
+            self.service.webhook_settings().clone(),
+            stopped.clone(),
+        ));
 
         // Watch streams end with UNAVAILABLE once shutdown has begun: they
         // never finish on their own, and the drain waits for every open
@@ -333,7 +342,7 @@ impl App {
             // The BFF reads a member's own entitlements; every other
             // entitlement call refuses signed-in users in the service.
             .add_service(EntitlementServiceServer::with_interceptor(
-                EntitlementApi::new(service.clone(), watches_end),
+                EntitlementApi::new(service.clone(), watches_end.clone()),
                 gate(&[Scope::Gateway, Scope::Bff, Scope::Ops]),
             ))
             .add_service(BillingServiceServer::with_interceptor(
@@ -345,8 +354,13 @@ impl App {
                 gate(&[Scope::Bff, Scope::Ops]),
             ))
             .add_service(OrgAdminServiceServer::with_interceptor(
-                OrgAdminApi::new(service),
+                OrgAdminApi::new(service.clone()),
                 gate(&[Scope::Bff, Scope::Ops]),
+            ))
+            // Webhook endpoints and the event stream are the operators'.
+            .add_service(EventServiceServer::with_interceptor(
+                EventApi::new(service, watches_end.clone()),
+                gate(&[Scope::Ops]),
             ))
             .serve_with_incoming_shutdown(incoming, async {
                 wait_for_stop().await;
@@ -377,6 +391,9 @@ impl App {
             metrics.await.context("the metrics listener panicked")?;
         }
         maintenance.await.context("the maintenance loop panicked")?;
+        dispatcher
+            .await
+            .context("the webhook dispatcher panicked")?;
         changes
             .await
             .context("the entitlement change listener panicked")?;

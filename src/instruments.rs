@@ -32,6 +32,12 @@ pub const STRIPE_DURATION: &str = "billing_stripe_request_duration_seconds";
 pub const USAGE_DEBITS: &str = "billing_usage_debits_total";
 pub const CREDIT_HOLDS: &str = "billing_credit_holds_total";
 pub const USAGE_BATCH_SIZE: &str = "billing_usage_group_commit_reports";
+pub const WEBHOOK_DELIVERIES: &str = "billing_webhook_deliveries_total";
+pub const WEBHOOK_DELIVERY_DURATION: &str = "billing_webhook_delivery_duration_seconds";
+pub const WEBHOOK_PAUSES: &str = "billing_webhook_endpoint_pauses_total";
+pub const WEBHOOK_PENDING: &str = "billing_webhook_pending_deliveries";
+pub const WEBHOOK_OLDEST_PENDING_AGE: &str = "billing_webhook_oldest_pending_age_seconds";
+pub const WEBHOOK_PAUSED_ENDPOINTS: &str = "billing_webhook_paused_endpoints";
 pub const DB_CONNECTIONS: &str = "billing_db_pool_connections";
 pub const DB_MAX_CONNECTIONS: &str = "billing_db_pool_max_connections";
 
@@ -131,6 +137,29 @@ fn describe() {
         USAGE_BATCH_SIZE,
         "usage reports committed together in one group commit"
     );
+    describe_counter!(
+        WEBHOOK_DELIVERIES,
+        "outbound webhook delivery attempts, by outcome (delivered, retrying, given_up)"
+    );
+    describe_histogram!(
+        WEBHOOK_DELIVERY_DURATION,
+        Unit::Seconds,
+        "outbound webhook attempt latency, connecting included"
+    );
+    describe_counter!(
+        WEBHOOK_PAUSES,
+        "webhook endpoints paused after failing longer than allowed"
+    );
+    describe_gauge!(
+        WEBHOOK_PENDING,
+        "webhook deliveries queued and not yet delivered or given up"
+    );
+    describe_gauge!(
+        WEBHOOK_OLDEST_PENDING_AGE,
+        Unit::Seconds,
+        "age of the oldest pending webhook delivery (0 when none waits)"
+    );
+    describe_gauge!(WEBHOOK_PAUSED_ENDPOINTS, "webhook endpoints paused");
     describe_gauge!(
         DB_CONNECTIONS,
         "database pool connections, by state (in_use, idle)"

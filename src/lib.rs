@@ -27,6 +27,7 @@ pub mod http_listener;
 pub mod instruments;
 pub mod local_postgres;
 pub mod metrics_listener;
+pub mod outbound_webhooks;
 pub mod proto;
 pub mod service;
 pub mod store;

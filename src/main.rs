@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
     }
     // Refused before anything starts, and without quoting the value.
     let configured_tokens = config.caller_tokens()?;
+    let webhooks = config.webhooks.settings()?;
     if configured_tokens.is_none() && !config.may_generate_tokens() {
         anyhow::bail!(
             "BILLING_CALLER_TOKENS is not set. In a container every replica would \
@@ -86,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
             event_lease: Duration::from_millis(config.inbox_lease_ms),
             operation_wait: Duration::from_millis(config.operation_wait_ms),
             usage_lanes: config.usage_commit_lanes as usize,
+            webhooks,
             stale_policy: StalePolicy {
                 max_staleness: chrono::TimeDelta::milliseconds(
                     i64::try_from(config.max_staleness_ms).unwrap_or(i64::MAX),
@@ -119,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         },
         maintenance: MaintenanceSettings {
             interval: Duration::from_millis(config.maintenance_interval_ms),
+            event_retention: config.webhooks.event_retention(),
         },
         webhook_limits: ListenerLimits {
             header_timeout: Duration::from_millis(config.webhook_header_timeout_ms),
@@ -127,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
             max_requests_in_flight: config.webhook_max_in_flight as usize,
         },
         shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
+        clock: None,
         limits: ConcurrencyLimits {
             entitlement: config.max_concurrent_checks as usize,
             health: config.max_concurrent_health_checks as usize,

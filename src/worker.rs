@@ -2,19 +2,23 @@
 //! - the **inbox** worker applies stored Stripe events one claim at a time;
 //! - the **operations** loop resumes billing operations whose performer
 //!   died or could not reach Stripe, and starts queued upkeeps;
-//! - the **maintenance** loop writes off expired credit and renews add-on
-//!   instances whose period is up.
+//! - the **maintenance** loop writes off expired credit, renews add-on
+//!   instances whose period is up, announces trial stages from the clock,
+//!   and drops lifecycle events past their retention;
+//! - the **webhook dispatcher** delivers lifecycle events to the
+//!   operators' endpoints.
 //!
-//! Every replica runs all three. Claims (`SKIP LOCKED`, leases) and row
+//! Every replica runs them all. Claims (`SKIP LOCKED`, leases) and row
 //! locks make them share the work without doing anything twice.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
 
 use crate::domain::retry::RetryPolicy;
-use crate::service::{Service, WorkerStep};
+use crate::service::{Service, WebhookSettings, WorkerStep};
 
 /// How the inbox is worked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,12 +155,15 @@ pub async fn run_operations(service: Service, interval: Duration, mut stop: watc
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaintenanceSettings {
     pub interval: Duration,
+    /// How long lifecycle events are kept.
+    pub event_retention: Duration,
 }
 
 impl Default for MaintenanceSettings {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(60),
+            event_retention: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -183,9 +190,76 @@ pub async fn run_maintenance(
         if let Err(error) = service.renew_instances(MAINTENANCE_BATCH).await {
             tracing::error!(error = %error, "renewing add-on instances failed");
         }
+        if let Err(error) = service.announce_trial_stages(MAINTENANCE_BATCH).await {
+            tracing::error!(error = %error, "announcing trial stages failed");
+        }
+        if let Err(error) = service.recheck_over_seats(MAINTENANCE_BATCH).await {
+            tracing::error!(error = %error, "looking again at organizations over their seats failed");
+        }
+        if let Err(error) = service
+            .purge_old_events(settings.event_retention, MAINTENANCE_BATCH * 10)
+            .await
+        {
+            tracing::error!(error = %error, "dropping lifecycle events past their retention failed");
+        }
         tokio::select! {
             () = tokio::time::sleep(settings.interval) => {}
             _ = stop.changed() => {}
         }
     }
+}
+
+/// Delivers webhooks: claims due lanes while this replica has room (each
+/// lane one endpoint's deliveries of one organization, sent in order on a
+/// task of its own), then sleeps until a commit is announced, a lane is
+/// done, or the poll interval passes (retries and other replicas' work).
+/// At the stop signal it claims no more and lets each lane finish the
+/// delivery in flight.
+pub async fn run_webhook_dispatcher(
+    service: Service,
+    settings: WebhookSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let room = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let mut lanes = JoinSet::new();
+    let mut commits = service.cache().watermark_changes();
+    while !*stop.borrow() {
+        commits.borrow_and_update();
+        let free = room.available_permits();
+        let claimed = if free == 0 {
+            Vec::new()
+        } else {
+            service
+                .claim_webhook_lanes(free)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(error = %error, "webhook deliveries could not be claimed");
+                    Vec::new()
+                })
+        };
+        let claimed_any = !claimed.is_empty();
+        for lane in claimed {
+            let Ok(permit) = room.clone().try_acquire_owned() else {
+                break;
+            };
+            let service = service.clone();
+            let stop = stop.clone();
+            lanes.spawn(async move {
+                if let Err(error) = service.work_webhook_lane(lane, &stop).await {
+                    tracing::warn!(error = %error, endpoint = %lane.endpoint_id, "a webhook lane stopped; its lease hands it on");
+                }
+                drop(permit);
+            });
+        }
+        if claimed_any && room.available_permits() > 0 {
+            continue;
+        }
+        tokio::select! {
+            _ = commits.changed() => {}
+            Some(_) = lanes.join_next(), if !lanes.is_empty() => {}
+            () = tokio::time::sleep(settings.poll_interval) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    while lanes.join_next().await.is_some() {}
 }

@@ -76,6 +76,13 @@ pub fn settings(database: PgConnectOptions, max_connections: u32) -> AppSettings
                 .ok()
                 .and_then(|lanes| lanes.parse().ok())
                 .unwrap_or_else(|| billing_service::service::default_usage_lanes() as usize),
+            // The benchmarks' receivers listen on loopback.
+            webhooks: service::WebhookSettings {
+                policy: billing_service::domain::webhooks::AddressPolicy {
+                    allow_private: true,
+                },
+                ..service::WebhookSettings::default()
+            },
         },
         stripe: None,
         inbox: InboxSettings::default(),
@@ -83,6 +90,7 @@ pub fn settings(database: PgConnectOptions, max_connections: u32) -> AppSettings
         limits: ConcurrencyLimits::default(),
         webhook_limits: billing_service::http_listener::ListenerLimits::default(),
         shutdown_grace: Duration::from_secs(10),
+        clock: None,
     }
 }
 

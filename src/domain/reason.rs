@@ -80,6 +80,9 @@ reasons! {
     CustomerLinkedElsewhere => "CUSTOMER_LINKED_ELSEWHERE",
     AdoptionRefused => "ADOPTION_REFUSED",
     OperationFailed => "OPERATION_FAILED",
+    // Lifecycle events.
+    EventNotRetained => "EVENT_NOT_RETAINED",
+    ReplayTooLarge => "REPLAY_TOO_LARGE",
 }
 
 impl fmt::Display for ErrorReason {

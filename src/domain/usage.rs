@@ -121,6 +121,8 @@ pub struct OrgUsageChanges {
     pub closed_holds: Vec<CreditHold>,
     /// When the credits (less what is held) are positive, after it all.
     pub horizon: CreditHorizon,
+    /// The balance after it all (holds not deducted).
+    pub balance: i64,
 }
 
 impl OrgUsage {
@@ -299,6 +301,7 @@ impl OrgUsage {
             .filter(|hold| !self.new_holds.contains(&hold.id))
             .collect();
         OrgUsageChanges {
+            balance: self.book.available().0,
             book: self.book.take_changes(),
             new_holds,
             closed_holds,

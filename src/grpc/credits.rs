@@ -259,6 +259,28 @@ impl CreditService for CreditApi {
         Ok(Response::new(posted(result)))
     }
 
+    async fn set_low_balance_threshold(
+        &self,
+        request: Request<proto::SetLowBalanceThresholdRequest>,
+    ) -> Result<Response<proto::SetLowBalanceThresholdResponse>, Status> {
+        let actor = actor(&request)?;
+        let request = request.get_ref();
+        let org = org_id(&request.org_id)?;
+        let threshold = request
+            .threshold_micros
+            .map(Micros::non_negative)
+            .transpose()
+            .field("threshold_micros")?;
+        let applies = self
+            .service
+            .set_low_balance_threshold(&actor, org, threshold)
+            .await?;
+        Ok(Response::new(proto::SetLowBalanceThresholdResponse {
+            threshold_micros: applies.get(),
+            organization_set: threshold.is_some(),
+        }))
+    }
+
     async fn create_instance_subscription(
         &self,
         request: Request<proto::CreateInstanceSubscriptionRequest>,

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use super::auth::actor;
 use super::convert::{self, org_id, reason, user_id};
 use super::proto::{self, entitlement_service_server::EntitlementService};
+use super::streams::until_shutdown;
 use super::usage::{self, model_name};
 use crate::domain::entitlement::{Access, StateVersion};
 use crate::domain::ids::InstanceId;
@@ -30,36 +31,6 @@ impl EntitlementApi {
     pub fn new(service: Service, stopping: watch::Receiver<bool>) -> Self {
         Self { service, stopping }
     }
-}
-
-/// Ends `updates` with UNAVAILABLE once the server starts shutting down, so
-/// the caller reconnects (to another replica) at once and the drain is not
-/// held open by a stream that would never finish.
-fn until_shutdown<S, T>(
-    updates: S,
-    stopping: watch::Receiver<bool>,
-) -> impl Stream<Item = Result<T, Status>>
-where
-    S: Stream<Item = Result<T, Status>> + Unpin,
-{
-    futures_util::stream::unfold(Some((updates, stopping)), |open| async move {
-        let (mut updates, mut stopping) = open?;
-        // `None` once stopping (or the server is gone).
-        let next = tokio::select! {
-            biased;
-            _ = stopping.wait_for(|stopping| *stopping) => None,
-            next = updates.next() => Some(next),
-        };
-        match next {
-            None => Some((
-                Err(Status::from(Error::Unavailable(
-                    "server shutting down, reconnect".into(),
-                ))),
-                None,
-            )),
-            Some(next) => next.map(|update| (update, Some((updates, stopping)))),
-        }
-    })
 }
 
 fn access(access: Access) -> proto::AccessState {

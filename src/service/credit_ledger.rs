@@ -7,16 +7,21 @@
 //! one left. Opening also writes off credit that expired, so an expiry is
 //! recorded at the latest by the next change (or by the sweep), and a read
 //! in between already leaves it out. The arithmetic is the domain's
-//! [`LedgerBook`]; this adapter persists what it says after each posting.
+//! [`LedgerBook`]; this adapter persists what it says after each posting,
+//! and announces the balance crossing its low-balance threshold or zero
+//! (`credits.low`, `credits.exhausted`) in the same transaction.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use super::Service;
+use super::lifecycle::{BalanceAfter, record_balance_alerts};
 use crate::domain::credits::{
     Balance, CreditEntry, CreditEntryKind, CreditHorizon, EntryDetails, Micros,
 };
 use crate::domain::ids::OrgId;
 use crate::domain::ledger_book::LedgerBook;
+use crate::domain::lifecycle::alerts::BalanceLevel;
 use crate::error::{Error, Result};
 use crate::store;
 
@@ -30,27 +35,38 @@ pub(super) struct Ledger {
     /// posting, so the entitlement decision (and its change announcements)
     /// follow only when positivity changes, not with every debit.
     horizon: CreditHorizon,
+    /// The balance level last announced, and the threshold it is against.
+    level: Option<BalanceLevel>,
+    threshold: i64,
+    now: DateTime<Utc>,
 }
 
-impl Ledger {
-    /// Locks the account and writes off expired credit.
-    pub(super) async fn open(
+impl Service {
+    /// Locks the organization's credit account and writes off expired
+    /// credit (see [`Ledger`]).
+    pub(super) async fn open_ledger(
+        &self,
         conn: &mut PgConnection,
         org: OrgId,
         now: DateTime<Utc>,
-    ) -> Result<Self> {
+    ) -> Result<Ledger> {
         let account = lock_account(conn, org).await?;
         let held = store::credit_holds::held(conn, org, now).await?;
-        let mut ledger = Self {
+        let mut ledger = Ledger {
             org,
             book: LedgerBook::open(org, account.balance, now),
             held,
             horizon: account.horizon,
+            level: account.balance_level,
+            threshold: self.low_balance_threshold(account.low_balance_threshold),
+            now,
         };
         ledger.persist(conn).await?;
         Ok(ledger)
     }
+}
 
+impl Ledger {
     /// What may be spent now: the balance less what holds set aside.
     pub(super) fn available(&self) -> Balance {
         Balance(self.book.available().0 - self.held)
@@ -85,6 +101,17 @@ impl Ledger {
         Ok(entry)
     }
 
+    /// Puts the balance against a new low-balance threshold: a balance
+    /// already below a raised threshold is announced low now.
+    pub(super) async fn set_threshold(
+        &mut self,
+        conn: &mut PgConnection,
+        threshold: i64,
+    ) -> Result<()> {
+        self.threshold = threshold;
+        self.persist(conn).await
+    }
+
     async fn persist(&mut self, conn: &mut PgConnection) -> Result<()> {
         let changes = self.book.take_changes();
         if !changes.is_empty() {
@@ -94,6 +121,15 @@ impl Ledger {
         if horizon != self.horizon {
             store::credit_postings::set_horizons(conn, &[(self.org, horizon)]).await?;
             self.horizon = horizon;
+        }
+        let after = BalanceAfter {
+            org: self.org,
+            previous: self.level,
+            threshold: self.threshold,
+            balance: self.book.available().0,
+        };
+        for (_, level) in record_balance_alerts(conn, self.now, &[after]).await? {
+            self.level = Some(level);
         }
         Ok(())
     }

@@ -12,13 +12,13 @@ use sqlx::PgConnection;
 
 use super::audit_trail::{AuditAction, STRIPE_ACTOR, record_as};
 use super::checkout::SessionUrl;
-use super::credit_ledger::Ledger;
 use super::credits::entry_snapshot;
 use super::operations::{Claim, StoredPlan};
-use super::{Actor, Service, load_org};
+use super::{Actor, Service, lifecycle, load_org};
 use crate::domain::checkout::credit_purchase_session;
 use crate::domain::credits::{CreditEntryKind, EntryDetails, Micros, SucceededPayment};
 use crate::domain::ids::{IdempotencyKey, OrgId, RedirectUrl, UserId};
+use crate::domain::lifecycle::LifecycleEvent;
 use crate::domain::operation::{OperationKind, Refusal, Step};
 use crate::error::{Error, Result};
 use crate::store;
@@ -163,7 +163,7 @@ impl Service {
         {
             return Ok(Outcome::NoEffect);
         }
-        let mut ledger = Ledger::open(conn, payment.org, now).await?;
+        let mut ledger = self.open_ledger(conn, payment.org, now).await?;
         if store::credits::payment_credited(conn, &payment.payment_id).await? {
             return Ok(Outcome::NoEffect);
         }
@@ -184,6 +184,8 @@ impl Service {
                 },
             )
             .await?;
+        let purchased = LifecycleEvent::CreditsPurchased(entry.clone());
+        lifecycle::record(conn, Some(payment.org), now, [purchased]).await?;
         record_as(
             conn,
             payment.org,

@@ -17,13 +17,13 @@ use serde_json::json;
 use sqlx::PgConnection;
 
 use super::audit_trail::{AuditAction, record};
-use super::credit_ledger::Ledger;
-use super::{Actor, Service, load_org, load_state, lock_org};
+use super::{Actor, Service, lifecycle, load_org, load_state, lock_org};
 use crate::domain::credit_holds::{CreditHold, held_at};
 use crate::domain::credits::{
     Balance, CreditEntry, CreditEntryKind, EntryDetails, Micros, NextExpiry,
 };
 use crate::domain::ids::{CreditEntryId, OrgId};
+use crate::domain::lifecycle::LifecycleEvent;
 use crate::domain::reason::ErrorReason;
 use crate::domain::role::{OrgAction, Role};
 use crate::error::{Error, Result};
@@ -125,7 +125,7 @@ impl Service {
         }
         let mut tx = self.store().begin().await?;
         lock_org(&mut tx, org).await?;
-        let mut ledger = Ledger::open(&mut tx, org, now).await?;
+        let mut ledger = self.open_ledger(&mut tx, org, now).await?;
         let kind = CreditEntryKind::Grant;
         if let Some(first) = self
             .replay(
@@ -152,6 +152,8 @@ impl Service {
                 },
             )
             .await?;
+        let granted = LifecycleEvent::CreditsGranted(entry.clone());
+        lifecycle::record(&mut tx, Some(org), now, [granted]).await?;
         record(
             &mut tx,
             org,
@@ -170,6 +172,29 @@ impl Service {
         })
     }
 
+    /// Owners, billing managers and operators: the balance below which
+    /// `credits.low` is announced for this organization (`None`: the
+    /// catalog's); returns the threshold that applies now.
+    pub async fn set_low_balance_threshold(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        threshold: Option<Micros>,
+    ) -> Result<Micros> {
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        lock_org(&mut tx, org).await?;
+        self.authorize(&mut tx, actor, org, OrgAction::ManageBilling)
+            .await?;
+        let mut ledger = self.open_ledger(&mut tx, org, now).await?;
+        let own = threshold.map(Micros::get);
+        store::credit_postings::set_low_balance_threshold(&mut tx, org, own).await?;
+        let applies = self.low_balance_threshold(own);
+        ledger.set_threshold(&mut tx, applies).await?;
+        self.commit(tx).await?;
+        Micros::non_negative(applies).map_err(|e| Error::internal(anyhow::anyhow!(e.0)))
+    }
+
     /// An operator's correction. Taking credit away never overdraws.
     pub async fn adjust_credits(
         &self,
@@ -183,7 +208,7 @@ impl Service {
             .map_err(|e| Error::invalid("amount_micros", e.0))?;
         let mut tx = self.store().begin().await?;
         lock_org(&mut tx, org).await?;
-        let mut ledger = Ledger::open(&mut tx, org, now).await?;
+        let mut ledger = self.open_ledger(&mut tx, org, now).await?;
         let kind = CreditEntryKind::Adjustment;
         if let Some(first) = self
             .replay(
@@ -271,7 +296,7 @@ impl Service {
         };
         for org in &orgs {
             let mut tx = self.store().begin().await?;
-            Ledger::open(&mut tx, *org, now).await?;
+            self.open_ledger(&mut tx, *org, now).await?;
             self.commit(tx).await?;
         }
         Ok(orgs.len())

@@ -223,6 +223,12 @@ impl EntitlementCache {
         });
     }
 
+    /// The watermark as it moves: a change announced anywhere (lifecycle
+    /// events announce their organization too).
+    pub fn watermark_changes(&self) -> watch::Receiver<StateVersion> {
+        self.watermark.subscribe()
+    }
+
     /// Waits up to `timeout` for the watermark to reach `version`.
     pub async fn wait_for(&self, version: StateVersion, timeout: Duration) -> bool {
         let mut watermark = self.watermark.subscribe();

@@ -9,8 +9,9 @@ use super::Service;
 use crate::instruments::{
     CACHE_ORGANIZATIONS, CACHE_STALE_SECONDS, CACHE_VERSION_LAG, DB_CONNECTIONS,
     DB_MAX_CONNECTIONS, INBOX_OLDEST_PENDING_AGE, INBOX_PARKED, INBOX_PENDING,
+    WEBHOOK_OLDEST_PENDING_AGE, WEBHOOK_PAUSED_ENDPOINTS, WEBHOOK_PENDING,
 };
-use crate::store::{entitlement_versions, stripe_events};
+use crate::store::{entitlement_versions, stripe_events, webhook_deliveries, webhook_endpoints};
 
 /// A scrape answers within this even when the database does not; the
 /// database gauges then keep their last values.
@@ -37,10 +38,16 @@ impl Service {
             let mut conn = pool.acquire().await?;
             let clock = entitlement_versions::clock(&mut conn).await?;
             let depth = stripe_events::depth(&mut conn).await?;
-            Ok::<_, crate::error::Error>((clock, depth))
+            let webhooks = webhook_deliveries::backlog(&mut conn).await?;
+            let paused = webhook_endpoints::count_paused(&mut conn).await?;
+            Ok::<_, crate::error::Error>((clock, depth, webhooks, paused))
         };
         match tokio::time::timeout(DATABASE_SAMPLE_TIMEOUT, sample).await {
-            Ok(Ok((clock, depth))) => {
+            Ok(Ok((clock, depth, (pending, oldest), paused))) => {
+                gauge!(WEBHOOK_PENDING).set(pending as f64);
+                let oldest = oldest.map_or(0.0, |queued| seconds(now - queued).max(0.0));
+                gauge!(WEBHOOK_OLDEST_PENDING_AGE).set(oldest);
+                gauge!(WEBHOOK_PAUSED_ENDPOINTS).set(paused as f64);
                 let lag = clock.0.saturating_sub(cache.watermark().0);
                 gauge!(CACHE_VERSION_LAG).set(lag as f64);
                 gauge!(INBOX_PENDING).set(depth.pending as f64);

@@ -11,10 +11,11 @@ use sqlx::PgConnection;
 use super::audit_trail::{AuditAction, RENEWAL_ACTOR, STRIPE_ACTOR, record_as};
 use super::credit_ledger::Ledger;
 use super::instances::instance_snapshot;
-use super::{Service, load_state};
+use super::{Service, lifecycle, load_state};
 use crate::domain::credits::{CreditEntryKind, EntryDetails};
-use crate::domain::ids::{InstanceId, OrgId};
+use crate::domain::ids::OrgId;
 use crate::domain::instances::{InstanceStatus, InstanceSubscription, Renewal, RenewalFunds};
+use crate::domain::lifecycle::{LifecycleEvent, instance_event};
 use crate::error::Result;
 use crate::store;
 
@@ -48,6 +49,7 @@ impl Service {
                 opted_out,
             };
             let before = instance_snapshot(&instance);
+            let was = instance.status;
             let action = match instance.renewal(funds, now) {
                 Renewal::Cancel => {
                     instance.status = InstanceStatus::Canceled;
@@ -76,6 +78,8 @@ impl Service {
                 }
             };
             store::instances::update(conn, &instance).await?;
+            let event = instance_event(Some(was), &instance);
+            lifecycle::record(conn, Some(org), now, event).await?;
             record_as(
                 conn,
                 org,
@@ -104,7 +108,7 @@ impl Service {
             if store::organizations::lock(&mut tx, *org).await?.is_none() {
                 continue;
             }
-            let mut ledger = Ledger::open(&mut tx, *org, now).await?;
+            let mut ledger = self.open_ledger(&mut tx, *org, now).await?;
             self.renew_due_instances(&mut tx, *org, &mut ledger).await?;
             self.commit(tx).await?;
         }
@@ -123,7 +127,11 @@ impl Service {
         if canceled.is_empty() {
             return Ok(());
         }
-        let ids: Vec<&str> = canceled.iter().map(InstanceId::as_str).collect();
+        let ids: Vec<&str> = canceled.iter().map(|i| i.instance_id.as_str()).collect();
+        let events = canceled
+            .iter()
+            .map(|i| LifecycleEvent::InstanceCanceled(i.clone()));
+        lifecycle::record(conn, Some(org), now, events).await?;
         record_as(
             conn,
             org,

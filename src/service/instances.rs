@@ -15,14 +15,14 @@ use serde_json::json;
 use sqlx::PgConnection;
 
 use super::audit_trail::{AuditAction, record};
-use super::credit_ledger::Ledger;
-use super::{Actor, Service, load_state, lock_org};
+use super::{Actor, Service, lifecycle, load_state, lock_org};
 use crate::domain::entitlement::Decision;
 use crate::domain::ids::InstanceId;
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::instances::{
     InstanceStatus, InstanceSubscription, first_charge, start_instance,
 };
+use crate::domain::lifecycle::instance_event;
 use crate::domain::reason::ErrorReason;
 use crate::domain::role::{OrgAction, Role};
 use crate::error::{Error, Result};
@@ -131,7 +131,7 @@ impl Service {
         if instance.trial_end.is_some() {
             store::instances::insert(&mut tx, &instance).await?;
         } else {
-            let mut ledger = Ledger::open(&mut tx, org, now).await?;
+            let mut ledger = self.open_ledger(&mut tx, org, now).await?;
             first_charge(&instance, ledger.available(), &add_on.display_name)?;
             // The row first, so a clash with a concurrent create fails
             // before anything is charged (the whole transaction rolls back
@@ -139,6 +139,7 @@ impl Service {
             store::instances::insert(&mut tx, &instance).await?;
             super::instance_renewals::charge(&mut tx, &mut ledger, &instance).await?;
         }
+        lifecycle::record(&mut tx, Some(org), now, instance_event(None, &instance)).await?;
         record(
             &mut tx,
             org,
@@ -171,6 +172,7 @@ impl Service {
             .managed_instance(&mut tx, actor, role, org, instance_id)
             .await?;
         let before = instance_snapshot(&instance);
+        let was = instance.status;
         let action = if at_once || instance.status == InstanceStatus::Suspended {
             instance.status = InstanceStatus::Canceled;
             instance.canceled_at = Some(now);
@@ -180,6 +182,8 @@ impl Service {
             AuditAction::InstanceCancelRequested
         };
         store::instances::update(&mut tx, &instance).await?;
+        let ended = instance_event(Some(was), &instance);
+        lifecycle::record(&mut tx, Some(org), now, ended).await?;
         record(
             &mut tx,
             org,

@@ -3,8 +3,10 @@
 use sqlx::PgConnection;
 
 use super::audit_trail::{AuditAction, record, snapshot};
+use super::lifecycle;
 use super::{Actor, Service, load_state, lock_org};
 use crate::domain::ids::{EmailAddress, InvitationId, OrgId, UserId};
+use crate::domain::lifecycle::LifecycleEvent;
 use crate::domain::membership::{Invitation, InvitationState, Membership, RemovalRecord};
 use crate::domain::organization::Organization;
 use crate::domain::reason::{ErrorReason, Refused};
@@ -88,6 +90,8 @@ impl Service {
             revoked_at: None,
         };
         store::members::insert_invitation(&mut tx, &invitation).await?;
+        let invited = LifecycleEvent::MemberInvited(invitation.clone());
+        lifecycle::record(&mut tx, Some(org_id), now, [invited]).await?;
         let after = snapshot(&invitation)?;
         record(
             &mut tx,
@@ -187,6 +191,12 @@ impl Service {
         store::members::insert_member(&mut tx, &member).await?;
         store::members::mark_accepted(&mut tx, id, &member.user_id, now).await?;
         let cleared = store::members::clear_removal(&mut tx, org_id, &member.user_id).await?;
+        let joined = LifecycleEvent::MemberJoined {
+            user: member.user_id.clone(),
+            role: member.role,
+            invitation: id,
+        };
+        lifecycle::record(&mut tx, Some(org_id), now, [joined]).await?;
         let before = snapshot(&invitation)?;
         let after =
             serde_json::json!({ "member": snapshot(&member)?, "removal_record_cleared": cleared });
@@ -233,6 +243,7 @@ impl Service {
         let before = snapshot(&invitation)?;
         store::members::mark_revoked(&mut tx, id, now).await?;
         invitation.revoked_at = Some(now);
+        self.recheck_seats(&mut tx, org_id, now).await?;
         let after = snapshot(&invitation)?;
         record(
             &mut tx,
@@ -310,6 +321,7 @@ impl Service {
             self.admit_seats(&mut tx, org, 1).await?;
         }
         store::members::update_role(&mut tx, org_id, &user, role).await?;
+        self.recheck_seats(&mut tx, org_id, now).await?;
         let updated = Membership {
             role,
             ..member.clone()
@@ -364,6 +376,13 @@ impl Service {
             previous_role: member.role,
         };
         store::members::upsert_removal(&mut tx, &removal).await?;
+        let removed = LifecycleEvent::MemberRemoved {
+            user: Some(user.clone()),
+            previous_role: member.role,
+            removed_by: removal.removed_by.clone(),
+        };
+        lifecycle::record(&mut tx, Some(org_id), now, [removed]).await?;
+        self.recheck_seats(&mut tx, org_id, now).await?;
         record(
             &mut tx,
             org_id,

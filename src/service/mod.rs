@@ -21,10 +21,12 @@ mod entitlement_cache;
 mod entitlement_follow;
 mod entitlement_reads;
 mod entitlements;
+mod event_stream;
 mod gauges;
 mod inbox;
 mod instance_renewals;
 mod instances;
+mod lifecycle;
 mod members;
 mod operation_steps;
 mod operations;
@@ -37,6 +39,7 @@ mod stripe_catch_up;
 mod stripe_reconciliation;
 mod subscription_changes;
 mod subscription_sync;
+mod trial_notices;
 mod unit_items;
 mod upkeep;
 mod usage;
@@ -44,6 +47,8 @@ mod usage_batch;
 mod usage_lanes;
 mod versions;
 mod watch;
+mod webhook_delivery;
+mod webhook_endpoints;
 
 use std::sync::Arc;
 
@@ -58,6 +63,7 @@ pub use credit_purchases::CreditPurchaseOrder;
 pub use credits::{CreditAdjustment, CreditBalanceView, CreditGrant, Posted};
 pub use entitlement_cache::{CachedOrg, Change, EntitlementCache};
 pub use entitlements::{Answer, Checked, EntitlementQuery, EntitlementsView};
+pub use event_stream::{EventFilter, WatchStart};
 pub use inbox::WorkerStep;
 pub use instances::{InstanceView, NewInstance};
 pub use members::MembersView;
@@ -71,6 +77,8 @@ pub use usage::{DEFAULT_HOLD_TTL, MAX_HOLD_TTL, Reservation, UsageRecorded, Usag
 pub use usage_lanes::default_usage_lanes;
 pub use versions::capture_committed_version;
 pub use watch::WatchUpdate;
+pub use webhook_delivery::WebhookSettings;
+pub use webhook_endpoints::{EndpointChanges, MAX_REPLAY, NewEndpoint};
 
 use crate::domain::catalog::{Catalog, Plan, SignupPolicy};
 use crate::domain::entitlement::{OrgEntitlementState, StalePolicy, StateVersion};
@@ -80,6 +88,7 @@ use crate::domain::reason::ErrorReason;
 use crate::domain::role::{OrgAction, Role};
 use crate::domain::trial::TrialLength;
 use crate::error::{Error, Result};
+use crate::outbound_webhooks::WebhookSender;
 use crate::store::{self, Store};
 use crate::stripe::StripeApi;
 
@@ -107,6 +116,8 @@ pub struct Settings {
     /// Usage lanes committing in parallel (each a pooled connection while
     /// it commits); an organization always uses the same one.
     pub usage_lanes: usize,
+    /// How lifecycle events are delivered to webhook endpoints.
+    pub webhooks: WebhookSettings,
 }
 
 /// The use cases, cheap to clone and share between adapters.
@@ -128,6 +139,10 @@ struct Inner {
     cache: Arc<EntitlementCache>,
     /// Usage reports waiting for their group commit.
     usage: usage_lanes::UsageLanes,
+    /// Calls webhook endpoints.
+    webhook_sender: WebhookSender,
+    /// This replica's name in webhook lane claims.
+    worker_id: uuid::Uuid,
 }
 
 impl Service {
@@ -145,6 +160,11 @@ impl Service {
                 catalog,
                 clock,
                 usage: usage_lanes::UsageLanes::new(settings.usage_lanes),
+                webhook_sender: WebhookSender::new(
+                    settings.webhooks.policy,
+                    settings.webhooks.timeout,
+                ),
+                worker_id: uuid::Uuid::now_v7(),
                 settings,
                 stripe,
                 cache,

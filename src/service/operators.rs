@@ -3,11 +3,14 @@
 use chrono::{DateTime, Utc};
 
 use super::audit_trail::{AuditAction, record, snapshot};
+use super::lifecycle;
 use super::{Actor, OrganizationView, Service, load_org, lock_org};
 use crate::domain::ids::{EmailAddress, OrgId, UserId};
+use crate::domain::lifecycle::LifecycleEvent;
 use crate::domain::organization::Organization;
 use crate::domain::pricing::PlanId;
 use crate::domain::role::OrgAction;
+use crate::domain::trial::{TrialNotice, TrialStatus};
 use crate::error::{Error, Result};
 use crate::store::stripe_events::ParkedEvent;
 use crate::store::{self, audit::AuditEvent, erasure::ErasureReport};
@@ -17,6 +20,18 @@ use crate::store::{self, audit::AuditEvent, erasure::ErasureReport};
 pub struct Page<T, C> {
     pub items: Vec<T>,
     pub next: Option<C>,
+}
+
+impl<T, C> Page<T, C> {
+    /// A page from up to `page_size + 1` items read: the one past the page
+    /// only tells that another page follows.
+    pub fn of(mut items: Vec<T>, page_size: i64, cursor: impl Fn(&T) -> C) -> Self {
+        let size = usize::try_from(page_size).unwrap_or(0);
+        let more = items.len() > size;
+        items.truncate(size);
+        let next = if more { items.last().map(cursor) } else { None };
+        Self { items, next }
+    }
 }
 
 /// Operator overrides; `None` leaves a setting as it is.
@@ -38,17 +53,18 @@ impl Service {
     ) -> Result<Page<OrganizationView, OrgId>> {
         Self::require_operator(actor, "list organizations")?;
         let mut conn = self.store().pool().acquire().await?;
-        // One extra row tells whether another page follows.
-        let mut orgs = store::organizations::list_page(&mut conn, after, page_size + 1).await?;
-        let more = orgs.len() as i64 > page_size;
-        orgs.truncate(page_size as usize);
-        let next = more.then(|| orgs.last().map(|o| o.id)).flatten();
+        let orgs = store::organizations::list_page(&mut conn, after, page_size + 1).await?;
+        let page = Page::of(orgs, page_size, |o| o.id);
         let now = self.now();
-        let items = orgs
+        let items = page
+            .items
             .into_iter()
             .map(|org| self.view(org, now))
             .collect::<Result<_>>()?;
-        Ok(Page { items, next })
+        Ok(Page {
+            items,
+            next: page.next,
+        })
     }
 
     /// Applies an operator's change to the organization's settings and audits
@@ -64,8 +80,18 @@ impl Service {
         let mut tx = self.store().begin().await?;
         let mut org = lock_org(&mut tx, id).await?;
         let before = snapshot(&org)?;
+        let trial_end = org.trial_end;
         change(&mut org);
         store::organizations::update_settings(&mut tx, &org).await?;
+        if org.trial_end != trial_end {
+            // A trial moved back enters its stages again; look at it now.
+            let (considered, _) = store::org_notices::trial_notice(&mut tx, id).await?;
+            let status = TrialStatus::at(org.trial_end, now);
+            let notice = TrialNotice::after_trial_end_moved(considered, status, now);
+            store::org_notices::set_trial_notice(&mut tx, id, &notice).await?;
+        }
+        // Overrides may exempt the organization from seats, or end that.
+        self.recheck_seats(&mut tx, id, now).await?;
         record(
             &mut tx,
             id,
@@ -131,11 +157,11 @@ impl Service {
         let mut tx = self.store().begin().await?;
         let report = store::erasure::erase_user(&mut tx, &user, &emails).await?;
         // The trail of each former organization says that a member was
-        // erased, without saying who.
-        for org in &report.former_orgs {
+        // erased, without saying who; so do its lifecycle events.
+        for &(org, previous_role) in &report.former_orgs {
             record(
                 &mut tx,
-                *org,
+                org,
                 actor,
                 AuditAction::UserErased,
                 None,
@@ -143,6 +169,17 @@ impl Service {
                 now,
             )
             .await?;
+            let removed = LifecycleEvent::MemberRemoved {
+                user: None,
+                previous_role,
+                removed_by: actor.audit_name(),
+            };
+            lifecycle::record(&mut tx, Some(org), now, [removed]).await?;
+            self.recheck_seats(&mut tx, org, now).await?;
+        }
+        for instance in &report.ended_instances {
+            let ended = LifecycleEvent::InstanceCanceled(instance.clone());
+            lifecycle::record(&mut tx, Some(instance.org_id), now, [ended]).await?;
         }
         self.commit(tx).await?;
         Ok(report)

@@ -3,14 +3,16 @@
 use chrono::{DateTime, Utc};
 
 use super::audit_trail::{AuditAction, record, snapshot};
+use super::lifecycle;
 use super::{Actor, Service, load_org, load_state, lock_org};
 use crate::domain::ids::{IdempotencyKey, OrgId, UserId};
+use crate::domain::lifecycle::LifecycleEvent;
 use crate::domain::membership::Membership;
 use crate::domain::organization::{ModelRestrictions, Organization, OrganizationName};
 use crate::domain::pricing::PlanId;
 use crate::domain::reason::ErrorReason;
 use crate::domain::role::{OrgAction, Role};
-use crate::domain::trial::TrialStatus;
+use crate::domain::trial::{TrialNotice, TrialStatus};
 use crate::error::{Error, Result};
 use crate::store;
 
@@ -99,6 +101,16 @@ impl Service {
                 joined_at: now,
             };
             store::members::insert_member(&mut tx, &owner).await?;
+            let trial = TrialStatus::at(org.trial_end, now);
+            store::org_notices::set_trial_notice(&mut tx, org.id, &TrialNotice::new_trial(trial))
+                .await?;
+            let created = LifecycleEvent::OrganizationCreated {
+                name: org.name.clone(),
+                plan: org.plan.clone(),
+                created_by: Some(owner.user_id.clone()),
+                trial_end: org.trial_end,
+            };
+            lifecycle::record(&mut tx, Some(org.id), now, [created]).await?;
             let after =
                 serde_json::json!({ "organization": snapshot(&org)?, "owner": snapshot(&owner)? });
             record(

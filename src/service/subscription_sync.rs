@@ -17,8 +17,9 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::audit_trail::{AuditAction, STRIPE_ACTOR, record_as};
-use super::{Service, lock_org};
+use super::{Service, lifecycle, lock_org};
 use crate::domain::ids::OrgId;
+use crate::domain::lifecycle::subscription::subscription_events;
 use crate::domain::pricing::PlanId;
 use crate::domain::subscription::Subscription;
 use crate::domain::subscription_sync::{ProviderSubscription, reconcile};
@@ -104,6 +105,8 @@ impl Service {
             return Ok(synced);
         }
         store::subscriptions::upsert(conn, org, &synced).await?;
+        let events = subscription_events(previous, &synced, now);
+        lifecycle::record(conn, Some(org), now, events).await?;
         let another_runs = known
             .iter()
             .any(|s| s.stripe_subscription_id != live.id && !s.is_over(now));
@@ -115,6 +118,7 @@ impl Service {
         if !synced.is_over(now) && synced.plan != organization.plan {
             store::organizations::set_plan(conn, org, &synced.plan).await?;
         }
+        self.recheck_seats(conn, org, now).await?;
         record_as(
             conn,
             org,

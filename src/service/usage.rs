@@ -10,7 +10,6 @@ use std::collections::hash_map::Entry;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::credit_ledger::Ledger;
 use super::usage_batch::UsageItem;
 use super::{Actor, Service};
 use crate::domain::credit_holds::CreditHold;
@@ -192,7 +191,7 @@ impl Service {
             let mut tx = self.store().begin().await?;
             // Under the account's lock, like every change of its credits;
             // opening already leaves expired holds out of what is held.
-            Ledger::open(&mut tx, *org, now).await?;
+            self.open_ledger(&mut tx, *org, now).await?;
             let expired = store::credit_holds::expire(&mut tx, *org, now).await?;
             self.commit(tx).await?;
             metrics::counter!(CREDIT_HOLDS, "event" => "expired").increment(expired);

@@ -1,7 +1,9 @@
 //! One commit of usage reports and reservations, for one or many
 //! organizations: the accounts are locked in id order, the domain's rules
 //! are applied to each organization's book in arrival order, and everything
-//! is written in a fixed number of statements, then committed once.
+//! is written in a fixed number of statements, then committed once. A
+//! balance that crosses its low-balance threshold or zero is announced in
+//! the same commit (rare, so it costs a batch nothing otherwise).
 
 use std::collections::HashMap;
 
@@ -13,9 +15,12 @@ use crate::domain::credits::CreditEntry;
 use crate::domain::entitlement::StateVersion;
 use crate::domain::ids::OrgId;
 use crate::domain::ledger_book::LedgerBook;
+use crate::domain::lifecycle::alerts::BalanceLevel;
 use crate::domain::usage::{OrgUsage, UsageOutcome, UsageRequest};
 use crate::error::{Error, Result};
 use crate::store::{self, Store, credit_postings::LockedAccount};
+
+use super::lifecycle::{BalanceAfter, record_balance_alerts};
 
 /// A report or reservation waiting for its commit.
 #[derive(Debug, Clone)]
@@ -29,10 +34,12 @@ pub(super) struct UsageItem {
 
 /// Posts `items` in one transaction; outcomes come back in item order,
 /// with the state version the commit took if it changed an entitlement
-/// input (a balance or its holds crossing zero).
+/// input (a balance or its holds crossing zero) or announced an event.
+/// `default_threshold` is the catalog's low-balance threshold.
 pub(super) async fn post(
     store: &Store,
     items: Vec<UsageItem>,
+    default_threshold: i64,
     now: DateTime<Utc>,
 ) -> Result<(Vec<UsageOutcome>, Option<StateVersion>)> {
     let mut orgs: Vec<Uuid> = items.iter().map(|item| item.org.as_uuid()).collect();
@@ -76,16 +83,24 @@ pub(super) async fn post(
     let outcomes = items
         .into_iter()
         .map(|item| {
-            let (usage, _) = books.get_mut(&item.org).ok_or_else(|| {
+            let book = books.get_mut(&item.org).ok_or_else(|| {
                 Error::internal(anyhow::anyhow!("no credit account for {}", item.org))
             })?;
-            Ok(usage.apply(item.request))
+            Ok(book.usage.apply(item.request))
         })
         .collect::<Result<Vec<UsageOutcome>>>()?;
 
     let mut changes = Vec::with_capacity(books.len());
-    for (org, (usage, stored_horizon)) in books {
-        changes.push((org, usage.finish(), stored_horizon));
+    let mut balances = Vec::with_capacity(books.len());
+    for (org, book) in books {
+        let finished = book.usage.finish();
+        balances.push(BalanceAfter {
+            org,
+            previous: book.level,
+            threshold: book.threshold.unwrap_or(default_threshold),
+            balance: finished.balance,
+        });
+        changes.push((org, finished, book.horizon));
     }
     let new_holds: Vec<CreditHold> = changes
         .iter()
@@ -105,9 +120,10 @@ pub(super) async fn post(
         .filter(|(_, c, stored)| c.horizon != *stored)
         .map(|(org, c, _)| (*org, c.horizon))
         .collect();
-    if horizons.is_empty() {
-        // Only a horizon change announces itself; without one there is no
-        // version to read back, so the commit is one round trip.
+    let alerted = record_balance_alerts(&mut tx, now, &balances).await?;
+    if horizons.is_empty() && alerted.is_empty() {
+        // Only a horizon change or an event announces itself; without one
+        // there is no version to read back, so the commit is one round trip.
         tx.commit().await?;
         return Ok((outcomes, None));
     }
@@ -168,7 +184,16 @@ fn lookups(items: &[UsageItem]) -> Lookups {
     }
 }
 
-type Books = HashMap<OrgId, (OrgUsage, crate::domain::credits::CreditHorizon)>;
+/// One organization's book for the batch, with what was stored about it.
+struct Book {
+    usage: OrgUsage,
+    horizon: crate::domain::credits::CreditHorizon,
+    level: Option<BalanceLevel>,
+    /// The organization's own low-balance threshold, if it set one.
+    threshold: Option<i64>,
+}
+
+type Books = HashMap<OrgId, Book>;
 
 fn open_books(
     items: &[UsageItem],
@@ -197,7 +222,13 @@ fn open_books(
                 locked.get(&org).copied().unwrap_or(false),
                 now,
             );
-            (org, (usage, account.horizon))
+            let book = Book {
+                usage,
+                horizon: account.horizon,
+                level: account.balance_level,
+                threshold: account.low_balance_threshold,
+            };
+            (org, book)
         })
         .collect()
 }

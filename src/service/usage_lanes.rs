@@ -132,7 +132,8 @@ impl Service {
             // and leaves the lane committing.
             let store = self.store().clone();
             let now = self.now();
-            let posted = tokio::spawn(async move { post(&store, items, now).await })
+            let threshold = self.low_balance_threshold(None);
+            let posted = tokio::spawn(async move { post(&store, items, threshold, now).await })
                 .await
                 .unwrap_or_else(|panic| Err(Error::internal(panic)));
             match posted {

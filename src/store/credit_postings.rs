@@ -11,13 +11,19 @@ use uuid::Uuid;
 use crate::domain::credits::{CreditBalance, CreditHorizon, CreditLot};
 use crate::domain::ids::{InstanceId, OrgId, UserId};
 use crate::domain::ledger_book::BookChanges;
+use crate::domain::lifecycle::alerts::BalanceLevel;
 use crate::error::Result;
 
-/// An account as locked: its credits and the horizon last stored.
+/// An account as locked: its credits, the horizon last stored, and its
+/// low-balance alert state.
 #[derive(Debug, Clone)]
 pub struct LockedAccount {
     pub balance: CreditBalance,
     pub horizon: CreditHorizon,
+    /// The organization's own threshold; `None` follows the catalog's.
+    pub low_balance_threshold: Option<i64>,
+    /// The level last announced; `None` until the first posting looks.
+    pub balance_level: Option<BalanceLevel>,
 }
 
 /// Creates the accounts that do not exist yet, each in its own short
@@ -53,7 +59,8 @@ pub async fn lock_accounts(
 ) -> Result<HashMap<OrgId, LockedAccount>> {
     let accounts = sqlx::query!(
         r#"
-        select org_id, overdraft_micros, credit_positive, credit_positive_until
+        select org_id, overdraft_micros, credit_positive, credit_positive_until,
+               low_balance_threshold_micros, balance_level
         from credit_accounts where org_id = any($1)
         order by org_id
         for update
@@ -71,6 +78,8 @@ pub async fn lock_accounts(
                     overdraft: a.overdraft_micros,
                 },
                 horizon: CreditHorizon::from_stored(a.credit_positive, a.credit_positive_until),
+                low_balance_threshold: a.low_balance_threshold_micros,
+                balance_level: a.balance_level.as_deref().and_then(BalanceLevel::parse),
             };
             (a.org_id.into(), account)
         })
@@ -201,6 +210,57 @@ pub async fn set_horizons(
         &orgs,
         &positive,
         &until as &[Option<DateTime<Utc>>],
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Stores the balance level each organization was last announced at.
+#[tracing::instrument(
+    name = "db credit_postings::set_balance_levels",
+    level = "debug",
+    skip_all
+)]
+pub async fn set_balance_levels(
+    conn: &mut PgConnection,
+    levels: &[(OrgId, BalanceLevel)],
+) -> Result<()> {
+    if levels.is_empty() {
+        return Ok(());
+    }
+    let orgs: Vec<Uuid> = levels.iter().map(|(org, _)| org.as_uuid()).collect();
+    let names: Vec<String> = levels.iter().map(|(_, l)| l.as_str().to_owned()).collect();
+    sqlx::query!(
+        r#"
+        update credit_accounts a set balance_level = l.level
+        from unnest($1::uuid[], $2::text[]) as l (org_id, level)
+        where a.org_id = l.org_id and a.org_id = any($1)
+        "#,
+        &orgs,
+        &names,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Sets (or with `None` clears) the organization's own low-balance
+/// threshold on its (locked) account.
+#[tracing::instrument(
+    name = "db credit_postings::set_low_balance_threshold",
+    level = "debug",
+    skip_all
+)]
+pub async fn set_low_balance_threshold(
+    conn: &mut PgConnection,
+    org: OrgId,
+    threshold: Option<i64>,
+) -> Result<()> {
+    sqlx::query!(
+        "update credit_accounts set low_balance_threshold_micros = $2 where org_id = $1",
+        org.as_uuid(),
+        threshold,
     )
     .execute(conn)
     .await?;

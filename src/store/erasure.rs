@@ -11,6 +11,8 @@ use std::collections::HashSet;
 use sqlx::PgConnection;
 
 use crate::domain::ids::{EmailAddress, OrgId, UserId};
+use crate::domain::instances::InstanceSubscription;
+use crate::domain::role::Role;
 use crate::error::Result;
 
 pub use crate::domain::ids::ERASED;
@@ -21,8 +23,12 @@ pub struct ErasureReport {
     pub invitations_removed: u64,
     pub removal_records_anonymized: u64,
     pub audit_events_anonymized: u64,
-    /// Organizations the user was a member of.
-    pub former_orgs: Vec<OrgId>,
+    pub billing_events_anonymized: u64,
+    /// Organizations the user was a member of, with the role they had.
+    pub former_orgs: Vec<(OrgId, Role)>,
+    /// The user's add-on instances that were running and ended now (under
+    /// the pseudonym that replaced the user).
+    pub ended_instances: Vec<InstanceSubscription>,
 }
 
 /// How an end user appears as an actor in records ("user:<id>").
@@ -39,15 +45,18 @@ pub async fn erase_user(
     let actor = user_actor(user);
     let emails: Vec<String> = emails.iter().map(|e| e.as_str().to_owned()).collect();
 
-    let former_orgs: Vec<OrgId> = sqlx::query_scalar!(
-        "delete from memberships where user_id = $1 returning org_id",
+    let former_orgs = sqlx::query!(
+        "delete from memberships where user_id = $1 returning org_id, role",
         user.as_str()
     )
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
-    .map(OrgId::from)
-    .collect();
+    .map(|row| {
+        let role = Role::parse(&row.role).map_err(|e| super::corrupt("member role", e))?;
+        Ok((OrgId::from(row.org_id), role))
+    })
+    .collect::<Result<Vec<_>>>()?;
 
     let invitations_removed = sqlx::query!(
         "delete from invitations where accepted_by = $1 or email = any($2)",
@@ -113,18 +122,7 @@ pub async fn erase_user(
 
     // The person's add-on instances end with their membership; each row
     // gets its own pseudonym, as the one-trial-per-user index needs.
-    sqlx::query!(
-        r#"
-        update instance_subscriptions
-        set user_id = 'erased-' || gen_random_uuid()::text,
-            status = 'canceled',
-            canceled_at = coalesce(canceled_at, now())
-        where user_id = $1
-        "#,
-        user.as_str(),
-    )
-    .execute(&mut *conn)
-    .await?;
+    let ended_instances = super::instances::end_for_erasure(&mut *conn, user).await?;
 
     // Whoever paid is forgotten; the subscription (the organization's) stays.
     sqlx::query!(
@@ -190,12 +188,26 @@ pub async fn erase_user(
         anonymized.extend(ids);
     }
 
+    // Lifecycle events name people the same way (user ids, emails, and
+    // actors as "user:<id>").
+    let mut names = vec![user.as_str().to_owned(), actor.clone()];
+    names.extend(emails.iter().cloned());
+    let mut replacements = vec![
+        (json_string(user.as_str()), replacement.clone()),
+        (json_string(&actor), json_string(&erased_actor)),
+    ];
+    replacements.extend(emails.iter().map(|e| (json_string(e), replacement.clone())));
+    let billing_events_anonymized =
+        super::billing_events::erase_names(&mut *conn, &names, &replacements).await?;
+
     Ok(ErasureReport {
         memberships_removed: former_orgs.len() as u64,
         invitations_removed,
         removal_records_anonymized,
         audit_events_anonymized: anonymized.len() as u64,
+        billing_events_anonymized,
         former_orgs,
+        ended_instances,
     })
 }
 

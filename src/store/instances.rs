@@ -51,6 +51,41 @@ impl TryFrom<InstanceRow> for InstanceSubscription {
     }
 }
 
+/// Ends the user's running instances and gives every instance of theirs a
+/// pseudonym of its own instead of the user; returns those that ended now.
+#[tracing::instrument(name = "db instances::end_for_erasure", level = "debug", skip_all)]
+pub async fn end_for_erasure(
+    conn: &mut PgConnection,
+    user: &UserId,
+) -> Result<Vec<InstanceSubscription>> {
+    let ended = sqlx::query_as!(
+        InstanceRow,
+        r#"
+        update instance_subscriptions
+        set user_id = 'erased-' || gen_random_uuid()::text,
+            status = 'canceled',
+            canceled_at = now()
+        where user_id = $1 and status <> 'canceled'
+        returning org_id, instance_id, user_id, add_on, status, price_micros, trial_end,
+                  current_period_start, current_period_end, cancel_at_period_end, canceled_at,
+                  created_at
+        "#,
+        user.as_str(),
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "update instance_subscriptions set user_id = 'erased-' || gen_random_uuid()::text where user_id = $1",
+        user.as_str(),
+    )
+    .execute(&mut *conn)
+    .await?;
+    ended
+        .into_iter()
+        .map(InstanceSubscription::try_from)
+        .collect()
+}
+
 /// Inserts a new subscription. A second live subscription for the instance,
 /// or a second trial for the user, is `AlreadyExists`.
 #[tracing::instrument(name = "db instances::insert", level = "debug", skip_all)]
@@ -259,20 +294,23 @@ pub async fn cancel_all(
     conn: &mut PgConnection,
     org: OrgId,
     now: DateTime<Utc>,
-) -> Result<Vec<InstanceId>> {
-    let rows = sqlx::query_scalar!(
+) -> Result<Vec<InstanceSubscription>> {
+    sqlx::query_as!(
+        InstanceRow,
         r#"
         update instance_subscriptions
         set status = 'canceled', canceled_at = $2
         where org_id = $1 and status <> 'canceled'
-        returning instance_id
+        returning org_id, instance_id, user_id, add_on, status, price_micros, trial_end,
+                  current_period_start, current_period_end, cancel_at_period_end, canceled_at,
+                  created_at
         "#,
         org.as_uuid(),
         now,
     )
     .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|raw| InstanceId::parse(raw).map_err(|e| corrupt("instance id", e)))
-        .collect()
+    .await?
+    .into_iter()
+    .map(InstanceSubscription::try_from)
+    .collect()
 }

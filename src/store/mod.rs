@@ -9,6 +9,7 @@
 //! the call that ran it.
 
 pub mod audit;
+pub mod billing_events;
 pub mod checkout_sessions;
 pub mod credit_holds;
 pub mod credit_postings;
@@ -18,6 +19,7 @@ pub mod erasure;
 pub mod instances;
 pub mod members;
 pub mod operations;
+pub mod org_notices;
 pub mod organizations;
 pub mod purchase_checks;
 pub mod stripe_catch_up;
@@ -25,6 +27,8 @@ pub mod stripe_events;
 pub mod stripe_reconciliation;
 pub mod subscriptions;
 pub mod usage_quantities;
+pub mod webhook_deliveries;
+pub mod webhook_endpoints;
 
 use std::time::Duration;
 

@@ -10,6 +10,7 @@ use billing_service::domain::pricing::{BillingCycle, PlanId};
 use billing_service::domain::retry::RetryPolicy;
 use billing_service::domain::subscription::Subscription;
 use billing_service::domain::trial::TrialLength;
+use billing_service::domain::webhooks::{AddressPolicy, RetrySchedule};
 use billing_service::grpc::proto::billing_service_client::BillingServiceClient;
 use billing_service::grpc::proto::credit_service_client::CreditServiceClient;
 use billing_service::grpc::proto::entitlement_service_client::EntitlementServiceClient;
@@ -17,10 +18,11 @@ use billing_service::grpc::proto::org_admin_service_client::OrgAdminServiceClien
 use billing_service::grpc::proto::{self, Role};
 use billing_service::grpc::{CallerTokens, ConcurrencyLimits};
 use billing_service::http_listener::ListenerLimits;
-use billing_service::service::{self, EntitlementCache, Service};
+use billing_service::service::{self, Clock, EntitlementCache, Service, WebhookSettings};
 use billing_service::store;
 use billing_service::stripe::{StripeSettings, WEBHOOK_PATH, WebhookSecrets};
 use billing_service::worker::{InboxSettings, MaintenanceSettings};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -70,6 +72,32 @@ pub struct TestOptions {
     pub database_max_connections: u32,
     /// How long an operation's claim holds before the loop takes it over.
     pub operation_lease: Duration,
+    /// Outbound webhooks: private targets allowed (receivers run on
+    /// loopback), quick retries and leases.
+    pub webhooks: WebhookSettings,
+    /// `None` reads the system clock.
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+/// Webhook settings for tests: loopback receivers allowed, a one-second
+/// attempt timeout, retries in tens of milliseconds, a short lease, and
+/// endpoints paused only after an hour of failures.
+pub fn test_webhook_settings() -> WebhookSettings {
+    WebhookSettings {
+        policy: AddressPolicy {
+            allow_private: true,
+        },
+        timeout: Duration::from_secs(1),
+        retry: RetrySchedule {
+            delays: vec![Duration::from_millis(50), Duration::from_millis(100)],
+            then_every: Duration::from_millis(200),
+            give_up_after: Duration::from_secs(3600),
+        },
+        pause_after: Duration::from_secs(3600),
+        lease: Duration::from_secs(3),
+        concurrency: 8,
+        poll_interval: Duration::from_millis(50),
+    }
 }
 
 impl Default for TestOptions {
@@ -88,6 +116,8 @@ impl Default for TestOptions {
             watch_log_capacity: 10_000,
             database_max_connections: 5,
             operation_lease: Duration::from_secs(5),
+            webhooks: test_webhook_settings(),
+            clock: None,
         }
     }
 }
@@ -216,6 +246,7 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
             event_lease: Duration::from_secs(60),
             operation_wait: Duration::from_secs(5),
             usage_lanes: 4,
+            webhooks: options.webhooks.clone(),
         },
         stripe: options
             .stripe_api_base
@@ -239,10 +270,12 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
         // Quick renewals and expiries, so a test sees them in moments.
         maintenance: MaintenanceSettings {
             interval: Duration::from_millis(100),
+            ..MaintenanceSettings::default()
         },
         limits: options.limits,
         webhook_limits: options.webhook_limits,
         shutdown_grace: Duration::from_secs(10),
+        clock: options.clock.clone(),
     })
     .await
     .expect("app builds");

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 
 use super::credits::CreditEntry;
 use super::ids::{InvitationId, OrgId, UserId};
-use super::instances::InstanceSubscription;
+use super::instances::{InstanceStatus, InstanceSubscription};
 use super::membership::Invitation;
 use super::pricing::{BillingCycle, PlanId};
 use super::role::Role;
@@ -345,6 +345,28 @@ impl LifecycleEvent {
     }
 }
 
+/// The event an add-on instance's change of status announces: from `was`
+/// (`None` for a new instance) to its status now. Renewing an active
+/// instance, or changing nothing, announces nothing.
+pub fn instance_event(
+    was: Option<InstanceStatus>,
+    instance: &InstanceSubscription,
+) -> Option<LifecycleEvent> {
+    use InstanceStatus::{Active, Canceled, Suspended, Trialing};
+    let event = match (was, instance.status) {
+        (None, Trialing) => LifecycleEvent::InstanceTrialStarted,
+        (None | Some(Trialing), Active) => LifecycleEvent::InstanceActivated,
+        (Some(Suspended), Active) => LifecycleEvent::InstanceResumed,
+        (None | Some(Trialing | Active), Suspended) => LifecycleEvent::InstanceSuspended,
+        (None | Some(Trialing | Active | Suspended), Canceled) => LifecycleEvent::InstanceCanceled,
+        (Some(Trialing), Trialing)
+        | (Some(Active), Active | Trialing)
+        | (Some(Suspended), Suspended | Trialing)
+        | (Some(Canceled), _) => return None,
+    };
+    Some(event(instance.clone()))
+}
+
 /// An event ready to be recorded: who it is about and when it happened.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
@@ -379,6 +401,46 @@ mod tests {
         let names: std::collections::HashSet<_> =
             EventType::ALL.iter().map(|t| t.as_str()).collect();
         assert_eq!(names.len(), EventType::ALL.len(), "names are unique");
+    }
+
+    #[test]
+    fn each_change_of_an_instance_announces_its_event() {
+        use InstanceStatus::*;
+        let instance = |status| InstanceSubscription {
+            org_id: OrgId::generate(),
+            instance_id: crate::domain::ids::InstanceId::parse("agent-1").unwrap(),
+            user_id: UserId::parse("bob").unwrap(),
+            add_on: "agent".into(),
+            status,
+            price: crate::domain::credits::Micros::from_minor(2000),
+            trial_end: None,
+            current_period_start: DateTime::UNIX_EPOCH,
+            current_period_end: DateTime::UNIX_EPOCH,
+            cancel_at_period_end: false,
+            canceled_at: None,
+            created_at: DateTime::UNIX_EPOCH,
+        };
+        let table = [
+            (None, Trialing, Some(EventType::InstanceTrialStarted)),
+            (None, Active, Some(EventType::InstanceActivated)),
+            (Some(Trialing), Active, Some(EventType::InstanceActivated)),
+            (Some(Active), Active, None),
+            (
+                Some(Trialing),
+                Suspended,
+                Some(EventType::InstanceSuspended),
+            ),
+            (Some(Active), Suspended, Some(EventType::InstanceSuspended)),
+            (Some(Suspended), Suspended, None),
+            (Some(Suspended), Active, Some(EventType::InstanceResumed)),
+            (Some(Active), Canceled, Some(EventType::InstanceCanceled)),
+            (Some(Suspended), Canceled, Some(EventType::InstanceCanceled)),
+            (Some(Canceled), Canceled, None),
+        ];
+        for (was, now, want) in table {
+            let got = instance_event(was, &instance(now)).map(|e| e.event_type());
+            assert_eq!(got, want, "{was:?} to {now:?}");
+        }
     }
 
     #[test]

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
+mod webhooks;
+pub use webhooks::WebhookConfig;
+
 use crate::domain::catalog::PriceSlot;
 use crate::domain::pricing::{BillingCycle, PlanId};
 use crate::grpc::CallerTokens;
@@ -248,6 +251,9 @@ pub struct Config {
     /// Log line format.
     #[arg(long, env = "BILLING_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub webhooks: WebhookConfig,
 }
 
 impl Config {

@@ -1,0 +1,256 @@
+//! Operators' webhook endpoints: configuring them, their secrets, pausing
+//! and resuming, their deliveries, and replaying events to them. Every use
+//! case here is for operators only; endpoints belong to the deployment,
+//! not to an organization.
+
+use chrono::TimeDelta;
+use uuid::Uuid;
+
+use super::operators::Page;
+use super::{Actor, Service};
+use crate::domain::lifecycle::EventType;
+use crate::domain::reason::{ErrorReason, Refused};
+use crate::domain::webhooks::{Endpoint, EndpointUrl};
+use crate::error::{Error, Result};
+use crate::outbound_webhooks::signature::generate_secret;
+use crate::store::{billing_events, webhook_deliveries, webhook_endpoints};
+
+/// The most events one `ReplayWebhookEvents` call queues.
+pub const MAX_REPLAY: i64 = 10_000;
+
+/// A validated new endpoint.
+#[derive(Debug, Clone)]
+pub struct NewEndpoint {
+    pub url: EndpointUrl,
+    pub description: String,
+    pub event_types: Vec<EventType>,
+    pub max_in_flight: i32,
+}
+
+/// Validated changes; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointChanges {
+    pub url: Option<EndpointUrl>,
+    pub description: Option<String>,
+    pub event_types: Option<Vec<EventType>>,
+    pub max_in_flight: Option<i32>,
+}
+
+fn endpoint_not_found(id: Uuid) -> Error {
+    Error::NotFound(format!("webhook endpoint {id} not found"))
+}
+
+fn not_retained(id: Uuid) -> Error {
+    Error::precondition(
+        ErrorReason::EventNotRetained,
+        format!("event {id} is unknown or past the retention"),
+    )
+}
+
+impl Service {
+    fn check_target(&self, url: &EndpointUrl) -> Result<()> {
+        self.inner
+            .settings
+            .webhooks
+            .policy
+            .check(url)
+            .map_err(|invalid| Error::invalid("url", invalid.0))
+    }
+
+    pub async fn create_webhook_endpoint(
+        &self,
+        actor: &Actor,
+        new: NewEndpoint,
+    ) -> Result<Endpoint> {
+        Self::require_operator(actor, "configure webhook endpoints")?;
+        self.check_target(&new.url)?;
+        let endpoint = Endpoint {
+            id: Uuid::now_v7(),
+            url: new.url.as_str().to_owned(),
+            description: new.description,
+            event_types: new.event_types,
+            max_in_flight: new.max_in_flight,
+            secret: generate_secret(),
+            previous_secret: None,
+            paused: None,
+            failing_since: None,
+            last_error: None,
+            created_at: self.now(),
+        };
+        let mut conn = self.store().pool().acquire().await?;
+        webhook_endpoints::insert(&mut conn, &endpoint).await?;
+        tracing::info!(endpoint = %endpoint.id, url = %endpoint.url, "webhook endpoint created");
+        Ok(endpoint)
+    }
+
+    pub async fn list_webhook_endpoints(&self, actor: &Actor) -> Result<Vec<Endpoint>> {
+        Self::require_operator(actor, "read webhook endpoints")?;
+        let mut conn = self.store().pool().acquire().await?;
+        webhook_endpoints::list(&mut conn).await
+    }
+
+    pub async fn update_webhook_endpoint(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        changes: EndpointChanges,
+    ) -> Result<Endpoint> {
+        Self::require_operator(actor, "configure webhook endpoints")?;
+        if let Some(url) = &changes.url {
+            self.check_target(url)?;
+        }
+        self.change_endpoint(id, |endpoint| {
+            if let Some(url) = changes.url {
+                endpoint.url = url.as_str().to_owned();
+            }
+            if let Some(description) = changes.description {
+                endpoint.description = description;
+            }
+            if let Some(types) = changes.event_types {
+                endpoint.event_types = types;
+            }
+            if let Some(max) = changes.max_in_flight {
+                endpoint.max_in_flight = max;
+            }
+        })
+        .await
+    }
+
+    /// A new secret; the previous one signs beside it for `previous_ttl`.
+    pub async fn rotate_webhook_endpoint_secret(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        previous_ttl: TimeDelta,
+    ) -> Result<Endpoint> {
+        Self::require_operator(actor, "rotate webhook secrets")?;
+        let until = self.now() + previous_ttl;
+        self.change_endpoint(id, |endpoint| {
+            let previous = std::mem::replace(&mut endpoint.secret, generate_secret());
+            endpoint.previous_secret =
+                (previous_ttl > TimeDelta::zero()).then_some((previous, until));
+        })
+        .await
+    }
+
+    async fn change_endpoint(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut Endpoint),
+    ) -> Result<Endpoint> {
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let mut endpoint = webhook_endpoints::get(&mut tx, id, true)
+            .await?
+            .ok_or_else(|| endpoint_not_found(id))?;
+        change(&mut endpoint);
+        webhook_endpoints::update(&mut tx, &endpoint, now).await?;
+        tx.commit().await?;
+        tracing::info!(endpoint = %id, url = %endpoint.url, "webhook endpoint changed");
+        Ok(endpoint)
+    }
+
+    pub async fn pause_webhook_endpoint(&self, actor: &Actor, id: Uuid) -> Result<Endpoint> {
+        Self::require_operator(actor, "pause webhook endpoints")?;
+        let mut tx = self.store().begin().await?;
+        webhook_endpoints::get(&mut tx, id, true)
+            .await?
+            .ok_or_else(|| endpoint_not_found(id))?;
+        webhook_endpoints::pause(&mut tx, id, "paused by an operator", self.now()).await?;
+        let endpoint = webhook_endpoints::get(&mut tx, id, false).await?;
+        tx.commit().await?;
+        endpoint.ok_or_else(|| endpoint_not_found(id))
+    }
+
+    /// Deliveries run again, oldest undelivered first, each with a fresh
+    /// retry schedule.
+    pub async fn resume_webhook_endpoint(&self, actor: &Actor, id: Uuid) -> Result<Endpoint> {
+        Self::require_operator(actor, "resume webhook endpoints")?;
+        let mut tx = self.store().begin().await?;
+        webhook_endpoints::get(&mut tx, id, true)
+            .await?
+            .ok_or_else(|| endpoint_not_found(id))?;
+        webhook_endpoints::resume(&mut tx, id, self.now()).await?;
+        let endpoint = webhook_endpoints::get(&mut tx, id, false).await?;
+        tx.commit().await?;
+        tracing::info!(endpoint = %id, "webhook endpoint resumed");
+        endpoint.ok_or_else(|| endpoint_not_found(id))
+    }
+
+    pub async fn delete_webhook_endpoint(&self, actor: &Actor, id: Uuid) -> Result<()> {
+        Self::require_operator(actor, "delete webhook endpoints")?;
+        let mut conn = self.store().pool().acquire().await?;
+        if !webhook_endpoints::delete(&mut conn, id).await? {
+            return Err(endpoint_not_found(id));
+        }
+        tracing::info!(endpoint = %id, "webhook endpoint deleted");
+        Ok(())
+    }
+
+    /// The endpoint's deliveries, newest first.
+    pub async fn list_webhook_deliveries(
+        &self,
+        actor: &Actor,
+        endpoint: Uuid,
+        event: Option<Uuid>,
+        before: Option<i64>,
+        page_size: i64,
+    ) -> Result<Page<webhook_deliveries::DeliveryRecord, i64>> {
+        Self::require_operator(actor, "read webhook deliveries")?;
+        let mut conn = self.store().pool().acquire().await?;
+        webhook_endpoints::get(&mut conn, endpoint, false)
+            .await?
+            .ok_or_else(|| endpoint_not_found(endpoint))?;
+        let items =
+            webhook_deliveries::list(&mut conn, endpoint, event, before, page_size + 1).await?;
+        Ok(Page::of(items, page_size, |d| d.id))
+    }
+
+    /// Queues the retained events from `from` to `to` (the newest when
+    /// `None`) again for the endpoint; returns how many.
+    pub async fn replay_webhook_events(
+        &self,
+        actor: &Actor,
+        endpoint: Uuid,
+        from: Uuid,
+        to: Option<Uuid>,
+    ) -> Result<u64> {
+        Self::require_operator(actor, "replay webhook events")?;
+        let mut tx = self.store().begin().await?;
+        webhook_endpoints::get(&mut tx, endpoint, true)
+            .await?
+            .ok_or_else(|| endpoint_not_found(endpoint))?;
+        let start = billing_events::position_of(&mut tx, from)
+            .await?
+            .ok_or_else(|| not_retained(from))?;
+        let end = match to {
+            None => billing_events::newest_position(&mut tx).await?,
+            Some(to) => billing_events::position_of(&mut tx, to)
+                .await?
+                .ok_or_else(|| not_retained(to))?,
+        };
+        if end < start {
+            return Err(Error::invalid(
+                "to_event_id",
+                "must not be older than from_event_id",
+            ));
+        }
+        let events = webhook_deliveries::count_range(&mut tx, endpoint, start, end).await?;
+        if events > MAX_REPLAY {
+            return Err(Error::FailedPrecondition(
+                Refused::new(
+                    ErrorReason::ReplayTooLarge,
+                    format!(
+                        "the range holds {events} events; replay at most {MAX_REPLAY} at a time"
+                    ),
+                )
+                .with("events", events)
+                .with("limit", MAX_REPLAY),
+            ));
+        }
+        let queued = webhook_deliveries::replay(&mut tx, endpoint, start, end, self.now()).await?;
+        tx.commit().await?;
+        tracing::info!(endpoint = %endpoint, queued, "webhook events queued again");
+        Ok(queued)
+    }
+}
