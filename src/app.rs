@@ -254,11 +254,15 @@ impl App {
             self.maintenance,
             stopped.clone(),
         ));
-        let dispatcher = tokio::spawn(run_webhook_dispatcher(
-            self.service.clone(),
-            self.service.webhook_settings().clone(),
-            stopped.clone(),
-        ));
+        // A replica set to send no webhooks leaves them to the others.
+        let webhook_settings = self.service.webhook_settings().clone();
+        let dispatcher = (webhook_settings.concurrency > 0).then(|| {
+            tokio::spawn(run_webhook_dispatcher(
+                self.service.clone(),
+                webhook_settings,
+                stopped.clone(),
+            ))
+        });
 
         // Watch streams end with UNAVAILABLE once shutdown has begun: they
         // never finish on their own, and the drain waits for every open
@@ -391,9 +395,11 @@ impl App {
             metrics.await.context("the metrics listener panicked")?;
         }
         maintenance.await.context("the maintenance loop panicked")?;
-        dispatcher
-            .await
-            .context("the webhook dispatcher panicked")?;
+        if let Some(dispatcher) = dispatcher {
+            dispatcher
+                .await
+                .context("the webhook dispatcher panicked")?;
+        }
         changes
             .await
             .context("the entitlement change listener panicked")?;

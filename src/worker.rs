@@ -220,7 +220,7 @@ pub async fn run_webhook_dispatcher(
     settings: WebhookSettings,
     mut stop: watch::Receiver<bool>,
 ) {
-    let room = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let room = Arc::new(Semaphore::new(settings.concurrency));
     let mut lanes = JoinSet::new();
     let mut commits = service.cache().watermark_changes();
     while !*stop.borrow() {

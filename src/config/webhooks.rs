@@ -59,9 +59,9 @@ pub struct WebhookConfig {
     pub webhooks_lease_ms: u64,
 
     /// Webhook deliveries this replica sends at once (each endpoint also
-    /// has its own cap across replicas).
+    /// has its own cap across replicas); 0 leaves them to other replicas.
     #[arg(long, env = "BILLING_WEBHOOKS_CONCURRENCY", default_value_t = 16,
-          value_parser = clap::value_parser!(u32).range(1..=256))]
+          value_parser = clap::value_parser!(u32).range(0..=256))]
     pub webhooks_concurrency: u32,
 
     /// The longest the webhook dispatcher waits before looking for due

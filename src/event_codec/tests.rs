@@ -71,7 +71,7 @@ fn one_of_each() -> Vec<LifecycleEvent> {
         LifecycleEvent::SubscriptionActivated(sub.clone()),
         LifecycleEvent::SubscriptionUpdated {
             subscription: sub.clone(),
-            previous: sub.clone(),
+            previous: Box::new(sub.clone()),
             changed: vec![SubscriptionField::PaidSeats],
         },
         LifecycleEvent::SubscriptionCancellationScheduled(sub.clone()),

@@ -54,3 +54,29 @@ impl tower::Service<Name> for GuardedResolver {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_name_resolving_only_to_loopback_is_refused_unless_private_targets_are_allowed() {
+        let name = Name::from_str("localhost").expect("a name");
+        let strict = GuardedResolver::new(AddressPolicy::default());
+        let refused = strict.oneshot(name.clone()).await.expect_err("refused");
+        assert_eq!(refused.kind(), io::ErrorKind::PermissionDenied);
+        let open = GuardedResolver::new(AddressPolicy {
+            allow_private: true,
+        });
+        let found: Vec<SocketAddr> = open.oneshot(name).await.expect("resolved").collect();
+        assert!(
+            found.iter().all(|addr| addr.ip().is_loopback()),
+            "{found:?}"
+        );
+        assert!(!found.is_empty());
+    }
+}

@@ -68,6 +68,22 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_library_verifies_what_we_sign() {
+        let secret = generate_secret();
+        let body = br#"{"type":"member.joined"}"#;
+        let timestamp = chrono::Utc::now().timestamp();
+        let mut headers = http::HeaderMap::new();
+        headers.insert("webhook-id", http::HeaderValue::from_static("evt_1"));
+        headers.insert("webhook-timestamp", timestamp.into());
+        let signature = sign(&[&secret], "evt_1", timestamp, body).unwrap();
+        headers.insert("webhook-signature", signature.parse().unwrap());
+        let reference = standardwebhooks::Webhook::new(&secret).unwrap();
+        reference.verify(body, &headers).expect("verified");
+        let other = standardwebhooks::Webhook::new(&generate_secret()).unwrap();
+        assert!(other.verify(body, &headers).is_err());
+    }
+
+    #[test]
     fn every_secret_signs_and_a_malformed_one_is_refused() {
         let new = generate_secret();
         let old = generate_secret();

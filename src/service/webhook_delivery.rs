@@ -40,7 +40,7 @@ pub struct WebhookSettings {
     /// How long a claimed lane is left to its worker; past it another
     /// takes it over. Longer than `timeout`.
     pub lease: Duration,
-    /// Lanes this replica works at once.
+    /// Lanes this replica works at once; 0 sends none (other replicas do).
     pub concurrency: usize,
     /// The longest the dispatcher sleeps when nothing woke it.
     pub poll_interval: Duration,

@@ -172,6 +172,7 @@ pub struct TestApp {
     /// A pool on the app's database, for putting state in place through the
     /// store layer.
     pub pool: PgPool,
+    running: Running,
 }
 
 fn admin_url() -> String {
@@ -207,6 +208,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         owns_database: true,
         options,
         pool,
+        running: started.running,
     }
 }
 
@@ -216,6 +218,14 @@ struct Started {
     webhook_url: String,
     metrics_url: String,
     service: Service,
+    running: Running,
+}
+
+/// Stops a running app, as SIGTERM would.
+#[derive(Clone)]
+struct Running {
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    done: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<anyhow::Result<()>>>>>,
 }
 
 async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
@@ -283,7 +293,14 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
     let webhook_url = format!("http://{}{WEBHOOK_PATH}", app.webhook_addr());
     let metrics_url = format!("http://{}/metrics", app.metrics_addr().expect("metrics on"));
     let service = app.service().clone();
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let done = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    }));
+    let running = Running {
+        stop: Arc::new(stop),
+        done: Arc::new(tokio::sync::Mutex::new(Some(done))),
+    };
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()
@@ -294,6 +311,7 @@ async fn start(options: &TestOptions, database: PgConnectOptions) -> Started {
         webhook_url,
         metrics_url,
         service,
+        running,
     }
 }
 
@@ -318,6 +336,18 @@ impl TestApp {
             owns_database: false,
             options,
             pool: PgPool::connect_with(database).await.expect("pool"),
+            running: started.running,
+        }
+    }
+
+    /// Stops this replica as SIGTERM would and waits until it has stopped
+    /// (its loops and servers done); its database stays.
+    pub async fn stop(&self) {
+        let _ = self.running.stop.send(true);
+        if let Some(done) = self.running.done.lock().await.take() {
+            done.await
+                .expect("the app task")
+                .expect("the app stops cleanly");
         }
     }
 

@@ -203,7 +203,7 @@ pub enum LifecycleEvent {
     SubscriptionActivated(Subscription),
     SubscriptionUpdated {
         subscription: Subscription,
-        previous: Subscription,
+        previous: Box<Subscription>,
         changed: Vec<SubscriptionField>,
     },
     SubscriptionCancellationScheduled(Subscription),

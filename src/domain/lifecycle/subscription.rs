@@ -47,7 +47,7 @@ pub fn subscription_events(
     if !changed.is_empty() {
         events.push(LifecycleEvent::SubscriptionUpdated {
             subscription: current.clone(),
-            previous: previous.clone(),
+            previous: Box::new(previous.clone()),
             changed: changed.clone(),
         });
     }
@@ -343,7 +343,7 @@ mod tests {
             changed,
             &[SubscriptionField::Status, SubscriptionField::PaidSeats]
         );
-        assert_eq!((previous, subscription), (&before, &after));
+        assert_eq!((previous.as_ref(), subscription), (&before, &after));
         assert!(matches!(
             &events[1],
             LifecycleEvent::PaymentFailed { previous_status, .. } if previous_status == "active"
