@@ -7,12 +7,14 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { BillingService } from "./gen/billing/v1/billing_pb.ts";
 import { CreditService } from "./gen/billing/v1/credits_pb.ts";
 import { EntitlementService } from "./gen/billing/v1/entitlement_pb.ts";
+import { EventService } from "./gen/billing/v1/events_pb.ts";
 import { OrgAdminService } from "./gen/billing/v1/org_admin_pb.ts";
 
 export * from "./gen/billing/v1/billing_pb.ts";
 export * from "./gen/billing/v1/common_pb.ts";
 export * from "./gen/billing/v1/credits_pb.ts";
 export * from "./gen/billing/v1/entitlement_pb.ts";
+export * from "./gen/billing/v1/events_pb.ts";
 export * from "./gen/billing/v1/org_admin_pb.ts";
 
 /** The metadata key naming the end user a `bff` call acts for. */
@@ -31,6 +33,8 @@ export interface BillingClients {
   billing: Client<typeof BillingService>;
   credits: Client<typeof CreditService>;
   entitlements: Client<typeof EntitlementService>;
+  /** Operators only (`ops`): webhook endpoints and the event stream. */
+  events: Client<typeof EventService>;
   orgAdmin: Client<typeof OrgAdminService>;
 }
 
@@ -50,6 +54,7 @@ export function createBillingClients(options: ClientOptions): BillingClients {
     billing: createClient(BillingService, transport),
     credits: createClient(CreditService, transport),
     entitlements: createClient(EntitlementService, transport),
+    events: createClient(EventService, transport),
     orgAdmin: createClient(OrgAdminService, transport),
   };
 }

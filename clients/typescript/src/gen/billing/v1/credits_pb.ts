@@ -20,7 +20,57 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file billing/v1/credits.proto.
  */
 export const file_billing_v1_credits: GenFile = /*@__PURE__*/
-  fileDesc("ChhiaWxsaW5nL3YxL2NyZWRpdHMucHJvdG8SCmJpbGxpbmcudjEiKQoXR2V0Q3JlZGl0QmFsYW5jZVJlcXVlc3QSDgoGb3JnX2lkGAEgASgJIrYCCg1DcmVkaXRCYWxhbmNlEg4KBm9yZ19pZBgBIAEoCRIXCg9hbW91bnRzX3Zpc2libGUYAiABKAgSGwoOYmFsYW5jZV9taWNyb3MYAyABKANIAIgBARIyCg5uZXh0X2V4cGlyeV9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHwoSbmV4dF9leHBpcnlfbWljcm9zGAUgASgDSAGIAQESDgoGbG9ja2VkGAYgASgIEhAKCGN1cnJlbmN5GAcgASgJEhgKC2hlbGRfbWljcm9zGAggASgDSAKIAQESFAoMYWN0aXZlX2hvbGRzGAkgASgNQhEKD19iYWxhbmNlX21pY3Jvc0IVChNfbmV4dF9leHBpcnlfbWljcm9zQg4KDF9oZWxkX21pY3JvcyJRChhMaXN0Q3JlZGl0RW50cmllc1JlcXVlc3QSDgoGb3JnX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIssCCgtDcmVkaXRFbnRyeRIKCgJpZBgBIAEoCRIpCgRraW5kGAIgASgOMhsuYmlsbGluZy52MS5DcmVkaXRFbnRyeUtpbmQSFQoNYW1vdW50X21pY3JvcxgDIAEoAxIcChRiYWxhbmNlX2FmdGVyX21pY3JvcxgEIAEoAxIvCgtvY2N1cnJlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAYgASgJEg8KB3VzZXJfaWQYByABKAkSDQoFbW9kZWwYCCABKAkSEwoLaW5zdGFuY2VfaWQYCSABKAkSLgoKZXhwaXJlc19hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRc3RyaXBlX3BheW1lbnRfaWQYCyABKAkSDwoHaG9sZF9pZBgMIAEoCSKvAQoKQ3JlZGl0SG9sZBIKCgJpZBgBIAEoCRIVCg1hbW91bnRfbWljcm9zGAIgASgDEg8KB3VzZXJfaWQYAyABKAkSDQoFbW9kZWwYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAijAEKGUxpc3RDcmVkaXRFbnRyaWVzUmVzcG9uc2USKAoHZW50cmllcxgBIAMoCzIXLmJpbGxpbmcudjEuQ3JlZGl0RW50cnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEiwKDGFjdGl2ZV9ob2xkcxgDIAMoCzIWLmJpbGxpbmcudjEuQ3JlZGl0SG9sZCKGAQobQ3JlYXRlQ3JlZGl0UHVyY2hhc2VSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCRIVCg1hbW91bnRfbWljcm9zGAIgASgDEhMKC3N1Y2Nlc3NfdXJsGAMgASgJEhIKCmNhbmNlbF91cmwYBCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJIisKHENyZWF0ZUNyZWRpdFB1cmNoYXNlUmVzcG9uc2USCwoDdXJsGAEgASgJIpUBChNHcmFudENyZWRpdHNSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCRIVCg1hbW91bnRfbWljcm9zGAIgASgDEg4KBnJlYXNvbhgDIAEoCRIuCgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkiZgoUQWRqdXN0Q3JlZGl0c1JlcXVlc3QSDgoGb3JnX2lkGAEgASgJEhUKDWFtb3VudF9taWNyb3MYAiABKAMSDgoGcmVhc29uGAMgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCSJNChFQb3N0ZWRDcmVkaXRFbnRyeRImCgVlbnRyeRgBIAEoCzIXLmJpbGxpbmcudjEuQ3JlZGl0RW50cnkSEAoIcmVwbGF5ZWQYAiABKAgi6AEKFEluc3RhbmNlU3Vic2NyaXB0aW9uEg4KBm9yZ19pZBgBIAEoCRITCgtpbnN0YW5jZV9pZBgCIAEoCRIOCgZhZGRfb24YAyABKAkSKgoGc3RhdHVzGAQgASgOMhouYmlsbGluZy52MS5JbnN0YW5jZVN0YXR1cxISCgphY2Nlc3NpYmxlGAUgASgIEi0KBnJlYXNvbhgGIAEoDjIdLmJpbGxpbmcudjEuRW50aXRsZW1lbnRSZWFzb24SLAoHYmlsbGluZxgHIAEoCzIbLmJpbGxpbmcudjEuSW5zdGFuY2VCaWxsaW5nIooDCg9JbnN0YW5jZUJpbGxpbmcSDwoHdXNlcl9pZBgBIAEoCRIoCg1tb250aGx5X3ByaWNlGAIgASgLMhEuYmlsbGluZy52MS5Nb25leRIcChRtb250aGx5X3ByaWNlX21pY3JvcxgDIAEoAxItCgl0cmlhbF9lbmQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjgKFGN1cnJlbnRfcGVyaW9kX3N0YXJ0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI2ChJjdXJyZW50X3BlcmlvZF9lbmQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGNhbmNlbF9hdF9wZXJpb2RfZW5kGAcgASgIEi8KC2NhbmNlbGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJpCiFDcmVhdGVJbnN0YW5jZVN1YnNjcmlwdGlvblJlcXVlc3QSDgoGb3JnX2lkGAEgASgJEhMKC2luc3RhbmNlX2lkGAIgASgJEg4KBmFkZF9vbhgDIAEoCRIPCgd1c2VyX2lkGAQgASgJIlkKIUNhbmNlbEluc3RhbmNlU3Vic2NyaXB0aW9uUmVxdWVzdBIOCgZvcmdfaWQYASABKAkSEwoLaW5zdGFuY2VfaWQYAiABKAkSDwoHYXRfb25jZRgDIAEoCCJFCh5HZXRJbnN0YW5jZVN1YnNjcmlwdGlvblJlcXVlc3QSDgoGb3JnX2lkGAEgASgJEhMKC2luc3RhbmNlX2lkGAIgASgJIjIKIExpc3RJbnN0YW5jZVN1YnNjcmlwdGlvbnNSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCSJYCiFMaXN0SW5zdGFuY2VTdWJzY3JpcHRpb25zUmVzcG9uc2USMwoJaW5zdGFuY2VzGAEgAygLMiAuYmlsbGluZy52MS5JbnN0YW5jZVN1YnNjcmlwdGlvbiJwChpTZXRJbnN0YW5jZVRyaWFsRW5kUmVxdWVzdBIOCgZvcmdfaWQYASABKAkSEwoLaW5zdGFuY2VfaWQYAiABKAkSLQoJdHJpYWxfZW5kGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI+ChlTZXRJbnN0YW5jZXNPcHRPdXRSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCRIRCglvcHRlZF9vdXQYAiABKAgiLwoaU2V0SW5zdGFuY2VzT3B0T3V0UmVzcG9uc2USEQoJb3B0ZWRfb3V0GAEgASgIKvUBCg9DcmVkaXRFbnRyeUtpbmQSIQodQ1JFRElUX0VOVFJZX0tJTkRfVU5TUEVDSUZJRUQQABIbChdDUkVESVRfRU5UUllfS0lORF9HUkFOVBABEh4KGkNSRURJVF9FTlRSWV9LSU5EX1BVUkNIQVNFEAISGwoXQ1JFRElUX0VOVFJZX0tJTkRfVVNBR0UQAxIlCiFDUkVESVRfRU5UUllfS0lORF9JTlNUQU5DRV9DSEFSR0UQBBIcChhDUkVESVRfRU5UUllfS0lORF9FWFBJUlkQBRIgChxDUkVESVRfRU5UUllfS0lORF9BREpVU1RNRU5UEAYqqAEKDkluc3RhbmNlU3RhdHVzEh8KG0lOU1RBTkNFX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGElOU1RBTkNFX1NUQVRVU19UUklBTElORxABEhoKFklOU1RBTkNFX1NUQVRVU19BQ1RJVkUQAhIdChlJTlNUQU5DRV9TVEFUVVNfU1VTUEVOREVEEAMSHAoYSU5TVEFOQ0VfU1RBVFVTX0NBTkNFTEVEEAQy2QgKDUNyZWRpdFNlcnZpY2USUgoQR2V0Q3JlZGl0QmFsYW5jZRIjLmJpbGxpbmcudjEuR2V0Q3JlZGl0QmFsYW5jZVJlcXVlc3QaGS5iaWxsaW5nLnYxLkNyZWRpdEJhbGFuY2USYAoRTGlzdENyZWRpdEVudHJpZXMSJC5iaWxsaW5nLnYxLkxpc3RDcmVkaXRFbnRyaWVzUmVxdWVzdBolLmJpbGxpbmcudjEuTGlzdENyZWRpdEVudHJpZXNSZXNwb25zZRJpChRDcmVhdGVDcmVkaXRQdXJjaGFzZRInLmJpbGxpbmcudjEuQ3JlYXRlQ3JlZGl0UHVyY2hhc2VSZXF1ZXN0GiguYmlsbGluZy52MS5DcmVhdGVDcmVkaXRQdXJjaGFzZVJlc3BvbnNlEk4KDEdyYW50Q3JlZGl0cxIfLmJpbGxpbmcudjEuR3JhbnRDcmVkaXRzUmVxdWVzdBodLmJpbGxpbmcudjEuUG9zdGVkQ3JlZGl0RW50cnkSUAoNQWRqdXN0Q3JlZGl0cxIgLmJpbGxpbmcudjEuQWRqdXN0Q3JlZGl0c1JlcXVlc3QaHS5iaWxsaW5nLnYxLlBvc3RlZENyZWRpdEVudHJ5Em0KGkNyZWF0ZUluc3RhbmNlU3Vic2NyaXB0aW9uEi0uYmlsbGluZy52MS5DcmVhdGVJbnN0YW5jZVN1YnNjcmlwdGlvblJlcXVlc3QaIC5iaWxsaW5nLnYxLkluc3RhbmNlU3Vic2NyaXB0aW9uEm0KGkNhbmNlbEluc3RhbmNlU3Vic2NyaXB0aW9uEi0uYmlsbGluZy52MS5DYW5jZWxJbnN0YW5jZVN1YnNjcmlwdGlvblJlcXVlc3QaIC5iaWxsaW5nLnYxLkluc3RhbmNlU3Vic2NyaXB0aW9uEmcKF0dldEluc3RhbmNlU3Vic2NyaXB0aW9uEiouYmlsbGluZy52MS5HZXRJbnN0YW5jZVN1YnNjcmlwdGlvblJlcXVlc3QaIC5iaWxsaW5nLnYxLkluc3RhbmNlU3Vic2NyaXB0aW9uEngKGUxpc3RJbnN0YW5jZVN1YnNjcmlwdGlvbnMSLC5iaWxsaW5nLnYxLkxpc3RJbnN0YW5jZVN1YnNjcmlwdGlvbnNSZXF1ZXN0Gi0uYmlsbGluZy52MS5MaXN0SW5zdGFuY2VTdWJzY3JpcHRpb25zUmVzcG9uc2USXwoTU2V0SW5zdGFuY2VUcmlhbEVuZBImLmJpbGxpbmcudjEuU2V0SW5zdGFuY2VUcmlhbEVuZFJlcXVlc3QaIC5iaWxsaW5nLnYxLkluc3RhbmNlU3Vic2NyaXB0aW9uEmMKElNldEluc3RhbmNlc09wdE91dBIlLmJpbGxpbmcudjEuU2V0SW5zdGFuY2VzT3B0T3V0UmVxdWVzdBomLmJpbGxpbmcudjEuU2V0SW5zdGFuY2VzT3B0T3V0UmVzcG9uc2ViBnByb3RvMw", [file_billing_v1_common, file_billing_v1_entitlement, file_google_protobuf_timestamp]);
+  fileDesc("ChhiaWxsaW5nL3YxL2NyZWRpdHMucHJvdG8SCmJpbGxpbmcudjEiYwodU2V0TG93QmFsYW5jZVRocmVzaG9sZFJlcXVlc3QSDgoGb3JnX2lkGAEgASgJEh0KEHRocmVzaG9sZF9taWNyb3MYAiABKANIAIgBAUITChFfdGhyZXNob2xkX21pY3JvcyJUCh5TZXRMb3dCYWxhbmNlVGhyZXNob2xkUmVzcG9uc2USGAoQdGhyZXNob2xkX21pY3JvcxgBIAEoAxIYChBvcmdhbml6YXRpb25fc2V0GAIgASgIIikKF0dldENyZWRpdEJhbGFuY2VSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCSK2AgoNQ3JlZGl0QmFsYW5jZRIOCgZvcmdfaWQYASABKAkSFwoPYW1vdW50c192aXNpYmxlGAIgASgIEhsKDmJhbGFuY2VfbWljcm9zGAMgASgDSACIAQESMgoObmV4dF9leHBpcnlfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEh8KEm5leHRfZXhwaXJ5X21pY3JvcxgFIAEoA0gBiAEBEg4KBmxvY2tlZBgGIAEoCBIQCghjdXJyZW5jeRgHIAEoCRIYCgtoZWxkX21pY3JvcxgIIAEoA0gCiAEBEhQKDGFjdGl2ZV9ob2xkcxgJIAEoDUIRCg9fYmFsYW5jZV9taWNyb3NCFQoTX25leHRfZXhwaXJ5X21pY3Jvc0IOCgxfaGVsZF9taWNyb3MiUQoYTGlzdENyZWRpdEVudHJpZXNSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSLLAgoLQ3JlZGl0RW50cnkSCgoCaWQYASABKAkSKQoEa2luZBgCIAEoDjIbLmJpbGxpbmcudjEuQ3JlZGl0RW50cnlLaW5kEhUKDWFtb3VudF9taWNyb3MYAyABKAMSHAoUYmFsYW5jZV9hZnRlcl9taWNyb3MYBCABKAMSLwoLb2NjdXJyZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlYXNvbhgGIAEoCRIPCgd1c2VyX2lkGAcgASgJEg0KBW1vZGVsGAggASgJEhMKC2luc3RhbmNlX2lkGAkgASgJEi4KCmV4cGlyZXNfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEXN0cmlwZV9wYXltZW50X2lkGAsgASgJEg8KB2hvbGRfaWQYDCABKAkirwEKCkNyZWRpdEhvbGQSCgoCaWQYASABKAkSFQoNYW1vdW50X21pY3JvcxgCIAEoAxIPCgd1c2VyX2lkGAMgASgJEg0KBW1vZGVsGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIowBChlMaXN0Q3JlZGl0RW50cmllc1Jlc3BvbnNlEigKB2VudHJpZXMYASADKAsyFy5iaWxsaW5nLnYxLkNyZWRpdEVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIsCgxhY3RpdmVfaG9sZHMYAyADKAsyFi5iaWxsaW5nLnYxLkNyZWRpdEhvbGQihgEKG0NyZWF0ZUNyZWRpdFB1cmNoYXNlUmVxdWVzdBIOCgZvcmdfaWQYASABKAkSFQoNYW1vdW50X21pY3JvcxgCIAEoAxITCgtzdWNjZXNzX3VybBgDIAEoCRISCgpjYW5jZWxfdXJsGAQgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgFIAEoCSIrChxDcmVhdGVDcmVkaXRQdXJjaGFzZVJlc3BvbnNlEgsKA3VybBgBIAEoCSKVAQoTR3JhbnRDcmVkaXRzUmVxdWVzdBIOCgZvcmdfaWQYASABKAkSFQoNYW1vdW50X21pY3JvcxgCIAEoAxIOCgZyZWFzb24YAyABKAkSLgoKZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJImYKFEFkanVzdENyZWRpdHNSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCRIVCg1hbW91bnRfbWljcm9zGAIgASgDEg4KBnJlYXNvbhgDIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiTQoRUG9zdGVkQ3JlZGl0RW50cnkSJgoFZW50cnkYASABKAsyFy5iaWxsaW5nLnYxLkNyZWRpdEVudHJ5EhAKCHJlcGxheWVkGAIgASgIIugBChRJbnN0YW5jZVN1YnNjcmlwdGlvbhIOCgZvcmdfaWQYASABKAkSEwoLaW5zdGFuY2VfaWQYAiABKAkSDgoGYWRkX29uGAMgASgJEioKBnN0YXR1cxgEIAEoDjIaLmJpbGxpbmcudjEuSW5zdGFuY2VTdGF0dXMSEgoKYWNjZXNzaWJsZRgFIAEoCBItCgZyZWFzb24YBiABKA4yHS5iaWxsaW5nLnYxLkVudGl0bGVtZW50UmVhc29uEiwKB2JpbGxpbmcYByABKAsyGy5iaWxsaW5nLnYxLkluc3RhbmNlQmlsbGluZyKKAwoPSW5zdGFuY2VCaWxsaW5nEg8KB3VzZXJfaWQYASABKAkSKAoNbW9udGhseV9wcmljZRgCIAEoCzIRLmJpbGxpbmcudjEuTW9uZXkSHAoUbW9udGhseV9wcmljZV9taWNyb3MYAyABKAMSLQoJdHJpYWxfZW5kGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI4ChRjdXJyZW50X3BlcmlvZF9zdGFydBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoSY3VycmVudF9wZXJpb2RfZW5kGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRjYW5jZWxfYXRfcGVyaW9kX2VuZBgHIAEoCBIvCgtjYW5jZWxlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY3JlYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiaQohQ3JlYXRlSW5zdGFuY2VTdWJzY3JpcHRpb25SZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCRITCgtpbnN0YW5jZV9pZBgCIAEoCRIOCgZhZGRfb24YAyABKAkSDwoHdXNlcl9pZBgEIAEoCSJZCiFDYW5jZWxJbnN0YW5jZVN1YnNjcmlwdGlvblJlcXVlc3QSDgoGb3JnX2lkGAEgASgJEhMKC2luc3RhbmNlX2lkGAIgASgJEg8KB2F0X29uY2UYAyABKAgiRQoeR2V0SW5zdGFuY2VTdWJzY3JpcHRpb25SZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCRITCgtpbnN0YW5jZV9pZBgCIAEoCSIyCiBMaXN0SW5zdGFuY2VTdWJzY3JpcHRpb25zUmVxdWVzdBIOCgZvcmdfaWQYASABKAkiWAohTGlzdEluc3RhbmNlU3Vic2NyaXB0aW9uc1Jlc3BvbnNlEjMKCWluc3RhbmNlcxgBIAMoCzIgLmJpbGxpbmcudjEuSW5zdGFuY2VTdWJzY3JpcHRpb24icAoaU2V0SW5zdGFuY2VUcmlhbEVuZFJlcXVlc3QSDgoGb3JnX2lkGAEgASgJEhMKC2luc3RhbmNlX2lkGAIgASgJEi0KCXRyaWFsX2VuZBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPgoZU2V0SW5zdGFuY2VzT3B0T3V0UmVxdWVzdBIOCgZvcmdfaWQYASABKAkSEQoJb3B0ZWRfb3V0GAIgASgIIi8KGlNldEluc3RhbmNlc09wdE91dFJlc3BvbnNlEhEKCW9wdGVkX291dBgBIAEoCCr1AQoPQ3JlZGl0RW50cnlLaW5kEiEKHUNSRURJVF9FTlRSWV9LSU5EX1VOU1BFQ0lGSUVEEAASGwoXQ1JFRElUX0VOVFJZX0tJTkRfR1JBTlQQARIeChpDUkVESVRfRU5UUllfS0lORF9QVVJDSEFTRRACEhsKF0NSRURJVF9FTlRSWV9LSU5EX1VTQUdFEAMSJQohQ1JFRElUX0VOVFJZX0tJTkRfSU5TVEFOQ0VfQ0hBUkdFEAQSHAoYQ1JFRElUX0VOVFJZX0tJTkRfRVhQSVJZEAUSIAocQ1JFRElUX0VOVFJZX0tJTkRfQURKVVNUTUVOVBAGKqgBCg5JbnN0YW5jZVN0YXR1cxIfChtJTlNUQU5DRV9TVEFUVVNfVU5TUEVDSUZJRUQQABIcChhJTlNUQU5DRV9TVEFUVVNfVFJJQUxJTkcQARIaChZJTlNUQU5DRV9TVEFUVVNfQUNUSVZFEAISHQoZSU5TVEFOQ0VfU1RBVFVTX1NVU1BFTkRFRBADEhwKGElOU1RBTkNFX1NUQVRVU19DQU5DRUxFRBAEMsoJCg1DcmVkaXRTZXJ2aWNlElIKEEdldENyZWRpdEJhbGFuY2USIy5iaWxsaW5nLnYxLkdldENyZWRpdEJhbGFuY2VSZXF1ZXN0GhkuYmlsbGluZy52MS5DcmVkaXRCYWxhbmNlEmAKEUxpc3RDcmVkaXRFbnRyaWVzEiQuYmlsbGluZy52MS5MaXN0Q3JlZGl0RW50cmllc1JlcXVlc3QaJS5iaWxsaW5nLnYxLkxpc3RDcmVkaXRFbnRyaWVzUmVzcG9uc2USaQoUQ3JlYXRlQ3JlZGl0UHVyY2hhc2USJy5iaWxsaW5nLnYxLkNyZWF0ZUNyZWRpdFB1cmNoYXNlUmVxdWVzdBooLmJpbGxpbmcudjEuQ3JlYXRlQ3JlZGl0UHVyY2hhc2VSZXNwb25zZRJOCgxHcmFudENyZWRpdHMSHy5iaWxsaW5nLnYxLkdyYW50Q3JlZGl0c1JlcXVlc3QaHS5iaWxsaW5nLnYxLlBvc3RlZENyZWRpdEVudHJ5ElAKDUFkanVzdENyZWRpdHMSIC5iaWxsaW5nLnYxLkFkanVzdENyZWRpdHNSZXF1ZXN0Gh0uYmlsbGluZy52MS5Qb3N0ZWRDcmVkaXRFbnRyeRJvChZTZXRMb3dCYWxhbmNlVGhyZXNob2xkEikuYmlsbGluZy52MS5TZXRMb3dCYWxhbmNlVGhyZXNob2xkUmVxdWVzdBoqLmJpbGxpbmcudjEuU2V0TG93QmFsYW5jZVRocmVzaG9sZFJlc3BvbnNlEm0KGkNyZWF0ZUluc3RhbmNlU3Vic2NyaXB0aW9uEi0uYmlsbGluZy52MS5DcmVhdGVJbnN0YW5jZVN1YnNjcmlwdGlvblJlcXVlc3QaIC5iaWxsaW5nLnYxLkluc3RhbmNlU3Vic2NyaXB0aW9uEm0KGkNhbmNlbEluc3RhbmNlU3Vic2NyaXB0aW9uEi0uYmlsbGluZy52MS5DYW5jZWxJbnN0YW5jZVN1YnNjcmlwdGlvblJlcXVlc3QaIC5iaWxsaW5nLnYxLkluc3RhbmNlU3Vic2NyaXB0aW9uEmcKF0dldEluc3RhbmNlU3Vic2NyaXB0aW9uEiouYmlsbGluZy52MS5HZXRJbnN0YW5jZVN1YnNjcmlwdGlvblJlcXVlc3QaIC5iaWxsaW5nLnYxLkluc3RhbmNlU3Vic2NyaXB0aW9uEngKGUxpc3RJbnN0YW5jZVN1YnNjcmlwdGlvbnMSLC5iaWxsaW5nLnYxLkxpc3RJbnN0YW5jZVN1YnNjcmlwdGlvbnNSZXF1ZXN0Gi0uYmlsbGluZy52MS5MaXN0SW5zdGFuY2VTdWJzY3JpcHRpb25zUmVzcG9uc2USXwoTU2V0SW5zdGFuY2VUcmlhbEVuZBImLmJpbGxpbmcudjEuU2V0SW5zdGFuY2VUcmlhbEVuZFJlcXVlc3QaIC5iaWxsaW5nLnYxLkluc3RhbmNlU3Vic2NyaXB0aW9uEmMKElNldEluc3RhbmNlc09wdE91dBIlLmJpbGxpbmcudjEuU2V0SW5zdGFuY2VzT3B0T3V0UmVxdWVzdBomLmJpbGxpbmcudjEuU2V0SW5zdGFuY2VzT3B0T3V0UmVzcG9uc2ViBnByb3RvMw", [file_billing_v1_common, file_billing_v1_entitlement, file_google_protobuf_timestamp]);
+
+/**
+ * @generated from message billing.v1.SetLowBalanceThresholdRequest
+ */
+export type SetLowBalanceThresholdRequest = Message<"billing.v1.SetLowBalanceThresholdRequest"> & {
+  /**
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * Micro-units, 0 or more; unset goes back to the catalog's threshold.
+   *
+   * @generated from field: optional int64 threshold_micros = 2;
+   */
+  thresholdMicros?: bigint | undefined;
+};
+
+/**
+ * Describes the message billing.v1.SetLowBalanceThresholdRequest.
+ * Use `create(SetLowBalanceThresholdRequestSchema)` to create a new message.
+ */
+export const SetLowBalanceThresholdRequestSchema: GenMessage<SetLowBalanceThresholdRequest> = /*@__PURE__*/
+  messageDesc(file_billing_v1_credits, 0);
+
+/**
+ * @generated from message billing.v1.SetLowBalanceThresholdResponse
+ */
+export type SetLowBalanceThresholdResponse = Message<"billing.v1.SetLowBalanceThresholdResponse"> & {
+  /**
+   * The threshold that applies now.
+   *
+   * @generated from field: int64 threshold_micros = 1;
+   */
+  thresholdMicros: bigint;
+
+  /**
+   * False when it is the catalog's.
+   *
+   * @generated from field: bool organization_set = 2;
+   */
+  organizationSet: boolean;
+};
+
+/**
+ * Describes the message billing.v1.SetLowBalanceThresholdResponse.
+ * Use `create(SetLowBalanceThresholdResponseSchema)` to create a new message.
+ */
+export const SetLowBalanceThresholdResponseSchema: GenMessage<SetLowBalanceThresholdResponse> = /*@__PURE__*/
+  messageDesc(file_billing_v1_credits, 1);
 
 /**
  * @generated from message billing.v1.GetCreditBalanceRequest
@@ -37,7 +87,7 @@ export type GetCreditBalanceRequest = Message<"billing.v1.GetCreditBalanceReques
  * Use `create(GetCreditBalanceRequestSchema)` to create a new message.
  */
 export const GetCreditBalanceRequestSchema: GenMessage<GetCreditBalanceRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 0);
+  messageDesc(file_billing_v1_credits, 2);
 
 /**
  * @generated from message billing.v1.CreditBalance
@@ -110,7 +160,7 @@ export type CreditBalance = Message<"billing.v1.CreditBalance"> & {
  * Use `create(CreditBalanceSchema)` to create a new message.
  */
 export const CreditBalanceSchema: GenMessage<CreditBalance> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 1);
+  messageDesc(file_billing_v1_credits, 3);
 
 /**
  * @generated from message billing.v1.ListCreditEntriesRequest
@@ -141,7 +191,7 @@ export type ListCreditEntriesRequest = Message<"billing.v1.ListCreditEntriesRequ
  * Use `create(ListCreditEntriesRequestSchema)` to create a new message.
  */
 export const ListCreditEntriesRequestSchema: GenMessage<ListCreditEntriesRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 2);
+  messageDesc(file_billing_v1_credits, 4);
 
 /**
  * @generated from message billing.v1.CreditEntry
@@ -217,7 +267,7 @@ export type CreditEntry = Message<"billing.v1.CreditEntry"> & {
  * Use `create(CreditEntrySchema)` to create a new message.
  */
 export const CreditEntrySchema: GenMessage<CreditEntry> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 3);
+  messageDesc(file_billing_v1_credits, 5);
 
 /**
  * Credit set aside for a request in flight, until its usage settles it.
@@ -261,7 +311,7 @@ export type CreditHold = Message<"billing.v1.CreditHold"> & {
  * Use `create(CreditHoldSchema)` to create a new message.
  */
 export const CreditHoldSchema: GenMessage<CreditHold> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 4);
+  messageDesc(file_billing_v1_credits, 6);
 
 /**
  * @generated from message billing.v1.ListCreditEntriesResponse
@@ -292,7 +342,7 @@ export type ListCreditEntriesResponse = Message<"billing.v1.ListCreditEntriesRes
  * Use `create(ListCreditEntriesResponseSchema)` to create a new message.
  */
 export const ListCreditEntriesResponseSchema: GenMessage<ListCreditEntriesResponse> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 5);
+  messageDesc(file_billing_v1_credits, 7);
 
 /**
  * @generated from message billing.v1.CreateCreditPurchaseRequest
@@ -335,7 +385,7 @@ export type CreateCreditPurchaseRequest = Message<"billing.v1.CreateCreditPurcha
  * Use `create(CreateCreditPurchaseRequestSchema)` to create a new message.
  */
 export const CreateCreditPurchaseRequestSchema: GenMessage<CreateCreditPurchaseRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 6);
+  messageDesc(file_billing_v1_credits, 8);
 
 /**
  * @generated from message billing.v1.CreateCreditPurchaseResponse
@@ -352,7 +402,7 @@ export type CreateCreditPurchaseResponse = Message<"billing.v1.CreateCreditPurch
  * Use `create(CreateCreditPurchaseResponseSchema)` to create a new message.
  */
 export const CreateCreditPurchaseResponseSchema: GenMessage<CreateCreditPurchaseResponse> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 7);
+  messageDesc(file_billing_v1_credits, 9);
 
 /**
  * @generated from message billing.v1.GrantCreditsRequest
@@ -395,7 +445,7 @@ export type GrantCreditsRequest = Message<"billing.v1.GrantCreditsRequest"> & {
  * Use `create(GrantCreditsRequestSchema)` to create a new message.
  */
 export const GrantCreditsRequestSchema: GenMessage<GrantCreditsRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 8);
+  messageDesc(file_billing_v1_credits, 10);
 
 /**
  * @generated from message billing.v1.AdjustCreditsRequest
@@ -429,7 +479,7 @@ export type AdjustCreditsRequest = Message<"billing.v1.AdjustCreditsRequest"> & 
  * Use `create(AdjustCreditsRequestSchema)` to create a new message.
  */
 export const AdjustCreditsRequestSchema: GenMessage<AdjustCreditsRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 9);
+  messageDesc(file_billing_v1_credits, 11);
 
 /**
  * @generated from message billing.v1.PostedCreditEntry
@@ -453,7 +503,7 @@ export type PostedCreditEntry = Message<"billing.v1.PostedCreditEntry"> & {
  * Use `create(PostedCreditEntrySchema)` to create a new message.
  */
 export const PostedCreditEntrySchema: GenMessage<PostedCreditEntry> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 10);
+  messageDesc(file_billing_v1_credits, 12);
 
 /**
  * @generated from message billing.v1.InstanceSubscription
@@ -504,7 +554,7 @@ export type InstanceSubscription = Message<"billing.v1.InstanceSubscription"> & 
  * Use `create(InstanceSubscriptionSchema)` to create a new message.
  */
 export const InstanceSubscriptionSchema: GenMessage<InstanceSubscription> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 11);
+  messageDesc(file_billing_v1_credits, 13);
 
 /**
  * @generated from message billing.v1.InstanceBilling
@@ -561,7 +611,7 @@ export type InstanceBilling = Message<"billing.v1.InstanceBilling"> & {
  * Use `create(InstanceBillingSchema)` to create a new message.
  */
 export const InstanceBillingSchema: GenMessage<InstanceBilling> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 12);
+  messageDesc(file_billing_v1_credits, 14);
 
 /**
  * @generated from message billing.v1.CreateInstanceSubscriptionRequest
@@ -600,7 +650,7 @@ export type CreateInstanceSubscriptionRequest = Message<"billing.v1.CreateInstan
  * Use `create(CreateInstanceSubscriptionRequestSchema)` to create a new message.
  */
 export const CreateInstanceSubscriptionRequestSchema: GenMessage<CreateInstanceSubscriptionRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 13);
+  messageDesc(file_billing_v1_credits, 15);
 
 /**
  * @generated from message billing.v1.CancelInstanceSubscriptionRequest
@@ -629,7 +679,7 @@ export type CancelInstanceSubscriptionRequest = Message<"billing.v1.CancelInstan
  * Use `create(CancelInstanceSubscriptionRequestSchema)` to create a new message.
  */
 export const CancelInstanceSubscriptionRequestSchema: GenMessage<CancelInstanceSubscriptionRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 14);
+  messageDesc(file_billing_v1_credits, 16);
 
 /**
  * @generated from message billing.v1.GetInstanceSubscriptionRequest
@@ -651,7 +701,7 @@ export type GetInstanceSubscriptionRequest = Message<"billing.v1.GetInstanceSubs
  * Use `create(GetInstanceSubscriptionRequestSchema)` to create a new message.
  */
 export const GetInstanceSubscriptionRequestSchema: GenMessage<GetInstanceSubscriptionRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 15);
+  messageDesc(file_billing_v1_credits, 17);
 
 /**
  * @generated from message billing.v1.ListInstanceSubscriptionsRequest
@@ -668,7 +718,7 @@ export type ListInstanceSubscriptionsRequest = Message<"billing.v1.ListInstanceS
  * Use `create(ListInstanceSubscriptionsRequestSchema)` to create a new message.
  */
 export const ListInstanceSubscriptionsRequestSchema: GenMessage<ListInstanceSubscriptionsRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 16);
+  messageDesc(file_billing_v1_credits, 18);
 
 /**
  * @generated from message billing.v1.ListInstanceSubscriptionsResponse
@@ -685,7 +735,7 @@ export type ListInstanceSubscriptionsResponse = Message<"billing.v1.ListInstance
  * Use `create(ListInstanceSubscriptionsResponseSchema)` to create a new message.
  */
 export const ListInstanceSubscriptionsResponseSchema: GenMessage<ListInstanceSubscriptionsResponse> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 17);
+  messageDesc(file_billing_v1_credits, 19);
 
 /**
  * @generated from message billing.v1.SetInstanceTrialEndRequest
@@ -712,7 +762,7 @@ export type SetInstanceTrialEndRequest = Message<"billing.v1.SetInstanceTrialEnd
  * Use `create(SetInstanceTrialEndRequestSchema)` to create a new message.
  */
 export const SetInstanceTrialEndRequestSchema: GenMessage<SetInstanceTrialEndRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 18);
+  messageDesc(file_billing_v1_credits, 20);
 
 /**
  * @generated from message billing.v1.SetInstancesOptOutRequest
@@ -734,7 +784,7 @@ export type SetInstancesOptOutRequest = Message<"billing.v1.SetInstancesOptOutRe
  * Use `create(SetInstancesOptOutRequestSchema)` to create a new message.
  */
 export const SetInstancesOptOutRequestSchema: GenMessage<SetInstancesOptOutRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 19);
+  messageDesc(file_billing_v1_credits, 21);
 
 /**
  * @generated from message billing.v1.SetInstancesOptOutResponse
@@ -751,7 +801,7 @@ export type SetInstancesOptOutResponse = Message<"billing.v1.SetInstancesOptOutR
  * Use `create(SetInstancesOptOutResponseSchema)` to create a new message.
  */
 export const SetInstancesOptOutResponseSchema: GenMessage<SetInstancesOptOutResponse> = /*@__PURE__*/
-  messageDesc(file_billing_v1_credits, 20);
+  messageDesc(file_billing_v1_credits, 22);
 
 /**
  * @generated from enum billing.v1.CreditEntryKind
@@ -895,6 +945,19 @@ export const CreditService: GenService<{
     methodKind: "unary";
     input: typeof AdjustCreditsRequestSchema;
     output: typeof PostedCreditEntrySchema;
+  },
+  /**
+   * Owners, billing managers and operators: the balance below which the
+   * credits.low event is sent for this organization (0 turns it off), or
+   * back to the catalog's. A balance already below a raised threshold is
+   * announced at once.
+   *
+   * @generated from rpc billing.v1.CreditService.SetLowBalanceThreshold
+   */
+  setLowBalanceThreshold: {
+    methodKind: "unary";
+    input: typeof SetLowBalanceThresholdRequestSchema;
+    output: typeof SetLowBalanceThresholdResponseSchema;
   },
   /**
    * Add-on instances paid monthly from credits. A user's first instance of
