@@ -30,10 +30,7 @@ use crate::service::{self, Clock, EntitlementCache, Service, SystemClock};
 use crate::store::{self, Store};
 use crate::stripe::{StripeApi, StripeSettings, WebhookSecrets, webhook_router};
 use crate::transport;
-use crate::worker::{
-    InboxSettings, MaintenanceSettings, run_inbox_worker, run_maintenance, run_operations,
-    run_stripe_catch_up, run_stripe_reconciliation, run_webhook_dispatcher,
-};
+use crate::worker::{BackgroundLoops, InboxSettings, MaintenanceSettings};
 use crate::{instruments, metrics_listener};
 
 /// Everything `App::build` needs, already resolved.
@@ -201,68 +198,14 @@ impl App {
             shutdown.await;
             let _ = stop.send(true);
         });
-        // The loops that work with Stripe. Without Stripe there is nothing
-        // to re-read events from or resume operations with; events and
-        // operations wait until a key is configured. Several inbox workers
-        // claim side by side (SKIP LOCKED); sync tickets keep an older
-        // reading from being stored over a newer one, whichever finishes last.
-        let mut stripe_loops: Vec<(&str, tokio::task::JoinHandle<()>)> = Vec::new();
-        if self.service.stripe_configured() {
-            for _ in 0..self.inbox.concurrency.max(1) {
-                let worker = run_inbox_worker(
-                    self.service.clone(),
-                    self.inbox,
-                    self.stored_events.clone(),
-                    stopped.clone(),
-                );
-                stripe_loops.push(("an inbox worker", tokio::spawn(worker)));
-            }
-            let catch_up = run_stripe_catch_up(
-                self.service.clone(),
-                self.inbox.catch_up_interval,
-                self.stored_events.clone(),
-                stopped.clone(),
-            );
-            stripe_loops.push(("the Stripe catch-up loop", tokio::spawn(catch_up)));
-            let reconciliation = run_stripe_reconciliation(
-                self.service.clone(),
-                self.inbox.reconcile_interval,
-                stopped.clone(),
-            );
-            stripe_loops.push((
-                "the Stripe reconciliation loop",
-                tokio::spawn(reconciliation),
-            ));
-            let operations = run_operations(
-                self.service.clone(),
-                self.inbox.poll_interval,
-                stopped.clone(),
-            );
-            stripe_loops.push(("the operations loop", tokio::spawn(operations)));
-        }
-
-        let changes = {
-            let service = self.service.clone();
-            let stopped = stopped.clone();
-            let listening = self.listening;
-            tokio::spawn(async move {
-                service.follow_entitlement_changes(listening, stopped).await;
-            })
-        };
-        let maintenance = tokio::spawn(run_maintenance(
-            self.service.clone(),
+        let loops = BackgroundLoops::start(
+            &self.service,
+            self.inbox,
             self.maintenance,
-            stopped.clone(),
-        ));
-        // A replica set to send no webhooks leaves them to the others.
-        let webhook_settings = self.service.webhook_settings().clone();
-        let dispatcher = (webhook_settings.concurrency > 0).then(|| {
-            tokio::spawn(run_webhook_dispatcher(
-                self.service.clone(),
-                webhook_settings,
-                stopped.clone(),
-            ))
-        });
+            self.stored_events.clone(),
+            self.listening,
+            &stopped,
+        );
 
         // Watch streams end with UNAVAILABLE once shutdown has begun: they
         // never finish on their own, and the drain waits for every open
@@ -394,18 +337,7 @@ impl App {
         if let Some(metrics) = metrics {
             metrics.await.context("the metrics listener panicked")?;
         }
-        maintenance.await.context("the maintenance loop panicked")?;
-        if let Some(dispatcher) = dispatcher {
-            dispatcher
-                .await
-                .context("the webhook dispatcher panicked")?;
-        }
-        changes
-            .await
-            .context("the entitlement change listener panicked")?;
-        for (name, handle) in stripe_loops {
-            handle.await.with_context(|| format!("{name} panicked"))?;
-        }
+        loops.join().await?;
         grpc.context("serving gRPC")?;
         Ok(())
     }

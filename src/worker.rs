@@ -11,14 +11,97 @@
 //! Every replica runs them all. Claims (`SKIP LOCKED`, leases) and row
 //! locks make them share the work without doing anything twice.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::PgListener;
 
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::domain::retry::RetryPolicy;
 use crate::service::{Service, WebhookSettings, WorkerStep};
+
+/// Every background loop of a replica, running until the stop signal.
+#[derive(Debug)]
+pub struct BackgroundLoops {
+    loops: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+}
+
+impl BackgroundLoops {
+    /// Starts the loops. `listening` is the connection that has listened
+    /// for entitlement changes since before the cache was loaded.
+    pub fn start(
+        service: &Service,
+        inbox: InboxSettings,
+        maintenance: MaintenanceSettings,
+        stored_events: Arc<Notify>,
+        listening: PgListener,
+        stopped: &watch::Receiver<bool>,
+    ) -> Self {
+        let mut loops = Self { loops: Vec::new() };
+        // The loops that work with Stripe. Without Stripe there is nothing
+        // to re-read events from or resume operations with; events and
+        // operations wait until a key is configured. Several inbox workers
+        // claim side by side (SKIP LOCKED); sync tickets keep an older
+        // reading from being stored over a newer one, whichever finishes last.
+        if service.stripe_configured() {
+            for _ in 0..inbox.concurrency.max(1) {
+                let worker = run_inbox_worker(
+                    service.clone(),
+                    inbox,
+                    stored_events.clone(),
+                    stopped.clone(),
+                );
+                loops.spawn("an inbox worker", worker);
+            }
+            let catch_up = run_stripe_catch_up(
+                service.clone(),
+                inbox.catch_up_interval,
+                stored_events,
+                stopped.clone(),
+            );
+            loops.spawn("the Stripe catch-up loop", catch_up);
+            let reconciliation = run_stripe_reconciliation(
+                service.clone(),
+                inbox.reconcile_interval,
+                stopped.clone(),
+            );
+            loops.spawn("the Stripe reconciliation loop", reconciliation);
+            let operations = run_operations(service.clone(), inbox.poll_interval, stopped.clone());
+            loops.spawn("the operations loop", operations);
+        }
+        let changes = {
+            let service = service.clone();
+            let stopped = stopped.clone();
+            async move { service.follow_entitlement_changes(listening, stopped).await }
+        };
+        loops.spawn("the entitlement change listener", changes);
+        let maintenance = run_maintenance(service.clone(), maintenance, stopped.clone());
+        loops.spawn("the maintenance loop", maintenance);
+        // A replica set to send no webhooks leaves them to the others.
+        let webhooks = service.webhook_settings().clone();
+        if webhooks.concurrency > 0 {
+            let dispatcher = run_webhook_dispatcher(service.clone(), webhooks, stopped.clone());
+            loops.spawn("the webhook dispatcher", dispatcher);
+        }
+        loops
+    }
+
+    fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        self.loops.push((name, tokio::spawn(task)));
+    }
+
+    /// Waits until every loop has stopped.
+    pub async fn join(self) -> anyhow::Result<()> {
+        for (name, handle) in self.loops {
+            handle.await.with_context(|| format!("{name} panicked"))?;
+        }
+        Ok(())
+    }
+}
 
 /// How the inbox is worked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

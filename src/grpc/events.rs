@@ -21,7 +21,7 @@ use crate::domain::webhooks::{
 use crate::error::{Error, FieldContext, Result};
 use crate::event_codec;
 use crate::service::{EndpointChanges, EventFilter, NewEndpoint, Service, WatchStart};
-use crate::store::webhook_deliveries::DeliveryRecord;
+use crate::store::webhook_delivery_log::DeliveryRecord;
 
 /// How often a watch reads again when no commit woke it.
 const WATCH_POLL: Duration = Duration::from_secs(1);

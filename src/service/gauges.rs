@@ -11,7 +11,7 @@ use crate::instruments::{
     DB_MAX_CONNECTIONS, INBOX_OLDEST_PENDING_AGE, INBOX_PARKED, INBOX_PENDING,
     WEBHOOK_OLDEST_PENDING_AGE, WEBHOOK_PAUSED_ENDPOINTS, WEBHOOK_PENDING,
 };
-use crate::store::{entitlement_versions, stripe_events, webhook_deliveries, webhook_endpoints};
+use crate::store::{entitlement_versions, stripe_events, webhook_delivery_log, webhook_endpoints};
 
 /// A scrape answers within this even when the database does not; the
 /// database gauges then keep their last values.
@@ -38,7 +38,7 @@ impl Service {
             let mut conn = pool.acquire().await?;
             let clock = entitlement_versions::clock(&mut conn).await?;
             let depth = stripe_events::depth(&mut conn).await?;
-            let webhooks = webhook_deliveries::backlog(&mut conn).await?;
+            let webhooks = webhook_delivery_log::backlog(&mut conn).await?;
             let paused = webhook_endpoints::count_paused(&mut conn).await?;
             Ok::<_, crate::error::Error>((clock, depth, webhooks, paused))
         };

@@ -26,6 +26,7 @@ mod gauges;
 mod inbox;
 mod instance_renewals;
 mod instances;
+mod invitations;
 mod lifecycle;
 mod members;
 mod operation_steps;

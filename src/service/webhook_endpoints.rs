@@ -13,7 +13,7 @@ use crate::domain::reason::{ErrorReason, Refused};
 use crate::domain::webhooks::{Endpoint, EndpointUrl};
 use crate::error::{Error, Result};
 use crate::outbound_webhooks::signature::generate_secret;
-use crate::store::{billing_events, webhook_deliveries, webhook_endpoints};
+use crate::store::{billing_events, webhook_delivery_log, webhook_endpoints};
 
 /// The most events one `ReplayWebhookEvents` call queues.
 pub const MAX_REPLAY: i64 = 10_000;
@@ -195,14 +195,14 @@ impl Service {
         event: Option<Uuid>,
         before: Option<i64>,
         page_size: i64,
-    ) -> Result<Page<webhook_deliveries::DeliveryRecord, i64>> {
+    ) -> Result<Page<webhook_delivery_log::DeliveryRecord, i64>> {
         Self::require_operator(actor, "read webhook deliveries")?;
         let mut conn = self.store().pool().acquire().await?;
         webhook_endpoints::get(&mut conn, endpoint, false)
             .await?
             .ok_or_else(|| endpoint_not_found(endpoint))?;
         let items =
-            webhook_deliveries::list(&mut conn, endpoint, event, before, page_size + 1).await?;
+            webhook_delivery_log::list(&mut conn, endpoint, event, before, page_size + 1).await?;
         Ok(Page::of(items, page_size, |d| d.id))
     }
 
@@ -235,7 +235,7 @@ impl Service {
                 "must not be older than from_event_id",
             ));
         }
-        let events = webhook_deliveries::count_range(&mut tx, endpoint, start, end).await?;
+        let events = webhook_delivery_log::count_range(&mut tx, endpoint, start, end).await?;
         if events > MAX_REPLAY {
             return Err(Error::FailedPrecondition(
                 Refused::new(
@@ -248,7 +248,8 @@ impl Service {
                 .with("limit", MAX_REPLAY),
             ));
         }
-        let queued = webhook_deliveries::replay(&mut tx, endpoint, start, end, self.now()).await?;
+        let queued =
+            webhook_delivery_log::replay(&mut tx, endpoint, start, end, self.now()).await?;
         tx.commit().await?;
         tracing::info!(endpoint = %endpoint, queued, "webhook events queued again");
         Ok(queued)

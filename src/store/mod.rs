@@ -28,6 +28,7 @@ pub mod stripe_reconciliation;
 pub mod subscriptions;
 pub mod usage_quantities;
 pub mod webhook_deliveries;
+pub mod webhook_delivery_log;
 pub mod webhook_endpoints;
 
 use std::time::Duration;
