@@ -315,6 +315,19 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_configuration_table_lists_every_setting_with_its_flag() {
+        let readme = include_str!("../../README.md");
+        let command = Config::command();
+        for arg in command.get_arguments() {
+            let (Some(env), Some(flag)) = (arg.get_env(), arg.get_long()) else {
+                continue;
+            };
+            let row = format!("| `{}` | `--{flag}` |", env.to_string_lossy());
+            assert!(readme.contains(&row), "README.md has no row {row}");
+        }
+    }
+
+    #[test]
     fn defaults_listen_on_50051_with_monthly_signup() {
         let config = Config::parse_from(["billing-service"]);
         assert_eq!(config.grpc_addr.port(), 50051);

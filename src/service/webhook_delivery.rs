@@ -4,7 +4,8 @@
 //! Each replica claims lanes (one endpoint, one organization) with a lease
 //! and works each claimed lane alone: its first pending delivery is sent
 //! with no transaction open and no pooled connection held, the outcome is
-//! written in a short transaction under the lane's lock, and the next
+//! written (a success in one statement that also checks the claim, a
+//! failure in a short transaction under the lane's lock), and the next
 //! follows. A failed delivery stays first in its lane until it is delivered
 //! or given up (retry schedule), so later events of the organization wait
 //! behind it. A replica that dies leaves its lanes to the lease; whoever
@@ -25,7 +26,7 @@ use crate::error::Result;
 use crate::event_codec;
 use crate::instruments::{WEBHOOK_DELIVERIES, WEBHOOK_DELIVERY_DURATION, WEBHOOK_PAUSES};
 use crate::outbound_webhooks::{Outgoing, SendReport};
-use crate::store::webhook_deliveries::{AfterAttempt, Attempt, Head, Lane};
+use crate::store::webhook_deliveries::{AfterFailure, Attempt, Head, Lane};
 use crate::store::{self, webhook_deliveries, webhook_endpoints};
 
 /// How webhooks are delivered.
@@ -60,12 +61,26 @@ impl Default for WebhookSettings {
     }
 }
 
-/// What became of a lane after one delivery.
+/// Deliveries of a lane read at a time: sent one after another, each
+/// success recorded in one statement.
+const LANE_BATCH: i64 = 64;
+
+/// What became of a lane after a failed delivery.
 enum Next {
     /// The next delivery is due and the lane is still ours.
-    Send(Box<Head>),
+    Send,
     /// Released (nothing due, the endpoint paused) or lost (lease expired).
     Stop,
+}
+
+/// How an attempt that ended `now` went, for the record.
+fn attempt_of(report: &SendReport, now: DateTime<Utc>) -> Attempt {
+    Attempt {
+        attempted_at: now - TimeDelta::from_std(report.elapsed).unwrap_or_default(),
+        http_status: report.status.map(i32::from),
+        error: report.error.clone(),
+        duration_ms: i32::try_from(report.elapsed.as_millis()).unwrap_or(i32::MAX),
+    }
 }
 
 impl Service {
@@ -86,7 +101,7 @@ impl Service {
     pub async fn claim_webhook_lanes(&self, room: usize) -> Result<Vec<Lane>> {
         let now = self.now();
         let endpoints = {
-            let mut conn = self.store().pool().acquire().await?;
+            let mut conn = self.store().bookkeeping().acquire().await?;
             webhook_deliveries::due_endpoints(&mut conn, now).await?
         };
         let mut claimed = Vec::new();
@@ -95,7 +110,7 @@ impl Service {
             if room == 0 {
                 break;
             }
-            let mut tx = self.store().begin().await?;
+            let mut tx = self.store().bookkeeping().begin().await?;
             let lanes = webhook_deliveries::claim(
                 &mut tx,
                 endpoint,
@@ -113,32 +128,77 @@ impl Service {
 
     /// Sends a claimed lane's due deliveries in order, until none is due,
     /// the endpoint is paused, the lease was lost, or `stop` turns true.
+    /// Deliveries are read a batch at a time; each success is recorded in
+    /// one statement, and a failure in a transaction of its own (it may
+    /// pause the endpoint).
     pub async fn work_webhook_lane(&self, lane: Lane, stop: &watch::Receiver<bool>) -> Result<()> {
-        let (endpoint, mut head) = {
-            let mut conn = self.store().pool().acquire().await?;
-            let endpoint = webhook_endpoints::get(&mut conn, lane.endpoint_id, false).await?;
-            (endpoint, webhook_deliveries::head(&mut conn, lane).await?)
+        let endpoint = {
+            let mut conn = self.store().bookkeeping().acquire().await?;
+            webhook_endpoints::get(&mut conn, lane.endpoint_id).await?
         };
         // Deleted meanwhile: its lanes went with it.
         let Some(endpoint) = endpoint else {
             return Ok(());
         };
-        loop {
-            let due = head.take().filter(|h| {
-                endpoint.paused.is_none() && h.next_attempt_at <= self.now() && !*stop.borrow()
-            });
-            let Some(due) = due else {
-                return self.release_webhook_lane(lane).await;
+        'batches: loop {
+            let batch = {
+                let mut conn = self.store().bookkeeping().acquire().await?;
+                webhook_deliveries::pending(&mut conn, lane, LANE_BATCH).await?
             };
-            let report = self.send_webhook(&endpoint, &due).await?;
-            match self
-                .finish_webhook_attempt(lane, &endpoint, &due, &report)
-                .await?
-            {
-                Next::Send(next) => head = Some(*next),
-                Next::Stop => return Ok(()),
+            if batch.is_empty() {
+                return self.release_webhook_lane(lane).await;
+            }
+            for head in batch {
+                let due = endpoint.paused.is_none()
+                    && head.next_attempt_at <= self.now()
+                    && !*stop.borrow();
+                if !due {
+                    return self.release_webhook_lane(lane).await;
+                }
+                let report = self.send_webhook(&endpoint, &head).await?;
+                if let Some(error) = &report.error {
+                    match self
+                        .finish_failed_attempt(lane, &endpoint, &head, &report, error)
+                        .await?
+                    {
+                        Next::Send => continue 'batches,
+                        Next::Stop => return Ok(()),
+                    }
+                }
+                match self.record_delivered(lane, &head, &report).await? {
+                    // Taken over after our lease ran out; its new holder goes on.
+                    None => return Ok(()),
+                    Some(true) => {}
+                    Some(false) => return self.release_webhook_lane(lane).await,
+                }
             }
         }
+    }
+
+    /// Records a delivered attempt; `None` when the lane was lost, else
+    /// whether the endpoint's deliveries still run.
+    async fn record_delivered(
+        &self,
+        lane: Lane,
+        head: &Head,
+        report: &SendReport,
+    ) -> Result<Option<bool>> {
+        let now = self.now();
+        let attempt = attempt_of(report, now);
+        let mut conn = self.store().bookkeeping().acquire().await?;
+        let recorded = webhook_deliveries::record_delivered(
+            &mut conn,
+            lane,
+            self.inner.worker_id,
+            head,
+            &attempt,
+            self.lease_of_lane(now),
+        )
+        .await?;
+        if recorded.is_some() {
+            counter!(WEBHOOK_DELIVERIES, "outcome" => "delivered").increment(1);
+        }
+        Ok(recorded)
     }
 
     async fn send_webhook(&self, endpoint: &Endpoint, head: &Head) -> Result<SendReport> {
@@ -158,30 +218,30 @@ impl Service {
         Ok(report)
     }
 
-    /// Writes how an attempt went, decides what the delivery becomes
+    /// Writes how a failed attempt went, decides what the delivery becomes
     /// (the retry schedule), pauses an endpoint that has failed too long,
-    /// and returns the lane's next due delivery if the lane is still ours.
-    async fn finish_webhook_attempt(
+    /// and says whether the lane goes on (its next delivery is due and the
+    /// lane is still ours). A transaction on the durable pool: it may pause
+    /// the endpoint and record that event.
+    async fn finish_failed_attempt(
         &self,
         lane: Lane,
         endpoint: &Endpoint,
         head: &Head,
         report: &SendReport,
+        error: &str,
     ) -> Result<Next> {
         let now = self.now();
-        let attempted_at = now - TimeDelta::from_std(report.elapsed).unwrap_or_default();
+        let attempt = attempt_of(report, now);
         let failures = u32::try_from(head.attempts).unwrap_or(0) + 1;
-        let first_attempt = head.first_attempt_at.unwrap_or(attempted_at);
-        let after = match &report.error {
-            None => AfterAttempt::Delivered,
-            Some(_) => match self
-                .webhooks()
-                .retry
-                .next_attempt(first_attempt, failures, now)
-            {
-                Some(at) => AfterAttempt::RetryAt(at),
-                None => AfterAttempt::GivenUp,
-            },
+        let first_attempt = head.first_attempt_at.unwrap_or(attempt.attempted_at);
+        let after = match self
+            .webhooks()
+            .retry
+            .next_attempt(first_attempt, failures, now)
+        {
+            Some(at) => AfterFailure::RetryAt(at),
+            None => AfterFailure::GivenUp,
         };
         let mut tx = self.store().begin().await?;
         let Some(active) =
@@ -190,27 +250,16 @@ impl Service {
             // Taken over after our lease ran out; its new holder sends it.
             return Ok(Next::Stop);
         };
-        let attempt = Attempt {
-            attempted_at,
-            http_status: report.status.map(i32::from),
-            error: report.error.clone(),
-            duration_ms: i32::try_from(report.elapsed.as_millis()).unwrap_or(i32::MAX),
-        };
-        webhook_deliveries::record_attempt(&mut tx, head, &attempt, after).await?;
+        webhook_deliveries::record_failure(&mut tx, head, &attempt, after).await?;
         let mut paused = false;
-        match &report.error {
-            None => webhook_endpoints::note_success(&mut tx, lane.endpoint_id).await?,
-            Some(error) => {
-                let failing_since =
-                    webhook_endpoints::note_failure(&mut tx, lane.endpoint_id, error, now).await?;
-                if let Some(since) = failing_since
-                    && should_pause(since, now, self.webhooks().pause_after)
-                {
-                    paused = self
-                        .pause_failing_endpoint(&mut tx, endpoint, since, error)
-                        .await?;
-                }
-            }
+        let failing_since =
+            webhook_endpoints::note_failure(&mut tx, lane.endpoint_id, error, now).await?;
+        if let Some(since) = failing_since
+            && should_pause(since, now, self.webhooks().pause_after)
+        {
+            paused = self
+                .pause_failing_endpoint(&mut tx, endpoint, since, error)
+                .await?;
         }
         let next = webhook_deliveries::head(&mut tx, lane).await?;
         let keep = active && !paused && next.as_ref().is_some_and(|n| n.next_attempt_at <= now);
@@ -224,15 +273,11 @@ impl Service {
         .await?;
         tx.commit().await?;
         let outcome = match after {
-            AfterAttempt::Delivered => "delivered",
-            AfterAttempt::RetryAt(_) => "retrying",
-            AfterAttempt::GivenUp => "given_up",
+            AfterFailure::RetryAt(_) => "retrying",
+            AfterFailure::GivenUp => "given_up",
         };
         counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
-        Ok(match next {
-            Some(next) if keep => Next::Send(Box::new(next)),
-            Some(_) | None => Next::Stop,
-        })
+        Ok(if keep { Next::Send } else { Next::Stop })
     }
 
     /// Pauses an endpoint that has failed since `since`, announcing it
@@ -264,7 +309,7 @@ impl Service {
 
     /// Gives the lane back, due when its first pending delivery is.
     async fn release_webhook_lane(&self, lane: Lane) -> Result<()> {
-        let mut tx = self.store().begin().await?;
+        let mut tx = self.store().bookkeeping().begin().await?;
         if webhook_deliveries::lock_lane(&mut tx, lane, self.inner.worker_id)
             .await?
             .is_some()

@@ -140,9 +140,7 @@ impl Service {
     ) -> Result<Endpoint> {
         let now = self.now();
         let mut tx = self.store().begin().await?;
-        let mut endpoint = webhook_endpoints::get(&mut tx, id, true)
-            .await?
-            .ok_or_else(|| endpoint_not_found(id))?;
+        let mut endpoint = self.locked_endpoint(&mut tx, id).await?;
         change(&mut endpoint);
         webhook_endpoints::update(&mut tx, &endpoint, now).await?;
         tx.commit().await?;
@@ -150,16 +148,24 @@ impl Service {
         Ok(endpoint)
     }
 
+    /// The endpoint, locked for the rest of the transaction.
+    async fn locked_endpoint(&self, conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Endpoint> {
+        if !webhook_endpoints::lock(conn, id).await? {
+            return Err(endpoint_not_found(id));
+        }
+        webhook_endpoints::get(conn, id)
+            .await?
+            .ok_or_else(|| endpoint_not_found(id))
+    }
+
     pub async fn pause_webhook_endpoint(&self, actor: &Actor, id: Uuid) -> Result<Endpoint> {
         Self::require_operator(actor, "pause webhook endpoints")?;
         let mut tx = self.store().begin().await?;
-        webhook_endpoints::get(&mut tx, id, true)
-            .await?
-            .ok_or_else(|| endpoint_not_found(id))?;
+        self.locked_endpoint(&mut tx, id).await?;
         webhook_endpoints::pause(&mut tx, id, "paused by an operator", self.now()).await?;
-        let endpoint = webhook_endpoints::get(&mut tx, id, false).await?;
+        let endpoint = self.locked_endpoint(&mut tx, id).await?;
         tx.commit().await?;
-        endpoint.ok_or_else(|| endpoint_not_found(id))
+        Ok(endpoint)
     }
 
     /// Deliveries run again, oldest undelivered first, each with a fresh
@@ -167,14 +173,12 @@ impl Service {
     pub async fn resume_webhook_endpoint(&self, actor: &Actor, id: Uuid) -> Result<Endpoint> {
         Self::require_operator(actor, "resume webhook endpoints")?;
         let mut tx = self.store().begin().await?;
-        webhook_endpoints::get(&mut tx, id, true)
-            .await?
-            .ok_or_else(|| endpoint_not_found(id))?;
+        self.locked_endpoint(&mut tx, id).await?;
         webhook_endpoints::resume(&mut tx, id, self.now()).await?;
-        let endpoint = webhook_endpoints::get(&mut tx, id, false).await?;
+        let endpoint = self.locked_endpoint(&mut tx, id).await?;
         tx.commit().await?;
         tracing::info!(endpoint = %id, "webhook endpoint resumed");
-        endpoint.ok_or_else(|| endpoint_not_found(id))
+        Ok(endpoint)
     }
 
     pub async fn delete_webhook_endpoint(&self, actor: &Actor, id: Uuid) -> Result<()> {
@@ -198,7 +202,7 @@ impl Service {
     ) -> Result<Page<webhook_delivery_log::DeliveryRecord, i64>> {
         Self::require_operator(actor, "read webhook deliveries")?;
         let mut conn = self.store().pool().acquire().await?;
-        webhook_endpoints::get(&mut conn, endpoint, false)
+        webhook_endpoints::get(&mut conn, endpoint)
             .await?
             .ok_or_else(|| endpoint_not_found(endpoint))?;
         let items =
@@ -217,9 +221,7 @@ impl Service {
     ) -> Result<u64> {
         Self::require_operator(actor, "replay webhook events")?;
         let mut tx = self.store().begin().await?;
-        webhook_endpoints::get(&mut tx, endpoint, true)
-            .await?
-            .ok_or_else(|| endpoint_not_found(endpoint))?;
+        self.locked_endpoint(&mut tx, endpoint).await?;
         let start = billing_events::position_of(&mut tx, from)
             .await?
             .ok_or_else(|| not_retained(from))?;

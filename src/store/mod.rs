@@ -40,23 +40,35 @@ use crate::domain::entitlement::StateVersion;
 use crate::domain::reason::ErrorReason;
 use crate::error::{Error, Result};
 
+/// Connections of the webhook bookkeeping pool: each holds one only for a
+/// statement or a short transaction.
+const BOOKKEEPING_CONNECTIONS: u32 = 4;
+
 /// The migrations, embedded in the binary and applied at start-up.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Connections whose commits do not wait for the disk, for webhook
+    /// delivery bookkeeping only (see `webhook_deliveries`).
+    bookkeeping: PgPool,
 }
 
 impl Store {
     #[tracing::instrument(name = "db connect", level = "debug", skip_all)]
     pub async fn connect(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<Self> {
+        // Opened on first use: a replica that sends no webhooks opens none.
+        let bookkeeping = PgPoolOptions::new()
+            .max_connections(BOOKKEEPING_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, bookkeeping })
     }
 
     #[tracing::instrument(name = "db migrate", level = "debug", skip_all)]
@@ -67,6 +79,15 @@ impl Store {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The pool for webhook delivery bookkeeping (claims, attempts,
+    /// outcomes): its commits do not wait for their WAL to reach disk. What
+    /// a crash can lose of them is the last moments' records, and the worst
+    /// that follows is a delivery sent again under the same webhook-id,
+    /// which at-least-once delivery allows. Never for a change or an event.
+    pub fn bookkeeping(&self) -> &PgPool {
+        &self.bookkeeping
     }
 
     #[tracing::instrument(name = "db begin", level = "debug", skip_all)]

@@ -44,10 +44,9 @@ pub struct Attempt {
     pub duration_ms: i32,
 }
 
-/// What a delivery becomes after an attempt.
+/// What a delivery becomes after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterAttempt {
-    Delivered,
+pub enum AfterFailure {
     RetryAt(DateTime<Utc>),
     GivenUp,
 }
@@ -151,10 +150,10 @@ pub async fn lock_lane(conn: &mut PgConnection, lane: Lane, worker: Uuid) -> Res
     .await?)
 }
 
-/// The lane's first pending delivery, in event order.
-#[tracing::instrument(name = "db webhook_deliveries::head", level = "debug", skip_all)]
-pub async fn head(conn: &mut PgConnection, lane: Lane) -> Result<Option<Head>> {
-    let row = sqlx::query!(
+/// The lane's first `limit` pending deliveries, in event order.
+#[tracing::instrument(name = "db webhook_deliveries::pending", level = "debug", skip_all)]
+pub async fn pending(conn: &mut PgConnection, lane: Lane, limit: i64) -> Result<Vec<Head>> {
+    let rows = sqlx::query!(
         r#"
         select d.id as delivery_id, d.attempts, d.first_attempt_at, d.next_attempt_at,
                e.id, e.org_id, e.type, e.occurred_at, e.state_version as "state_version!", e.data
@@ -162,74 +161,130 @@ pub async fn head(conn: &mut PgConnection, lane: Lane) -> Result<Option<Head>> {
         join billing_events e on e.id = d.event_id
         where d.endpoint_id = $1 and d.org_key = $2 and d.state = 'pending'
         order by e.state_version, e.seq, d.id
-        limit 1
+        limit $3
         "#,
         lane.endpoint_id,
         lane.org_key,
+        limit,
     )
-    .fetch_optional(conn)
+    .fetch_all(conn)
     .await?;
-    Ok(row.map(|r| Head {
-        delivery_id: r.delivery_id,
-        attempts: r.attempts,
-        first_attempt_at: r.first_attempt_at,
-        next_attempt_at: r.next_attempt_at,
-        event: published(
-            r.id,
-            r.org_id,
-            r.r#type,
-            r.occurred_at,
-            r.state_version,
-            r.data,
-        ),
-    }))
+    Ok(rows
+        .into_iter()
+        .map(|r| Head {
+            delivery_id: r.delivery_id,
+            attempts: r.attempts,
+            first_attempt_at: r.first_attempt_at,
+            next_attempt_at: r.next_attempt_at,
+            event: published(
+                r.id,
+                r.org_id,
+                r.r#type,
+                r.occurred_at,
+                r.state_version,
+                r.data,
+            ),
+        })
+        .collect())
 }
 
-/// Records an attempt at the head and what the delivery becomes.
+/// The lane's first pending delivery, in event order.
+pub async fn head(conn: &mut PgConnection, lane: Lane) -> Result<Option<Head>> {
+    Ok(pending(conn, lane, 1).await?.into_iter().next())
+}
+
+/// Records a delivered attempt in one statement, if `worker` still holds
+/// the lane, and extends its lease. Answers `None` when the lane was lost,
+/// else whether the endpoint's deliveries still run (it is not paused).
 #[tracing::instrument(
-    name = "db webhook_deliveries::record_attempt",
+    name = "db webhook_deliveries::record_delivered",
     level = "debug",
     skip_all
 )]
-pub async fn record_attempt(
+pub async fn record_delivered(
+    conn: &mut PgConnection,
+    lane: Lane,
+    worker: Uuid,
+    head: &Head,
+    attempt: &Attempt,
+    lease_until: DateTime<Utc>,
+) -> Result<Option<bool>> {
+    let row = sqlx::query!(
+        r#"
+        with lane as (
+            update webhook_lanes set claimed_until = $4
+            where endpoint_id = $1 and org_key = $2 and claimed_by = $3
+            returning endpoint_id
+        ),
+        attempt as (
+            insert into webhook_attempts
+                (delivery_id, attempt, attempted_at, http_status, error, duration_ms)
+            select $5, $6, $7, $8, null, $9 from lane
+        ),
+        delivery as (
+            update webhook_deliveries
+            set attempts = $6, state = 'delivered', first_attempt_at = coalesce(first_attempt_at, $7)
+            where id = $5 and exists (select 1 from lane)
+        ),
+        endpoint as (
+            update webhook_endpoints set failing_since = null, last_error = null
+            where id = $1 and failing_since is not null and exists (select 1 from lane)
+        )
+        select exists (select 1 from lane) as "held!",
+               exists (select 1 from webhook_endpoints where id = $1 and paused_at is null)
+                   as "active!"
+        "#,
+        lane.endpoint_id,
+        lane.org_key,
+        worker,
+        lease_until,
+        head.delivery_id,
+        head.attempts + 1,
+        attempt.attempted_at,
+        attempt.http_status,
+        attempt.duration_ms,
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(row.held.then_some(row.active))
+}
+
+#[tracing::instrument(
+    name = "db webhook_deliveries::record_failure",
+    level = "debug",
+    skip_all
+)]
+pub async fn record_failure(
     conn: &mut PgConnection,
     head: &Head,
     attempt: &Attempt,
-    after: AfterAttempt,
+    after: AfterFailure,
 ) -> Result<()> {
-    let number = head.attempts + 1;
+    let (state, next_attempt_at) = match after {
+        AfterFailure::RetryAt(at) => ("pending", at),
+        AfterFailure::GivenUp => ("failed", head.next_attempt_at),
+    };
+    // One statement: this runs once per delivery.
     sqlx::query!(
         r#"
-        insert into webhook_attempts
-            (delivery_id, attempt, attempted_at, http_status, error, duration_ms)
-        values ($1, $2, $3, $4, $5, $6)
+        with attempt as (
+            insert into webhook_attempts
+                (delivery_id, attempt, attempted_at, http_status, error, duration_ms)
+            values ($1, $2, $3, $4, $5, $6)
+        )
+        update webhook_deliveries
+        set attempts = $2, state = $7, next_attempt_at = $8,
+            first_attempt_at = coalesce(first_attempt_at, $3)
+        where id = $1
         "#,
         head.delivery_id,
-        number,
+        head.attempts + 1,
         attempt.attempted_at,
         attempt.http_status,
         attempt.error,
         attempt.duration_ms,
-    )
-    .execute(&mut *conn)
-    .await?;
-    let (state, next_attempt_at) = match after {
-        AfterAttempt::Delivered => ("delivered", head.next_attempt_at),
-        AfterAttempt::RetryAt(at) => ("pending", at),
-        AfterAttempt::GivenUp => ("failed", head.next_attempt_at),
-    };
-    sqlx::query!(
-        r#"
-        update webhook_deliveries
-        set attempts = $2, state = $3, next_attempt_at = $4,
-            first_attempt_at = coalesce(first_attempt_at, $5)
-        where id = $1
-        "#,
-        head.delivery_id,
-        number,
         state,
         next_attempt_at,
-        attempt.attempted_at,
     )
     .execute(conn)
     .await?;

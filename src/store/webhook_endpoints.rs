@@ -92,37 +92,34 @@ pub async fn list(conn: &mut PgConnection) -> Result<Vec<Endpoint>> {
     .collect()
 }
 
-/// The endpoint, locked for the rest of the transaction when `lock`.
 #[tracing::instrument(name = "db webhook_endpoints::get", level = "debug", skip_all)]
-pub async fn get(conn: &mut PgConnection, id: Uuid, lock: bool) -> Result<Option<Endpoint>> {
-    let row = if lock {
-        sqlx::query_as!(
-            Row,
-            r#"
-            select id, url, description, event_types, max_in_flight, secret, previous_secret,
-                   previous_secret_expires_at, paused_at, paused_reason, failing_since,
-                   last_error, created_at
-            from webhook_endpoints where id = $1 for no key update
-            "#,
-            id,
-        )
-        .fetch_optional(conn)
-        .await?
-    } else {
-        sqlx::query_as!(
-            Row,
-            r#"
-            select id, url, description, event_types, max_in_flight, secret, previous_secret,
-                   previous_secret_expires_at, paused_at, paused_reason, failing_since,
-                   last_error, created_at
-            from webhook_endpoints where id = $1
-            "#,
-            id,
-        )
-        .fetch_optional(conn)
-        .await?
-    };
-    row.map(Endpoint::try_from).transpose()
+pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<Endpoint>> {
+    sqlx::query_as!(
+        Row,
+        r#"
+        select id, url, description, event_types, max_in_flight, secret, previous_secret,
+               previous_secret_expires_at, paused_at, paused_reason, failing_since, last_error,
+               created_at
+        from webhook_endpoints where id = $1
+        "#,
+        id,
+    )
+    .fetch_optional(conn)
+    .await?
+    .map(Endpoint::try_from)
+    .transpose()
+}
+
+/// Locks the endpoint for the rest of the transaction; false when unknown.
+#[tracing::instrument(name = "db webhook_endpoints::lock", level = "debug", skip_all)]
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"select true as "found!" from webhook_endpoints where id = $1 for no key update"#,
+        id,
+    )
+    .fetch_optional(conn)
+    .await?
+    .is_some())
 }
 
 /// Stores the settings and secrets of `endpoint` (not its pause or
@@ -250,22 +247,6 @@ pub async fn note_failure(
     .fetch_optional(conn)
     .await?;
     Ok(failing_since)
-}
-
-/// Notes a success: the endpoint is no longer failing. Touches the row only
-/// when it was, so steady deliveries take no row lock.
-#[tracing::instrument(name = "db webhook_endpoints::note_success", level = "debug", skip_all)]
-pub async fn note_success(conn: &mut PgConnection, id: Uuid) -> Result<()> {
-    sqlx::query!(
-        r#"
-        update webhook_endpoints set failing_since = null, last_error = null
-        where id = $1 and failing_since is not null
-        "#,
-        id,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// How many endpoints are paused, for the gauge.

@@ -444,6 +444,15 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_event_catalogue_lists_every_type() {
+        let readme = include_str!("../../../README.md");
+        for event_type in EventType::ALL {
+            let row = format!("| `{}` |", event_type.as_str());
+            assert!(readme.contains(&row), "README.md has no row for {row}");
+        }
+    }
+
+    #[test]
     fn a_filter_list_is_parsed_once_per_type_and_refuses_unknown_names() {
         let raw = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         assert_eq!(
