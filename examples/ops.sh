@@ -9,6 +9,11 @@
 #   OPS_TOKEN=... examples/ops.sh reconcile-apply [org id]
 #   OPS_TOKEN=... examples/ops.sh import-dry-run
 #   OPS_TOKEN=... examples/ops.sh audit <org id>
+#   OPS_TOKEN=... examples/ops.sh endpoints
+#   OPS_TOKEN=... examples/ops.sh add-endpoint <url> [event type,...]
+#   OPS_TOKEN=... examples/ops.sh deliveries <endpoint id>
+#   OPS_TOKEN=... examples/ops.sh resume-endpoint <endpoint id>
+#   OPS_TOKEN=... examples/ops.sh events [last event id]   # streams; Ctrl-C ends it
 #
 # BILLING_ADDR defaults to http://127.0.0.1:50051.
 set -euo pipefail
@@ -29,8 +34,22 @@ case ${1:-} in
   reconcile-apply) call BillingService/ReconcileStripe "{\"org_id\": \"${2:-}\", \"dry_run\": false}" ;;
   import-dry-run) call BillingService/ImportStripeCustomers '{"dry_run": true}' ;;
   audit) call OrgAdminService/ListAuditEvents "{\"org_id\": \"${2:?org id}\"}" ;;
+  endpoints) call EventService/ListWebhookEndpoints '{}' ;;
+  add-endpoint)
+    types=$(printf '%s' "${3:-}" | python3 -c 'import json,sys; print(json.dumps([t for t in sys.stdin.read().split(",") if t]))')
+    call EventService/CreateWebhookEndpoint "{\"url\": \"${2:?url}\", \"event_types\": $types}"
+    ;;
+  deliveries) call EventService/ListWebhookDeliveries "{\"endpoint_id\": \"${2:?endpoint id}\"}" ;;
+  resume-endpoint) call EventService/ResumeWebhookEndpoint "{\"endpoint_id\": \"${2:?endpoint id}\"}" ;;
+  events)
+    if [[ -n ${2:-} ]]; then
+      call EventService/WatchBillingEvents "{\"from_event_id\": \"$2\"}"
+    else
+      call EventService/WatchBillingEvents '{"from_oldest": true}'
+    fi
+    ;;
   *)
-    sed -n '2,13p' "$0" >&2
+    sed -n '2,18p' "$0" >&2
     exit 2
     ;;
 esac

@@ -46,7 +46,9 @@ use bench_support::{
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// Organizations the grants are spread over (each a delivery lane).
+    /// Organizations each run's calls are spread over (each a delivery
+    /// lane). Every run has organizations of its own, so no run finds the
+    /// ledgers and invitations an earlier run left.
     #[arg(long, default_value_t = 200)]
     orgs: usize,
     /// Grants in flight at once.
@@ -108,7 +110,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let admin: PgConnectOptions = args.postgres.admin_url.clone();
     println!("# webhook_bench\n");
     println!("machine: {}", bench_support::machine());
-    let db = Database::create(&admin, &SEED, args.orgs).await?;
+    let runs = args.rounds * WriteRun::ALL.len();
+    let db = Database::create(&admin, &SEED, args.orgs * runs).await?;
     let options: PgConnectOptions = db.url().parse()?;
     let pool = PgPool::connect_with(options.clone()).await?;
     let url = start_replica(&options).await?;
@@ -117,11 +120,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut events = EventServiceClient::new(channels[0].clone());
 
     println!(
-        "\n## The write path: a ledger write with and without its event, and with an endpoint ({} orgs, {} in flight, {} s per run)\n",
+        "\n## The write path: a ledger write with and without its event, and with an endpoint ({} orgs of its own per run, {} in flight, {} s per run)\n",
         args.orgs, args.concurrency, args.seconds
     );
     println!("| round | run | calls/s | p50 | p90 | p99 | errors | delivered meanwhile |");
     println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut first_org = 0;
     for round in 1..=args.rounds {
         let mut order = WriteRun::ALL;
         order.rotate_left(round - 1);
@@ -132,7 +136,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 None
             };
             let before = receiver.count("live");
-            let result = writes(&args, &channels, round, run).await?;
+            let result = writes(&args, &channels, round, run, first_org).await?;
+            first_org += args.orgs;
             let delivered = receiver.count("live") - before;
             if let Some(id) = endpoint {
                 events
@@ -284,6 +289,7 @@ async fn writes(
     channels: &[Channel],
     round: usize,
     run: WriteRun,
+    first_org: usize,
 ) -> anyhow::Result<LoadResult> {
     let clients: Vec<(CreditServiceClient<Channel>, OrgAdminServiceClient<Channel>)> = channels
         .iter()
@@ -302,7 +308,7 @@ async fn writes(
         Duration::from_secs(args.seconds),
         move |worker, n| {
             let (mut credits, mut org_admin) = clients[worker % clients.len()].clone();
-            let org_id = org_id(usize::try_from(n).unwrap_or(0) % orgs);
+            let org_id = org_id(first_org + usize::try_from(n).unwrap_or(0) % orgs);
             let idempotency_key = format!("{prefix}-{round}-{n}");
             let reason = "webhook_bench".to_owned();
             async move {

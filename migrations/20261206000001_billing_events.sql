@@ -5,10 +5,12 @@
 -- in that change's own transaction, so it exists if and only if the change
 -- committed. When the transaction commits, the event takes the entitlement
 -- state version the transaction commits at (taking one if the change did
--- not) and announces its organization like any entitlement change. Versions
--- follow commit order, so (state_version, seq) orders every event by
--- commit: a reader that has seen an event has seen every event before it,
--- and a stream resumed after it misses none.
+-- not). Versions follow commit order, so (state_version, seq) orders every
+-- event by commit: a reader that has seen an event has seen every event
+-- before it, and a stream resumed after it misses none. A version taken
+-- for events alone changes no organization's entitlement state; the
+-- service announces it with the version only (`:<version>`, see
+-- `store::commit`), so replicas move on without reading anything again.
 
 -- The version-taking part of announce_entitlement_change, shared with the
 -- events' stamp: one version per transaction.
@@ -25,7 +27,8 @@ begin
 end;
 $$;
 
--- Announces that the organization changed at this transaction's version.
+-- Announces that the organization changed at this transaction's version,
+-- and notes that the transaction announced one.
 create function announce_org_change(org uuid) returns bigint
 language plpgsql as $$
 declare
@@ -34,6 +37,7 @@ begin
     insert into entitlement_versions as v (org_id, version) values (org, taken)
         on conflict (org_id) do update set version = excluded.version;
     perform pg_notify('billing_entitlements', org::text || ':' || taken::text);
+    perform set_config('billing.announced', 'true', true);
     return taken;
 end;
 $$;
@@ -70,15 +74,8 @@ create index billing_events_naming on billing_events using gin (names);
 
 create function stamp_billing_event() returns trigger
 language plpgsql as $$
-declare
-    taken bigint;
 begin
-    if new.org_id is null then
-        taken := take_state_version();
-    else
-        taken := announce_org_change(new.org_id);
-    end if;
-    update billing_events set state_version = taken where id = new.id;
+    update billing_events set state_version = take_state_version() where id = new.id;
     return null;
 end;
 $$;

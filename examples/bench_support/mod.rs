@@ -62,7 +62,12 @@ pub fn settings(database: PgConnectOptions, max_connections: u32) -> AppSettings
             signup_policy: SignupPolicy {
                 monthly_enabled: true,
             },
-            min_version_wait: Duration::from_millis(100),
+            min_version_wait: Duration::from_millis(
+                std::env::var("BENCH_MIN_VERSION_WAIT_MS")
+                    .ok()
+                    .and_then(|ms| ms.parse().ok())
+                    .unwrap_or(100),
+            ),
             stale_policy: StalePolicy {
                 max_staleness: chrono::TimeDelta::seconds(60),
                 fail_closed_features: vec![],

@@ -7,7 +7,12 @@ use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
 use super::entitlement_cache::Change;
+use crate::store::entitlement_versions::Announcement;
+use crate::domain::ids::OrgId;
 use crate::error::Result;
+
+/// The most announcements applied in one read.
+const MAX_BATCH: usize = 256;
 use crate::store;
 
 impl super::Service {
@@ -62,7 +67,17 @@ impl super::Service {
                     _ = stop.changed() => return,
                 };
                 let applied = match next {
-                    Ok(Some(notification)) => self.apply_announcement(notification.payload()).await,
+                    Ok(Some(notification)) => {
+                        // Whatever else has arrived meanwhile goes with it:
+                        // a burst of commits costs one read, not one each.
+                        let mut payloads = vec![notification.payload().to_owned()];
+                        while payloads.len() < MAX_BATCH
+                            && let Some(more) = listener.next_buffered()
+                        {
+                            payloads.push(more.payload().to_owned());
+                        }
+                        self.apply_announcements(&payloads).await
+                    }
                     // The connection dropped: announcements made meanwhile are lost.
                     Ok(None) => Err(crate::error::Error::internal(anyhow::anyhow!(
                         "the listening connection was lost"
@@ -78,16 +93,38 @@ impl super::Service {
         }
     }
 
-    async fn apply_announcement(&self, payload: &str) -> Result<()> {
-        let Some((org, version)) = store::entitlement_versions::parse_announcement(payload) else {
-            tracing::warn!(payload, "an entitlement announcement that does not parse");
+    /// Reads the announced organizations again, in one read, then moves
+    /// the watermark: every organization of the batch is in before any
+    /// reader waiting for its version is let through.
+    async fn apply_announcements(&self, payloads: &[String]) -> Result<()> {
+        let mut changes = Vec::with_capacity(payloads.len());
+        let mut newest = None;
+        for payload in payloads {
+            match store::entitlement_versions::parse_announcement(payload) {
+                Some(Announcement::Org(org, version)) => {
+                    changes.push(Change { version, org });
+                    newest = newest.max(Some(version));
+                }
+                Some(Announcement::VersionOnly(version)) => newest = newest.max(Some(version)),
+                None => tracing::warn!(payload, "an entitlement announcement that does not parse"),
+            }
+        }
+        let Some(newest) = newest else {
             return Ok(());
         };
-        self.cache()
-            .refresh(self.store(), &[org], self.now())
-            .await?;
-        self.cache().advance(version);
-        self.cache().record(Change { version, org });
+        let mut orgs: Vec<OrgId> = changes.iter().map(|c| c.org).collect();
+        orgs.sort_unstable();
+        orgs.dedup();
+        if !orgs.is_empty() {
+            self.cache()
+                .refresh(self.store(), &orgs, self.now())
+                .await?;
+        }
+        self.cache().advance(newest);
+        changes.sort_by_key(|c| c.version);
+        for change in changes {
+            self.cache().record(change);
+        }
         Ok(())
     }
 }

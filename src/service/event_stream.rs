@@ -7,7 +7,7 @@
 //! stream moves its cursor past each event it reads and never skips or
 //! repeats one, and a caller resumes from the last id it processed. It
 //! reads again whenever this replica learns of a commit (every event
-//! announces its organization) and at least every poll interval.
+//! announces its version) and at least every poll interval.
 
 use std::collections::HashSet;
 use std::time::Duration;

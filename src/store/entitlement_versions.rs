@@ -8,8 +8,37 @@ use crate::domain::entitlement::StateVersion;
 use crate::domain::ids::OrgId;
 use crate::error::Result;
 
-/// The channel the triggers announce changes on, as `<org id>:<version>`.
+/// The channel the triggers announce changes on, as `<org id>:<version>`;
+/// a version that changed no organization (events alone) as `:<version>`.
 pub const CHANNEL: &str = "billing_entitlements";
+
+/// What one announcement says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announcement {
+    /// The organization changed at this version.
+    Org(OrgId, StateVersion),
+    /// This version changed no organization.
+    VersionOnly(StateVersion),
+}
+
+/// Announces a version that changed no organization, in the caller's
+/// transaction (delivered at its commit, after whatever it announced
+/// before).
+#[tracing::instrument(
+    name = "db entitlement_versions::announce_version_only",
+    level = "debug",
+    skip_all
+)]
+pub async fn announce_version_only(conn: &mut PgConnection, version: i64) -> Result<()> {
+    sqlx::query!(
+        "select pg_notify($1, ':' || $2::bigint::text)",
+        CHANNEL,
+        version
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
 
 /// The newest version committed.
 #[tracing::instrument(name = "db entitlement_versions::clock", level = "debug", skip_all)]
@@ -66,10 +95,12 @@ pub async fn listen(store: &super::Store) -> Result<sqlx::postgres::PgListener> 
     Ok(listener)
 }
 
-/// Reads an announcement's payload, `<org id>:<version>`.
-pub fn parse_announcement(payload: &str) -> Option<(OrgId, StateVersion)> {
+/// Reads an announcement's payload: `<org id>:<version>` or `:<version>`.
+pub fn parse_announcement(payload: &str) -> Option<Announcement> {
     let (org, version) = payload.split_once(':')?;
-    let org = OrgId::parse(org).ok()?;
-    let version = version.parse::<u64>().ok()?;
-    Some((org, StateVersion(version)))
+    let version = StateVersion(version.parse::<u64>().ok()?);
+    match org {
+        "" => Some(Announcement::VersionOnly(version)),
+        org => Some(Announcement::Org(OrgId::parse(org).ok()?, version)),
+    }
 }

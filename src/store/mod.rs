@@ -97,22 +97,31 @@ impl Store {
 }
 
 /// Commits `tx` and returns the entitlement state version it took, if it
-/// changed an input of the entitlement decision. The announcing triggers
-/// are deferred to commit; making them run just before it lets us read the
-/// version the transaction took (they keep it in a transaction-local
-/// setting).
+/// changed an input of the entitlement decision or recorded a lifecycle
+/// event. The announcing triggers are deferred to commit; making them run
+/// just before it lets us read the version the transaction took (they keep
+/// it in a transaction-local setting). A version taken for events alone
+/// announced no organization: it is announced here as the version only,
+/// after every organization the transaction may have announced, so a
+/// replica moves its watermark past it without reading anything again.
 #[tracing::instrument(name = "db commit", level = "debug", skip_all)]
 pub async fn commit(mut tx: Transaction<'static, Postgres>) -> Result<Option<StateVersion>> {
     sqlx::query!("set constraints all immediate")
         .execute(&mut *tx)
         .await?;
-    let taken = sqlx::query_scalar!(
-        r#"select nullif(current_setting('billing.state_version', true), '')::bigint as "taken""#
+    let taken = sqlx::query!(
+        r#"
+        select nullif(current_setting('billing.state_version', true), '')::bigint as "taken",
+               coalesce(current_setting('billing.announced', true), '') = 'true' as "announced!"
+        "#
     )
     .fetch_one(&mut *tx)
     .await?;
+    if let (Some(version), false) = (taken.taken, taken.announced) {
+        entitlement_versions::announce_version_only(&mut tx, version).await?;
+    }
     tx.commit().await?;
-    Ok(taken.and_then(StateVersion::from_stored))
+    Ok(taken.taken.and_then(StateVersion::from_stored))
 }
 
 /// Turns a violation of the named unique constraint into `AlreadyExists`,
