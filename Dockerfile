@@ -35,7 +35,8 @@ RUN apt-get update \
 COPY --from=build /usr/local/bin/billing-service /usr/local/bin/billing-service
 COPY catalogs /etc/billing/catalogs
 USER 10001:10001
-# gRPC (BillingService, EntitlementService, OrgAdminService, health, reflection),
+# gRPC (BillingService, CreditService, EntitlementService, EventService,
+# OrgAdminService, health, reflection),
 # the Stripe webhook listener (POST /stripe/webhook) and metrics (GET /metrics).
 EXPOSE 50051 8080 9464
 ENV BILLING_GRPC_ADDR=0.0.0.0:50051 \

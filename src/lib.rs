@@ -5,17 +5,23 @@
 //!   subscription states and the entitlement decision. No I/O.
 //! - [`store`]: Postgres through sqlx, one file per table group.
 //! - [`service`]: use cases: load, decide with the domain, persist in one
-//!   transaction together with the audit entry; billing changes as
-//!   recorded operations that never hold a transaction across Stripe.
+//!   transaction together with the audit entry and the lifecycle events;
+//!   billing changes as recorded operations that never hold a transaction
+//!   across Stripe.
 //! - [`stripe`]: the only code that talks to Stripe: the API client, the
 //!   planned writes, the webhook ingress and the event mapping.
 //! - [`grpc`]: the tonic adapters for `billing.v1`, authentication, the
-//!   proto conversions and the single error-to-status mapping.
+//!   proto conversions and the single error-to-status mapping; [`proto`]
+//!   below them: the generated messages and the shared value conversions.
+//! - [`event_codec`]: lifecycle events as published (`BillingEvent` and
+//!   its canonical proto3 JSON); [`outbound_webhooks`]: the only code that
+//!   calls operators' webhook endpoints (signing, the address guard).
 //! - [`config`], [`telemetry`], [`app`]: settings, tracing, and assembling
 //!   the server so both `main` and the tests can start it.
 //! - [`local_postgres`]: the run command's embedded database default.
 //! - [`worker`]: the background loops: the webhook inbox, resuming billing
-//!   operations, and maintenance (credit expiry, add-on renewals).
+//!   operations, maintenance (credit expiry, add-on renewals, trial stage
+//!   announcements, event retention), and webhook delivery.
 
 pub mod app;
 pub mod config;

@@ -7,9 +7,9 @@ use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
 use super::entitlement_cache::Change;
-use crate::store::entitlement_versions::Announcement;
 use crate::domain::ids::OrgId;
 use crate::error::Result;
+use crate::store::entitlement_versions::Announcement;
 
 /// The most announcements applied in one read.
 const MAX_BATCH: usize = 256;

@@ -164,3 +164,40 @@ async fn a_watch_filters_by_type_and_organization_and_refuses_an_unknown_start()
         .await;
     expect_code(gateway, Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn events_past_the_retention_are_dropped_and_a_watch_from_one_is_refused() {
+    let clock = std::sync::Arc::new(crate::helpers::ManualClock::default());
+    let app = crate::helpers::spawn_app_with(crate::helpers::TestOptions {
+        clock: Some(clock.clone()),
+        ..Default::default()
+    })
+    .await;
+    let old = app.create_org("alice").await.id;
+    let first = app.events_of(&old).await[0].id.to_string();
+    // 31 days on: the default retention (30 days) is past.
+    clock.jump(chrono::TimeDelta::days(31));
+    let recent = app.create_org("bob").await.id;
+    let retained = |events: Vec<crate::event_helpers::StoredEvent>| {
+        events.iter().any(|e| e.id.to_string() == first)
+    };
+    for _ in 0..100 {
+        if !retained(app.events_of(&old).await) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!retained(app.events_of(&old).await), "dropped");
+    assert_eq!(app.events_of(&recent).await.len(), 1, "kept");
+    let refused = app
+        .events()
+        .watch_billing_events(request(
+            As::Ops,
+            proto::WatchBillingEventsRequest {
+                from_event_id: first,
+                ..Default::default()
+            },
+        ))
+        .await;
+    expect_code(refused, Code::FailedPrecondition);
+}

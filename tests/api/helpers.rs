@@ -18,11 +18,13 @@ use billing_service::grpc::proto::org_admin_service_client::OrgAdminServiceClien
 use billing_service::grpc::proto::{self, Role};
 use billing_service::grpc::{CallerTokens, ConcurrencyLimits};
 use billing_service::http_listener::ListenerLimits;
-use billing_service::service::{self, Clock, EntitlementCache, Service, WebhookSettings};
+use billing_service::service::{
+    self, Clock, EntitlementCache, Service, SystemClock, WebhookSettings,
+};
 use billing_service::store;
 use billing_service::stripe::{StripeSettings, WEBHOOK_PATH, WebhookSecrets};
 use billing_service::worker::{InboxSettings, MaintenanceSettings};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -77,6 +79,24 @@ pub struct TestOptions {
     pub webhooks: WebhookSettings,
     /// `None` reads the system clock.
     pub clock: Option<Arc<dyn Clock>>,
+}
+
+/// The system clock moved by an offset the test sets.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    offset: Mutex<TimeDelta>,
+}
+
+impl ManualClock {
+    pub fn jump(&self, by: TimeDelta) {
+        *self.offset.lock().expect("lock") += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        SystemClock.now() + *self.offset.lock().expect("lock")
+    }
 }
 
 /// Webhook settings for tests: loopback receivers allowed, a one-second

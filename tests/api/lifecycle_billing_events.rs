@@ -5,6 +5,7 @@
 use billing_service::grpc::proto::{self, BillingCycle, Role};
 use serde_json::Value;
 
+use crate::event_helpers::committed_version;
 use crate::helpers::{As, TestApp, request, spawn_app_with_stripe};
 
 const OWNER: &str = "alice";
@@ -49,10 +50,34 @@ async fn a_subscription_records_activated_updated_and_cancellation_events_once_e
     app.deliver_events(&again).await;
     assert_eq!(app.events_of(&org).await.len(), 2);
 
-    app.set_seats(As::User(OWNER), &org, 5, None)
+    // Declined at Stripe: nothing changed, nothing recorded.
+    stripe.set_card_declines(true);
+    let declined = app.set_seats(As::User(OWNER), &org, 6, None).await;
+    assert!(declined.is_err(), "{declined:?}");
+    stripe.set_card_declines(false);
+    app.deliver_all(&stripe).await;
+    assert_eq!(app.events_of(&org).await.len(), 2);
+
+    let response = app
+        .billing()
+        .update_seat_count(request(
+            As::User(OWNER),
+            proto::UpdateSeatCountRequest {
+                org_id: org.clone(),
+                seats: 5,
+                ..Default::default()
+            },
+        ))
         .await
         .expect("more seats");
+    let version = committed_version(&response).expect("a committed version");
     app.deliver_all(&stripe).await;
+    let stored = app.events_of(&org).await;
+    assert_eq!(stored.len(), 3);
+    assert_eq!(
+        stored[2].state_version, version,
+        "recorded in the commit that stored the change"
+    );
     let updated = events_since(&app, &org, 2).await;
     assert_eq!(types(&updated), ["subscription.updated"]);
     let data = &updated[0].1;

@@ -404,3 +404,45 @@ async fn two_replicas_share_the_deliveries_and_send_each_event_once() {
     let expected: HashSet<String> = events.iter().map(|e| e.id.to_string()).collect();
     assert_eq!(unique, expected);
 }
+
+#[tokio::test]
+async fn an_endpoints_cap_on_deliveries_in_flight_holds_across_replicas() {
+    // Attempts may wait long enough for the receiver to hold them.
+    let app = spawn_app_with(TestOptions {
+        webhooks: billing_service::service::WebhookSettings {
+            timeout: Duration::from_secs(10),
+            lease: Duration::from_secs(20),
+            ..test_webhook_settings()
+        },
+        ..TestOptions::default()
+    })
+    .await;
+    let replica = app.spawn_replica().await;
+    let receiver = EventReceiver::start().await;
+    let endpoint = app
+        .events()
+        .create_webhook_endpoint(request(
+            As::Ops,
+            proto::CreateWebhookEndpointRequest {
+                url: receiver.url.clone(),
+                max_in_flight: Some(2),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("endpoint")
+        .into_inner();
+    assert_eq!(endpoint.max_in_flight, 2);
+    receiver.hold(true);
+    for n in 0..6 {
+        let on = if n % 2 == 0 { &app } else { &replica };
+        on.create_org(&format!("owner-{n}")).await;
+    }
+    // Six organizations' events are due, on two replicas: two at a time.
+    receiver.wait_for_held().await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(receiver.held().len(), 2, "{:?}", receiver.held());
+    receiver.release_all();
+    receiver.wait_for_accepted(6).await;
+    assert_eq!(receiver.accepted().len(), 6);
+}

@@ -2,32 +2,14 @@
 //! per organization and stage, across restarts and clock jumps, and only
 //! while the trial (not a paid subscription) decides access.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use billing_service::service::{Clock, SystemClock};
-use chrono::{DateTime, TimeDelta, Utc};
+use billing_service::service::Clock;
+use chrono::TimeDelta;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, TestOptions, spawn_app_with};
-
-/// The system clock moved by an offset the test sets.
-#[derive(Debug, Default)]
-struct ManualClock {
-    offset: Mutex<TimeDelta>,
-}
-
-impl ManualClock {
-    fn jump(&self, by: TimeDelta) {
-        *self.offset.lock().expect("lock") += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        SystemClock.now() + *self.offset.lock().expect("lock")
-    }
-}
+use crate::helpers::{ManualClock, TestApp, TestOptions, spawn_app_with};
 
 async fn stage_events(app: &TestApp, org: &str) -> Vec<Value> {
     app.events_of(org)
