@@ -59,17 +59,6 @@ struct Args {
     postgres: bench_support::AdminDatabase,
 }
 
-/// Organizations in an active trial (credits not locked), one owner each.
-const SEED: [&str; 2] = [
-    "insert into organizations (id, name, plan, trial_end, require_seats, creator_user_id, created_at)
-     select ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'Org ' || i, 'teams',
-            now() + interval '20 days', true, 'u' || i, now()
-     from generate_series(0, $1 - 1) i",
-    "insert into memberships (org_id, user_id, role, joined_at)
-     select ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'u' || i, 'owner', now()
-     from generate_series(0, $1 - 1) i",
-];
-
 /// What each organization is granted: far more than any run spends.
 const GRANT: i64 = 1_000_000_000_000;
 const COST: i64 = 1_234;
@@ -116,7 +105,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let admin: PgConnectOptions = args.postgres.admin_url.clone();
     println!("# usage_bench\n");
     println!("machine: {}", bench_support::machine());
-    let db = Database::create(&admin, &SEED, args.orgs).await?;
+    let db = Database::create(&admin, &bench_support::TRIAL_ORGS, args.orgs).await?;
     let options: PgConnectOptions = db.url().parse()?;
     let app = App::build(settings(options.clone(), 20)).await?;
     let url = format!("http://{}", app.grpc_addr());

@@ -73,17 +73,6 @@ struct Args {
     postgres: bench_support::AdminDatabase,
 }
 
-/// Organizations in an active trial, one owner each.
-const SEED: [&str; 2] = [
-    "insert into organizations (id, name, plan, trial_end, require_seats, creator_user_id, created_at)
-     select ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'Org ' || i, 'teams',
-            now() + interval '20 days', true, 'u' || i, now()
-     from generate_series(0, $1 - 1) i",
-    "insert into memberships (org_id, user_id, role, joined_at)
-     select ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'u' || i, 'owner', now()
-     from generate_series(0, $1 - 1) i",
-];
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tokio::runtime::Builder::new_multi_thread()
@@ -111,7 +100,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("# webhook_bench\n");
     println!("machine: {}", bench_support::machine());
     let runs = args.rounds * WriteRun::ALL.len();
-    let db = Database::create(&admin, &SEED, args.orgs * runs).await?;
+    let db = Database::create(&admin, &bench_support::TRIAL_ORGS, args.orgs * runs).await?;
     let options: PgConnectOptions = db.url().parse()?;
     let pool = PgPool::connect_with(options.clone()).await?;
     let url = start_replica(&options).await?;

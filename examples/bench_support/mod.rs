@@ -159,6 +159,18 @@ impl Database {
     }
 }
 
+/// Seeds `$1` organizations in an active trial (credits not locked), owner
+/// `u<i>` each, with the ids [`org_id`] gives.
+pub const TRIAL_ORGS: [&str; 2] = [
+    "insert into organizations (id, name, plan, trial_end, require_seats, creator_user_id, created_at)
+     select ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'Org ' || i, 'teams',
+            now() + interval '20 days', true, 'u' || i, now()
+     from generate_series(0, $1 - 1) i",
+    "insert into memberships (org_id, user_id, role, joined_at)
+     select ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'u' || i, 'owner', now()
+     from generate_series(0, $1 - 1) i",
+];
+
 /// The seeded organization `i`'s id.
 pub fn org_id(i: usize) -> String {
     format!("00000000-0000-4000-8000-{i:012x}")
