@@ -295,6 +295,9 @@ async fn a_private_range_endpoint_is_refused_by_default() {
         "http://169.254.169.254/latest/meta-data",
         "http://[::1]:8080/",
         "http://localhost:3000/hooks",
+        // 127.0.0.1 written as resolvers also read it.
+        "http://2130706433/hooks",
+        "http://127.1/hooks",
     ] {
         let refused = app
             .events()

@@ -46,6 +46,11 @@ impl EndpointUrl {
         if host.is_empty() {
             return Err(bad("has no host"));
         }
+        if is_nonstandard_ipv4(host) {
+            return Err(bad(
+                "must name its host, or give an IPv4 address as four decimal numbers",
+            ));
+        }
         Ok(Self {
             url: raw.to_owned(),
             host: host.to_ascii_lowercase(),
@@ -60,6 +65,22 @@ impl EndpointUrl {
     pub fn host(&self) -> &str {
         &self.host
     }
+}
+
+/// Whether a host is an IPv4 address written some other way than four
+/// decimal numbers (`2130706433`, `127.1`, `0x7f.0.0.1`, `0177.0.0.1`).
+/// Resolvers read these as addresses (`127.0.0.1` for all four), so they
+/// could not be checked as literals when the endpoint is configured, only
+/// when connecting; no real name has a last label that is all digits
+/// (RFC 3696), so nothing legitimate is refused.
+fn is_nonstandard_ipv4(host: &str) -> bool {
+    let last = host.trim_end_matches('.').rsplit('.').next().unwrap_or("");
+    let numeric = !last.is_empty()
+        && (last.bytes().all(|b| b.is_ascii_digit())
+            || last
+                .strip_prefix("0x")
+                .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit())));
+    numeric && host.parse::<Ipv4Addr>().is_err()
 }
 
 /// Which addresses outbound webhooks may connect to. By default only
@@ -163,8 +184,22 @@ mod tests {
             "https://user:pw@example.com/",
             "https:///path",
             "not a url",
+            // IPv4 addresses in forms resolvers accept but literals do not.
+            "http://2130706433/",
+            "http://127.1/",
+            "http://0x7f.0.0.1/",
+            "http://0177.0.0.1/",
+            "http://10.0.0.1./",
         ] {
             assert!(EndpointUrl::parse(raw).is_err(), "{raw:?}");
+        }
+        for raw in [
+            "http://93.184.216.34/",
+            "https://hooks.example.com./",
+            "https://1password.example/",
+            "https://0x-hooks.example/",
+        ] {
+            assert!(EndpointUrl::parse(raw).is_ok(), "{raw:?}");
         }
         let long = format!("https://example.com/{}", "a".repeat(3000));
         let refused = EndpointUrl::parse(&long).unwrap_err();
