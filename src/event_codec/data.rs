@@ -123,12 +123,12 @@ pub(super) fn to_proto(event: &LifecycleEvent) -> Data {
         LifecycleEvent::InstanceCanceled(i) => Data::InstanceCanceled(instance(i)),
         LifecycleEvent::WebhookEndpointPaused {
             endpoint_id,
-            url,
+            origin,
             failing_since,
             last_error,
         } => Data::WebhookEndpointPaused(proto::WebhookEndpointPaused {
             endpoint_id: endpoint_id.to_string(),
-            url: url.clone(),
+            origin: origin.clone(),
             failing_since: Some(timestamp(*failing_since)),
             last_error: last_error.clone(),
         }),

@@ -126,7 +126,7 @@ fn one_of_each() -> Vec<LifecycleEvent> {
         LifecycleEvent::InstanceCanceled(instance),
         LifecycleEvent::WebhookEndpointPaused {
             endpoint_id: Uuid::now_v7(),
-            url: "https://hooks.example.com/".into(),
+            origin: "https://hooks.example.com".into(),
             failing_since: now(),
             last_error: "HTTP 500".into(),
         },

@@ -295,11 +295,12 @@ impl Service {
         if !webhook_endpoints::pause(conn, endpoint.id, &reason, now).await? {
             return Ok(false);
         }
-        tracing::warn!(endpoint = %endpoint.id, url = %endpoint.url, %reason, "webhook endpoint paused");
+        let origin = endpoint.origin();
+        tracing::warn!(endpoint = %endpoint.id, %origin, %reason, "webhook endpoint paused");
         counter!(WEBHOOK_PAUSES).increment(1);
         let paused = LifecycleEvent::WebhookEndpointPaused {
             endpoint_id: endpoint.id,
-            url: endpoint.url.clone(),
+            origin,
             failing_since: since,
             last_error: error.to_owned(),
         };

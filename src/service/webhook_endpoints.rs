@@ -79,7 +79,7 @@ impl Service {
         };
         let mut conn = self.store().pool().acquire().await?;
         webhook_endpoints::insert(&mut conn, &endpoint).await?;
-        tracing::info!(endpoint = %endpoint.id, url = %endpoint.url, "webhook endpoint created");
+        tracing::info!(endpoint = %endpoint.id, origin = %endpoint.origin(), "webhook endpoint created");
         Ok(endpoint)
     }
 
@@ -144,7 +144,7 @@ impl Service {
         change(&mut endpoint);
         webhook_endpoints::update(&mut tx, &endpoint, now).await?;
         tx.commit().await?;
-        tracing::info!(endpoint = %id, url = %endpoint.url, "webhook endpoint changed");
+        tracing::info!(endpoint = %id, origin = %endpoint.origin(), "webhook endpoint changed");
         Ok(endpoint)
     }
 

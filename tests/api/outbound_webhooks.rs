@@ -235,6 +235,10 @@ async fn an_endpoint_failing_past_the_threshold_is_paused_and_resumes_where_it_s
     assert_eq!(announced[0].org_id, None);
     assert_eq!(announced[0].data["endpointId"], endpoint.id);
     assert_eq!(announced[0].data["lastError"], "HTTP 503");
+    // Only the origin: other endpoints see this event, and a path may be a
+    // receiver's token.
+    let origin = receiver.url.trim_end_matches("/hooks/billing");
+    assert_eq!(announced[0].data["origin"], origin);
     let metrics = scrape(&app).await;
     assert_eq!(
         value(&metrics, "billing_webhook_endpoint_pauses_total", &[]),

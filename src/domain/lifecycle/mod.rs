@@ -250,7 +250,8 @@ pub enum LifecycleEvent {
     InstanceCanceled(InstanceSubscription),
     WebhookEndpointPaused {
         endpoint_id: uuid::Uuid,
-        url: String,
+        /// Scheme, host and port: never the path or query.
+        origin: String,
         failing_since: DateTime<Utc>,
         last_error: String,
     },

@@ -13,6 +13,7 @@ use crate::domain::{InvalidValue, quoted};
 pub struct EndpointUrl {
     url: String,
     host: String,
+    origin: String,
 }
 
 impl EndpointUrl {
@@ -51,9 +52,11 @@ impl EndpointUrl {
                 "must name its host, or give an IPv4 address as four decimal numbers",
             ));
         }
+        let scheme = uri.scheme_str().unwrap_or_default();
         Ok(Self {
             url: raw.to_owned(),
             host: host.to_ascii_lowercase(),
+            origin: format!("{scheme}://{}", authority.as_str().to_ascii_lowercase()),
         })
     }
 
@@ -64,6 +67,14 @@ impl EndpointUrl {
     /// The host as written: a name, or a literal address.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// Scheme, host and port, without the path and query: what logs and
+    /// events may show. Receivers often put a token in the path
+    /// (`/services/T0/B0/secret`) or the query, which makes the whole URL
+    /// a credential.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 }
 
@@ -173,6 +184,11 @@ mod tests {
         let ok = EndpointUrl::parse(" https://hooks.example.com/billing?x=1 ").unwrap();
         assert_eq!(ok.as_str(), "https://hooks.example.com/billing?x=1");
         assert_eq!(ok.host(), "hooks.example.com");
+        assert_eq!(ok.origin(), "https://hooks.example.com");
+        let with_token =
+            EndpointUrl::parse("https://Hooks.Example.com:8443/services/T0/B0/s3cret?token=x")
+                .unwrap();
+        assert_eq!(with_token.origin(), "https://hooks.example.com:8443");
         assert_eq!(
             EndpointUrl::parse("http://[::1]:8080/").unwrap().host(),
             "::1"

@@ -34,6 +34,13 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// The URL's origin (no path or query, which may carry the receiver's
+    /// token): what logs and events show of an endpoint.
+    pub fn origin(&self) -> String {
+        EndpointUrl::parse(&self.url)
+            .map_or_else(|_| "[not a URL]".to_owned(), |url| url.origin().to_owned())
+    }
+
     /// The secrets a delivery at `now` is signed with: the current one, and
     /// the previous one until it expires.
     pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&str> {
@@ -48,12 +55,13 @@ impl Endpoint {
     }
 }
 
-/// Secrets stay out of logs and error messages.
+/// Secrets, and the URL's path and query, stay out of logs and error
+/// messages.
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
             .field("id", &self.id)
-            .field("url", &self.url)
+            .field("origin", &self.origin())
             .field("event_types", &self.event_types)
             .field("max_in_flight", &self.max_in_flight)
             .field("paused", &self.paused)
