@@ -13,6 +13,7 @@
 #   OPS_TOKEN=... examples/ops.sh add-endpoint <url> [event type,...]
 #   OPS_TOKEN=... examples/ops.sh deliveries <endpoint id>
 #   OPS_TOKEN=... examples/ops.sh resume-endpoint <endpoint id>
+#   OPS_TOKEN=... examples/ops.sh rotate-secret <endpoint id> <key>   # the same key again: no second rotation
 #   OPS_TOKEN=... examples/ops.sh events [last event id]   # streams; Ctrl-C ends it
 #
 # BILLING_ADDR defaults to http://127.0.0.1:50051.
@@ -41,6 +42,10 @@ case ${1:-} in
     ;;
   deliveries) call EventService/ListWebhookDeliveries "{\"endpoint_id\": \"${2:?endpoint id}\"}" ;;
   resume-endpoint) call EventService/ResumeWebhookEndpoint "{\"endpoint_id\": \"${2:?endpoint id}\"}" ;;
+  rotate-secret)
+    call EventService/RotateWebhookEndpointSecret \
+      "{\"endpoint_id\": \"${2:?endpoint id}\", \"idempotency_key\": \"${3:?a key naming this rotation}\"}"
+    ;;
   events)
     if [[ -n ${2:-} ]]; then
       call EventService/WatchBillingEvents "{\"from_event_id\": \"$2\"}"
@@ -49,7 +54,7 @@ case ${1:-} in
     fi
     ;;
   *)
-    sed -n '2,18p' "$0" >&2
+    sed -n '2,19p' "$0" >&2
     exit 2
     ;;
 esac

@@ -223,6 +223,7 @@ async fn create_endpoint(
             description: "webhook_bench".into(),
             event_types: vec![],
             max_in_flight: Some(max_in_flight),
+            ..Default::default()
         }))
         .await?
         .into_inner()

@@ -13,7 +13,7 @@ use super::auth::actor;
 use super::convert::{optional_timestamp, timestamp};
 use super::proto::{self, event_service_server::EventService};
 use super::streams::until_shutdown;
-use crate::domain::ids::OrgId;
+use crate::domain::ids::{IdempotencyKey, OrgId};
 use crate::domain::lifecycle::EventType;
 use crate::domain::webhooks::{
     Endpoint, EndpointUrl, parse_description, parse_max_in_flight, parse_previous_secret_ttl,
@@ -136,6 +136,8 @@ impl TryFrom<proto::CreateWebhookEndpointRequest> for NewEndpoint {
             description: parse_description(&request.description).field("description")?,
             event_types: event_types("event_types", &request.event_types)?,
             max_in_flight: parse_max_in_flight(request.max_in_flight).field("max_in_flight")?,
+            idempotency_key: IdempotencyKey::parse_optional(&request.idempotency_key)
+                .field("idempotency_key")?,
         })
     }
 }
@@ -226,9 +228,11 @@ impl EventService for EventApi {
         let id = uuid("endpoint_id", &request.endpoint_id)?;
         let ttl = parse_previous_secret_ttl(request.previous_secret_ttl_seconds)
             .field("previous_secret_ttl_seconds")?;
+        let key =
+            IdempotencyKey::parse_optional(&request.idempotency_key).field("idempotency_key")?;
         let rotated = self
             .service
-            .rotate_webhook_endpoint_secret(&actor, id, ttl)
+            .rotate_webhook_endpoint_secret(&actor, id, ttl, key)
             .await?;
         Ok(Response::new(endpoint(rotated, true)))
     }

@@ -8,9 +8,10 @@ use uuid::Uuid;
 
 use super::operators::Page;
 use super::{Actor, Service};
+use crate::domain::ids::IdempotencyKey;
 use crate::domain::lifecycle::EventType;
 use crate::domain::reason::{ErrorReason, Refused};
-use crate::domain::webhooks::{Endpoint, EndpointUrl};
+use crate::domain::webhooks::{Endpoint, EndpointUrl, RotationPlan};
 use crate::error::{Error, Result};
 use crate::outbound_webhooks::signature::generate_secret;
 use crate::store::{billing_events, webhook_delivery_log, webhook_endpoints};
@@ -25,6 +26,8 @@ pub struct NewEndpoint {
     pub description: String,
     pub event_types: Vec<EventType>,
     pub max_in_flight: i32,
+    /// A retry with the same key answers the endpoint the first call made.
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// Validated changes; `None` leaves a setting as it is.
@@ -76,11 +79,36 @@ impl Service {
             failing_since: None,
             last_error: None,
             created_at: self.now(),
+            last_rotation_key: None,
         };
+        let key = new.idempotency_key.as_ref().map(IdempotencyKey::as_str);
         let mut conn = self.store().pool().acquire().await?;
-        webhook_endpoints::insert(&mut conn, &endpoint).await?;
-        tracing::info!(endpoint = %endpoint.id, origin = %endpoint.origin(), "webhook endpoint created");
-        Ok(endpoint)
+        if webhook_endpoints::insert(&mut conn, &endpoint, key).await? {
+            tracing::info!(endpoint = %endpoint.id, origin = %endpoint.origin(), "webhook endpoint created");
+            return Ok(endpoint);
+        }
+        // The key made an endpoint already: this is a retry of that call
+        // (answered with it, secret included, as the first answer was), or
+        // another request reusing the key.
+        let made = match key {
+            Some(key) => webhook_endpoints::created_under(&mut conn, key).await?,
+            None => None,
+        };
+        let made = match made {
+            Some(id) => webhook_endpoints::get(&mut conn, id).await?,
+            None => None,
+        };
+        match made {
+            Some(made) if made.has_settings_of(&endpoint) => Ok(made),
+            Some(_) => Err(Error::exists(
+                ErrorReason::IdempotencyKeyReused,
+                "this idempotency_key created an endpoint with other settings",
+            )),
+            // Deleted between the two statements.
+            None => Err(Error::Aborted(
+                "the endpoint this idempotency_key created changed meanwhile; retry".into(),
+            )),
+        }
     }
 
     pub async fn list_webhook_endpoints(&self, actor: &Actor) -> Result<Vec<Endpoint>> {
@@ -112,39 +140,50 @@ impl Service {
             if let Some(max) = changes.max_in_flight {
                 endpoint.max_in_flight = max;
             }
+            true
         })
         .await
     }
 
     /// A new secret; the previous one signs beside it for `previous_ttl`.
+    /// A retry of the last rotation (its key again) answers that rotation.
     pub async fn rotate_webhook_endpoint_secret(
         &self,
         actor: &Actor,
         id: Uuid,
         previous_ttl: TimeDelta,
+        key: Option<IdempotencyKey>,
     ) -> Result<Endpoint> {
         Self::require_operator(actor, "rotate webhook secrets")?;
-        let until = self.now() + previous_ttl;
-        self.change_endpoint(id, |endpoint| {
-            let previous = std::mem::replace(&mut endpoint.secret, generate_secret());
-            endpoint.previous_secret =
-                (previous_ttl > TimeDelta::zero()).then_some((previous, until));
+        let until = (previous_ttl > TimeDelta::zero()).then(|| self.now() + previous_ttl);
+        self.change_endpoint(id, |endpoint| match endpoint.plan_rotation(key.as_ref()) {
+            RotationPlan::Rotate => {
+                endpoint.rotate(generate_secret(), until, key.as_ref());
+                true
+            }
+            RotationPlan::AnswerLastRotation => false,
         })
         .await
     }
 
+    /// Applies `change` to the locked endpoint and stores it, unless
+    /// `change` says it changed nothing.
     async fn change_endpoint(
         &self,
         id: Uuid,
-        change: impl FnOnce(&mut Endpoint),
+        change: impl FnOnce(&mut Endpoint) -> bool,
     ) -> Result<Endpoint> {
         let now = self.now();
         let mut tx = self.store().begin().await?;
         let mut endpoint = self.locked_endpoint(&mut tx, id).await?;
-        change(&mut endpoint);
-        webhook_endpoints::update(&mut tx, &endpoint, now).await?;
+        let changed = change(&mut endpoint);
+        if changed {
+            webhook_endpoints::update(&mut tx, &endpoint, now).await?;
+        }
         tx.commit().await?;
-        tracing::info!(endpoint = %id, origin = %endpoint.origin(), "webhook endpoint changed");
+        if changed {
+            tracing::info!(endpoint = %id, origin = %endpoint.origin(), "webhook endpoint changed");
+        }
         Ok(endpoint)
     }
 

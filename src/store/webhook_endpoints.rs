@@ -23,6 +23,7 @@ struct Row {
     failing_since: Option<DateTime<Utc>>,
     last_error: Option<String>,
     created_at: DateTime<Utc>,
+    last_rotation_key: Option<String>,
 }
 
 impl TryFrom<Row> for Endpoint {
@@ -45,6 +46,7 @@ impl TryFrom<Row> for Endpoint {
             failing_since: row.failing_since,
             last_error: row.last_error,
             created_at: row.created_at,
+            last_rotation_key: row.last_rotation_key,
         })
     }
 }
@@ -53,13 +55,21 @@ fn type_names(types: &[EventType]) -> Vec<String> {
     types.iter().map(|t| t.as_str().to_owned()).collect()
 }
 
+/// Inserts the endpoint; false when `creation_key` made one already (see
+/// [`created_under`]).
 #[tracing::instrument(name = "db webhook_endpoints::insert", level = "debug", skip_all)]
-pub async fn insert(conn: &mut PgConnection, endpoint: &Endpoint) -> Result<()> {
-    sqlx::query!(
+pub async fn insert(
+    conn: &mut PgConnection,
+    endpoint: &Endpoint,
+    creation_key: Option<&str>,
+) -> Result<bool> {
+    let inserted = sqlx::query!(
         r#"
         insert into webhook_endpoints
-            (id, url, description, event_types, max_in_flight, secret, created_at, updated_at)
-        values ($1, $2, $3, $4, $5, $6, $7, $7)
+            (id, url, description, event_types, max_in_flight, secret, created_at, updated_at,
+             creation_idempotency_key)
+        values ($1, $2, $3, $4, $5, $6, $7, $7, $8)
+        on conflict (creation_idempotency_key) do nothing
         "#,
         endpoint.id,
         endpoint.url,
@@ -68,10 +78,27 @@ pub async fn insert(conn: &mut PgConnection, endpoint: &Endpoint) -> Result<()> 
         endpoint.max_in_flight,
         endpoint.secret,
         endpoint.created_at,
+        creation_key,
     )
     .execute(conn)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// The id of the endpoint a creation under `key` made, if it still exists.
+#[tracing::instrument(
+    name = "db webhook_endpoints::created_under",
+    level = "debug",
+    skip_all
+)]
+pub async fn created_under(conn: &mut PgConnection, key: &str) -> Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar!(
+        "select id from webhook_endpoints where creation_idempotency_key = $1",
+        key,
+    )
+    .fetch_optional(conn)
+    .await?)
 }
 
 #[tracing::instrument(name = "db webhook_endpoints::list", level = "debug", skip_all)]
@@ -81,7 +108,7 @@ pub async fn list(conn: &mut PgConnection) -> Result<Vec<Endpoint>> {
         r#"
         select id, url, description, event_types, max_in_flight, secret, previous_secret,
                previous_secret_expires_at, paused_at, paused_reason, failing_since, last_error,
-               created_at
+               created_at, last_rotation_key
         from webhook_endpoints order by created_at, id
         "#
     )
@@ -99,7 +126,7 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<Endpoint>> 
         r#"
         select id, url, description, event_types, max_in_flight, secret, previous_secret,
                previous_secret_expires_at, paused_at, paused_reason, failing_since, last_error,
-               created_at
+               created_at, last_rotation_key
         from webhook_endpoints where id = $1
         "#,
         id,
@@ -135,7 +162,8 @@ pub async fn update(
         r#"
         update webhook_endpoints
         set url = $2, description = $3, event_types = $4, max_in_flight = $5, secret = $6,
-            previous_secret = $7, previous_secret_expires_at = $8, updated_at = $9
+            previous_secret = $7, previous_secret_expires_at = $8, last_rotation_key = $9,
+            updated_at = $10
         where id = $1
         "#,
         endpoint.id,
@@ -146,6 +174,7 @@ pub async fn update(
         endpoint.secret,
         previous,
         previous_until,
+        endpoint.last_rotation_key,
         now,
     )
     .execute(conn)

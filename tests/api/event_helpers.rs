@@ -82,10 +82,33 @@ impl TestApp {
                     description: "test receiver".into(),
                     event_types: types.iter().map(|t| (*t).to_owned()).collect(),
                     max_in_flight: None,
+                    idempotency_key: String::new(),
                 },
             ))
             .await
             .expect("create endpoint")
+            .into_inner()
+    }
+
+    /// A new signing secret for the endpoint (the previous one kept for
+    /// `ttl` seconds, 24 hours when `None`), under `key` unless empty.
+    pub async fn rotate_secret(
+        &self,
+        endpoint: &str,
+        ttl: Option<u32>,
+        key: &str,
+    ) -> proto::WebhookEndpoint {
+        self.events()
+            .rotate_webhook_endpoint_secret(request(
+                As::Ops,
+                proto::RotateWebhookEndpointSecretRequest {
+                    endpoint_id: endpoint.to_owned(),
+                    previous_secret_ttl_seconds: ttl,
+                    idempotency_key: key.to_owned(),
+                },
+            ))
+            .await
+            .expect("rotate")
             .into_inner()
     }
 

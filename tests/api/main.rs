@@ -44,6 +44,7 @@ mod unit_items;
 mod usage;
 mod watch;
 mod webhook_crash;
+mod webhook_endpoints;
 mod webhook_ingress;
 mod webhook_listener;
 mod webhook_ordering;

@@ -11,27 +11,12 @@ use tonic::Code;
 
 use crate::event_receiver::{EventReceiver, Received};
 use crate::helpers::{
-    As, TestApp, TestOptions, expect_code, request, spawn_app, spawn_app_with,
-    test_webhook_settings,
+    As, TestOptions, expect_code, request, spawn_app, spawn_app_with, test_webhook_settings,
 };
 use crate::metrics::{scrape, value};
 
 fn ids(received: &[Received]) -> Vec<String> {
     received.iter().map(|r| r.webhook_id.clone()).collect()
-}
-
-async fn rotate(app: &TestApp, endpoint: &str, ttl: Option<u32>) -> proto::WebhookEndpoint {
-    app.events()
-        .rotate_webhook_endpoint_secret(request(
-            As::Ops,
-            proto::RotateWebhookEndpointSecretRequest {
-                endpoint_id: endpoint.to_owned(),
-                previous_secret_ttl_seconds: ttl,
-            },
-        ))
-        .await
-        .expect("rotate")
-        .into_inner()
 }
 
 #[tokio::test]
@@ -62,7 +47,7 @@ async fn a_receiver_verifies_every_delivery_with_the_specs_algorithm_across_a_ro
 
     // Rotated: both secrets sign while the old one is kept (an hour here),
     // so a receiver still on the old one verifies too.
-    let rotated = rotate(&app, &endpoint.id, Some(3600)).await;
+    let rotated = app.rotate_secret(&endpoint.id, Some(3600), "").await;
     let second_secret = rotated.secret.clone();
     assert_ne!(second_secret, first_secret);
     assert!(rotated.previous_secret_expires_at.is_some());
@@ -76,7 +61,7 @@ async fn a_receiver_verifies_every_delivery_with_the_specs_algorithm_across_a_ro
     assert_eq!(got[1].signature.split(' ').count(), 2);
 
     // Rotated again with the old one retired at once: only the newest signs.
-    let third_secret = rotate(&app, &endpoint.id, Some(0)).await.secret;
+    let third_secret = app.rotate_secret(&endpoint.id, Some(0), "").await.secret;
     receiver.trust(&[&first_secret, &second_secret, &third_secret]);
     app.invite(As::User("alice"), &org, "carol@example.com", Role::Member)
         .await
@@ -452,133 +437,4 @@ async fn an_endpoints_cap_on_deliveries_in_flight_holds_across_replicas() {
     receiver.release_all();
     receiver.wait_for_accepted(6).await;
     assert_eq!(receiver.accepted().len(), 6);
-}
-
-#[tokio::test]
-async fn operators_update_pause_and_delete_endpoints_and_bad_input_is_refused() {
-    let app = spawn_app().await;
-    let receiver = EventReceiver::start().await;
-    let endpoint = app.create_endpoint(&receiver.url, &["member.joined"]).await;
-    let update = |changes: proto::UpdateWebhookEndpointRequest| {
-        let app = &app;
-        async move {
-            app.events()
-                .update_webhook_endpoint(request(As::Ops, changes))
-                .await
-                .map(tonic::Response::into_inner)
-        }
-    };
-    // Every type from now on, and a description; the URL stays.
-    let updated = update(proto::UpdateWebhookEndpointRequest {
-        endpoint_id: endpoint.id.clone(),
-        description: Some("billing mails".into()),
-        replace_event_types: true,
-        max_in_flight: Some(8),
-        ..Default::default()
-    })
-    .await
-    .expect("update");
-    assert!(updated.event_types.is_empty());
-    assert_eq!(updated.description, "billing mails");
-    assert_eq!(updated.max_in_flight, 8);
-    assert_eq!(updated.url, receiver.url);
-    assert!(
-        updated.secret.is_empty(),
-        "no secret outside creation and rotation"
-    );
-
-    for (bad, field) in [
-        (
-            proto::UpdateWebhookEndpointRequest {
-                endpoint_id: endpoint.id.clone(),
-                url: Some("ftp://example.com/".into()),
-                ..Default::default()
-            },
-            "url",
-        ),
-        (
-            proto::UpdateWebhookEndpointRequest {
-                endpoint_id: endpoint.id.clone(),
-                event_types: vec!["member.joined".into()],
-                ..Default::default()
-            },
-            "event_types",
-        ),
-        (
-            proto::UpdateWebhookEndpointRequest {
-                endpoint_id: endpoint.id.clone(),
-                max_in_flight: Some(65),
-                ..Default::default()
-            },
-            "max_in_flight",
-        ),
-        (
-            proto::UpdateWebhookEndpointRequest {
-                endpoint_id: "not-a-uuid".into(),
-                ..Default::default()
-            },
-            "endpoint_id",
-        ),
-    ] {
-        let status = expect_code(update(bad).await, Code::InvalidArgument);
-        assert!(status.message().starts_with(field), "{field}: {status:?}");
-    }
-    let unknown = update(proto::UpdateWebhookEndpointRequest {
-        endpoint_id: uuid::Uuid::now_v7().to_string(),
-        ..Default::default()
-    })
-    .await;
-    expect_code(unknown, Code::NotFound);
-
-    // Paused by hand: events queue, nothing is sent until it resumes.
-    let paused = app
-        .events()
-        .pause_webhook_endpoint(request(
-            As::Ops,
-            proto::PauseWebhookEndpointRequest {
-                endpoint_id: endpoint.id.clone(),
-            },
-        ))
-        .await
-        .expect("pause")
-        .into_inner();
-    assert_eq!(paused.state(), WebhookEndpointState::Paused);
-    assert_eq!(paused.paused_reason, "paused by an operator");
-    app.create_org("alice").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(receiver.received().is_empty());
-    app.events()
-        .resume_webhook_endpoint(request(
-            As::Ops,
-            proto::ResumeWebhookEndpointRequest {
-                endpoint_id: endpoint.id.clone(),
-            },
-        ))
-        .await
-        .expect("resume");
-    let got = receiver.wait_for_accepted(1).await;
-    assert_eq!(got[0].event_type(), "organization.created");
-
-    // Deleted: gone from the list, and a second delete finds nothing.
-    let delete = || {
-        let mut events = app.events();
-        let endpoint_id = endpoint.id.clone();
-        async move {
-            events
-                .delete_webhook_endpoint(request(
-                    As::Ops,
-                    proto::DeleteWebhookEndpointRequest { endpoint_id },
-                ))
-                .await
-        }
-    };
-    delete().await.expect("delete");
-    expect_code(delete().await, Code::NotFound);
-    let listed = app
-        .events()
-        .list_webhook_endpoints(request(As::Ops, proto::ListWebhookEndpointsRequest {}))
-        .await
-        .expect("list")
-        .into_inner();
-    assert!(listed.endpoints.is_empty());
 }

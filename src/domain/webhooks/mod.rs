@@ -10,6 +10,7 @@ pub use address::{AddressPolicy, EndpointUrl, is_public};
 pub use retry::{RetrySchedule, should_pause};
 
 use super::InvalidValue;
+use super::ids::IdempotencyKey;
 use super::lifecycle::EventType;
 
 /// An operator's webhook endpoint.
@@ -31,6 +32,19 @@ pub struct Endpoint {
     pub failing_since: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The idempotency key of the last rotation of its secret, if it had one.
+    pub last_rotation_key: Option<String>,
+}
+
+/// What a `RotateWebhookEndpointSecret` call does to an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationPlan {
+    /// A new secret, the current one signing beside it for a while.
+    Rotate,
+    /// The retry of the endpoint's last rotation (the same key): that
+    /// rotation is answered again. Rotating once more would retire, or cut
+    /// short, the secret that receivers still verify with.
+    AnswerLastRotation,
 }
 
 impl Endpoint {
@@ -39,6 +53,36 @@ impl Endpoint {
     pub fn origin(&self) -> String {
         EndpointUrl::parse(&self.url)
             .map_or_else(|_| "[not a URL]".to_owned(), |url| url.origin().to_owned())
+    }
+
+    /// Whether a creation request with these settings is the one that made
+    /// this endpoint (a retry under its idempotency key), rather than
+    /// another request reusing the key.
+    pub fn has_settings_of(&self, requested: &Endpoint) -> bool {
+        self.url == requested.url
+            && self.description == requested.description
+            && self.event_types == requested.event_types
+            && self.max_in_flight == requested.max_in_flight
+    }
+
+    pub fn plan_rotation(&self, key: Option<&IdempotencyKey>) -> RotationPlan {
+        match (key, &self.last_rotation_key) {
+            (Some(key), Some(last)) if key.as_str() == last => RotationPlan::AnswerLastRotation,
+            _ => RotationPlan::Rotate,
+        }
+    }
+
+    /// Signs with `secret` from now on; the current secret keeps signing
+    /// beside it until `previous_until`, or is retired at once (`None`).
+    pub fn rotate(
+        &mut self,
+        secret: String,
+        previous_until: Option<DateTime<Utc>>,
+        key: Option<&IdempotencyKey>,
+    ) {
+        let previous = std::mem::replace(&mut self.secret, secret);
+        self.previous_secret = previous_until.map(|until| (previous, until));
+        self.last_rotation_key = key.map(|k| k.as_str().to_owned());
     }
 
     /// The secrets a delivery at `now` is signed with: the current one, and
@@ -124,6 +168,7 @@ mod tests {
             failing_since: None,
             last_error: None,
             created_at: now,
+            last_rotation_key: None,
         };
         assert_eq!(
             endpoint.signing_secrets(now),
@@ -153,5 +198,73 @@ mod tests {
         assert_eq!(parse_previous_secret_ttl(None), Ok(TimeDelta::hours(24)));
         assert_eq!(parse_previous_secret_ttl(Some(0)), Ok(TimeDelta::zero()));
         assert!(parse_previous_secret_ttl(Some(8 * 86_400)).is_err());
+    }
+
+    fn endpoint(secret: &str, last_rotation_key: Option<&str>) -> Endpoint {
+        Endpoint {
+            id: uuid::Uuid::nil(),
+            url: "https://hooks.example.com/billing".into(),
+            description: "ops".into(),
+            event_types: vec![EventType::MemberJoined],
+            max_in_flight: 4,
+            secret: secret.into(),
+            previous_secret: None,
+            paused: None,
+            failing_since: None,
+            last_error: None,
+            created_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            last_rotation_key: last_rotation_key.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn only_a_retry_of_the_last_rotation_is_answered_again() {
+        let table = [
+            (None, None, RotationPlan::Rotate),
+            (None, Some("r1"), RotationPlan::Rotate),
+            (Some("r1"), None, RotationPlan::Rotate),
+            (Some("r2"), Some("r1"), RotationPlan::Rotate),
+            (Some("r1"), Some("r1"), RotationPlan::AnswerLastRotation),
+        ];
+        for (given, last, plan) in table {
+            let given = given.and_then(key_of);
+            assert_eq!(
+                endpoint("whsec_a", last).plan_rotation(given.as_ref()),
+                plan,
+                "{given:?} after {last:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rotation_keeps_the_old_secret_until_asked_and_remembers_its_key() {
+        let until = DateTime::from_timestamp(1_800_003_600, 0).unwrap();
+        let mut rotated = endpoint("whsec_a", None);
+        rotated.rotate("whsec_b".into(), Some(until), key_of("r1").as_ref());
+        assert_eq!(rotated.secret, "whsec_b");
+        assert_eq!(rotated.previous_secret, Some(("whsec_a".into(), until)));
+        assert_eq!(rotated.last_rotation_key.as_deref(), Some("r1"));
+        rotated.rotate("whsec_c".into(), None, None);
+        assert_eq!(rotated.previous_secret, None, "retired at once");
+        assert_eq!(rotated.last_rotation_key, None);
+    }
+
+    fn key_of(raw: &str) -> Option<IdempotencyKey> {
+        IdempotencyKey::parse_optional(raw).unwrap()
+    }
+
+    #[test]
+    fn a_creation_retry_must_ask_for_the_same_settings() {
+        let made = endpoint("whsec_a", None);
+        let mut asked = endpoint("whsec_other", None);
+        assert!(made.has_settings_of(&asked), "the secret is not a setting");
+        asked.max_in_flight = 8;
+        assert!(!made.has_settings_of(&asked));
+        let mut asked = endpoint("whsec_other", None);
+        asked.url = "https://hooks.example.com/other".into();
+        assert!(!made.has_settings_of(&asked));
+        let mut asked = endpoint("whsec_other", None);
+        asked.event_types = vec![];
+        assert!(!made.has_settings_of(&asked));
     }
 }
