@@ -112,13 +112,19 @@ impl TestApp {
             .into_inner()
     }
 
-    pub async fn endpoint(&self, id: &str) -> proto::WebhookEndpoint {
+    /// Every webhook endpoint, as ListWebhookEndpoints shows them.
+    pub async fn endpoints(&self) -> Vec<proto::WebhookEndpoint> {
         self.events()
             .list_webhook_endpoints(request(As::Ops, proto::ListWebhookEndpointsRequest {}))
             .await
             .expect("list endpoints")
             .into_inner()
             .endpoints
+    }
+
+    pub async fn endpoint(&self, id: &str) -> proto::WebhookEndpoint {
+        self.endpoints()
+            .await
             .into_iter()
             .find(|e| e.id == id)
             .expect("the endpoint is listed")
