@@ -1,5 +1,7 @@
 //! Compiles the `billing.v1` protos with protox (no system `protoc` needed) and
-//! emits the file descriptor set that server reflection serves.
+//! emits the file descriptor set that server reflection serves. Also makes
+//! a new migration rebuild the crate: `sqlx::migrate!` embeds `migrations/`
+//! when it expands, and nothing else tells Cargo that folder is an input.
 
 use std::{env, path::PathBuf};
 
@@ -14,6 +16,7 @@ const PROTOS: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=migrations");
     let descriptors = protox::compile(PROTOS, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let descriptor_path = out_dir.join("billing_v1_descriptor.bin");
