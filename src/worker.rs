@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::postgres::PgListener;
 
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::domain::retry::RetryPolicy;
@@ -303,12 +303,13 @@ pub async fn run_webhook_dispatcher(
     settings: WebhookSettings,
     mut stop: watch::Receiver<bool>,
 ) {
-    let room = Arc::new(Semaphore::new(settings.concurrency));
     let mut lanes = JoinSet::new();
     let mut commits = service.cache().watermark_changes();
     while !*stop.borrow() {
         commits.borrow_and_update();
-        let free = room.available_permits();
+        // Lanes that finished give their room back.
+        while lanes.try_join_next().is_some() {}
+        let free = settings.concurrency.saturating_sub(lanes.len());
         let claimed = if free == 0 {
             Vec::new()
         } else {
@@ -321,20 +322,17 @@ pub async fn run_webhook_dispatcher(
                 })
         };
         let claimed_any = !claimed.is_empty();
+        // At most `free` were claimed, so this stays within the concurrency.
         for lane in claimed {
-            let Ok(permit) = room.clone().try_acquire_owned() else {
-                break;
-            };
             let service = service.clone();
             let stop = stop.clone();
             lanes.spawn(async move {
                 if let Err(error) = service.work_webhook_lane(lane, &stop).await {
                     tracing::warn!(error = %error, endpoint = %lane.endpoint_id, "a webhook lane stopped; its lease hands it on");
                 }
-                drop(permit);
             });
         }
-        if claimed_any && room.available_permits() > 0 {
+        if claimed_any && lanes.len() < settings.concurrency {
             continue;
         }
         tokio::select! {

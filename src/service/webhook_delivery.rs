@@ -261,16 +261,10 @@ impl Service {
                 .pause_failing_endpoint(&mut tx, endpoint, since, error)
                 .await?;
         }
-        let next = webhook_deliveries::head(&mut tx, lane).await?;
-        let keep = active && !paused && next.as_ref().is_some_and(|n| n.next_attempt_at <= now);
+        let next_due = webhook_deliveries::next_due(&mut tx, lane).await?;
+        let keep = active && !paused && next_due.is_some_and(|due| due <= now);
         let lease = keep.then(|| self.lease_of_lane(now));
-        webhook_deliveries::set_lane(
-            &mut tx,
-            lane,
-            next.as_ref().map(|n| n.next_attempt_at),
-            lease,
-        )
-        .await?;
+        webhook_deliveries::set_lane(&mut tx, lane, next_due, lease).await?;
         tx.commit().await?;
         let outcome = match after {
             AfterFailure::RetryAt(_) => "retrying",
@@ -315,9 +309,8 @@ impl Service {
             .await?
             .is_some()
         {
-            let head = webhook_deliveries::head(&mut tx, lane).await?;
-            webhook_deliveries::set_lane(&mut tx, lane, head.map(|h| h.next_attempt_at), None)
-                .await?;
+            let next_due = webhook_deliveries::next_due(&mut tx, lane).await?;
+            webhook_deliveries::set_lane(&mut tx, lane, next_due, None).await?;
         }
         tx.commit().await?;
         Ok(())

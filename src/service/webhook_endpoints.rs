@@ -175,7 +175,8 @@ impl Service {
     ) -> Result<Endpoint> {
         let now = self.now();
         let mut tx = self.store().begin().await?;
-        let mut endpoint = self.locked_endpoint(&mut tx, id).await?;
+        Self::lock_endpoint(&mut tx, id).await?;
+        let mut endpoint = Self::load_endpoint(&mut tx, id).await?;
         let changed = change(&mut endpoint);
         if changed {
             webhook_endpoints::update(&mut tx, &endpoint, now).await?;
@@ -187,11 +188,17 @@ impl Service {
         Ok(endpoint)
     }
 
-    /// The endpoint, locked for the rest of the transaction.
-    async fn locked_endpoint(&self, conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Endpoint> {
-        if !webhook_endpoints::lock(conn, id).await? {
-            return Err(endpoint_not_found(id));
+    /// Locks the endpoint for the rest of the transaction; NOT_FOUND when
+    /// there is none.
+    async fn lock_endpoint(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<()> {
+        if webhook_endpoints::lock(conn, id).await? {
+            Ok(())
+        } else {
+            Err(endpoint_not_found(id))
         }
+    }
+
+    async fn load_endpoint(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Endpoint> {
         webhook_endpoints::get(conn, id)
             .await?
             .ok_or_else(|| endpoint_not_found(id))
@@ -200,9 +207,9 @@ impl Service {
     pub async fn pause_webhook_endpoint(&self, actor: &Actor, id: Uuid) -> Result<Endpoint> {
         Self::require_operator(actor, "pause webhook endpoints")?;
         let mut tx = self.store().begin().await?;
-        self.locked_endpoint(&mut tx, id).await?;
+        Self::lock_endpoint(&mut tx, id).await?;
         webhook_endpoints::pause(&mut tx, id, "paused by an operator", self.now()).await?;
-        let endpoint = self.locked_endpoint(&mut tx, id).await?;
+        let endpoint = Self::load_endpoint(&mut tx, id).await?;
         tx.commit().await?;
         Ok(endpoint)
     }
@@ -212,9 +219,9 @@ impl Service {
     pub async fn resume_webhook_endpoint(&self, actor: &Actor, id: Uuid) -> Result<Endpoint> {
         Self::require_operator(actor, "resume webhook endpoints")?;
         let mut tx = self.store().begin().await?;
-        self.locked_endpoint(&mut tx, id).await?;
+        Self::lock_endpoint(&mut tx, id).await?;
         webhook_endpoints::resume(&mut tx, id, self.now()).await?;
-        let endpoint = self.locked_endpoint(&mut tx, id).await?;
+        let endpoint = Self::load_endpoint(&mut tx, id).await?;
         tx.commit().await?;
         tracing::info!(endpoint = %id, "webhook endpoint resumed");
         Ok(endpoint)
@@ -241,9 +248,7 @@ impl Service {
     ) -> Result<Page<webhook_delivery_log::DeliveryRecord, i64>> {
         Self::require_operator(actor, "read webhook deliveries")?;
         let mut conn = self.store().pool().acquire().await?;
-        webhook_endpoints::get(&mut conn, endpoint)
-            .await?
-            .ok_or_else(|| endpoint_not_found(endpoint))?;
+        Self::load_endpoint(&mut conn, endpoint).await?;
         let items =
             webhook_delivery_log::list(&mut conn, endpoint, event, before, page_size + 1).await?;
         Ok(Page::of(items, page_size, |d| d.id))
@@ -260,7 +265,7 @@ impl Service {
     ) -> Result<u64> {
         Self::require_operator(actor, "replay webhook events")?;
         let mut tx = self.store().begin().await?;
-        self.locked_endpoint(&mut tx, endpoint).await?;
+        Self::lock_endpoint(&mut tx, endpoint).await?;
         let start = billing_events::position_of(&mut tx, from)
             .await?
             .ok_or_else(|| not_retained(from))?;

@@ -188,9 +188,24 @@ pub async fn pending(conn: &mut PgConnection, lane: Lane, limit: i64) -> Result<
         .collect())
 }
 
-/// The lane's first pending delivery, in event order.
-pub async fn head(conn: &mut PgConnection, lane: Lane) -> Result<Option<Head>> {
-    Ok(pending(conn, lane, 1).await?.into_iter().next())
+/// When the lane's first pending delivery (in event order) is due: when
+/// the lane is; `None` when nothing is pending.
+#[tracing::instrument(name = "db webhook_deliveries::next_due", level = "debug", skip_all)]
+pub async fn next_due(conn: &mut PgConnection, lane: Lane) -> Result<Option<DateTime<Utc>>> {
+    Ok(sqlx::query_scalar!(
+        r#"
+        select d.next_attempt_at
+        from webhook_deliveries d
+        join billing_events e on e.id = d.event_id
+        where d.endpoint_id = $1 and d.org_key = $2 and d.state = 'pending'
+        order by e.state_version, e.seq, d.id
+        limit 1
+        "#,
+        lane.endpoint_id,
+        lane.org_key,
+    )
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// Records a delivered attempt in one statement, if `worker` still holds
