@@ -37,11 +37,10 @@ use billing_service::grpc::proto::org_admin_service_client::OrgAdminServiceClien
 use clap::Parser;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
-use tonic::Request;
 use tonic::transport::Channel;
 
 use bench_support::{
-    Database, LoadResult, OPS_TOKEN, Outcome, channels, drive, micros, org_id, settings,
+    Database, LoadResult, Outcome, as_operator, channels, drive, micros, org_id, settings,
 };
 
 #[derive(Debug, Parser)]
@@ -79,13 +78,6 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(run(args))
-}
-
-fn ops<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    let token = format!("Bearer {OPS_TOKEN}").parse().expect("ascii");
-    request.metadata_mut().insert("authorization", token);
-    request
 }
 
 async fn start_replica(options: &PgConnectOptions) -> anyhow::Result<String> {
@@ -130,7 +122,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let delivered = receiver.count("live") - before;
             if let Some(id) = endpoint {
                 events
-                    .delete_webhook_endpoint(ops(proto::DeleteWebhookEndpointRequest {
+                    .delete_webhook_endpoint(as_operator(proto::DeleteWebhookEndpointRequest {
                         endpoint_id: id,
                     }))
                     .await?;
@@ -177,12 +169,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let name = format!("drain{replicas}");
         let id = create_endpoint(&mut events, &receiver.url(&name), args.max_in_flight).await?;
         events
-            .pause_webhook_endpoint(ops(proto::PauseWebhookEndpointRequest {
+            .pause_webhook_endpoint(as_operator(proto::PauseWebhookEndpointRequest {
                 endpoint_id: id.clone(),
             }))
             .await?;
         let queued = events
-            .replay_webhook_events(ops(proto::ReplayWebhookEventsRequest {
+            .replay_webhook_events(as_operator(proto::ReplayWebhookEventsRequest {
                 endpoint_id: id.clone(),
                 from_event_id: first_event.0.to_string(),
                 to_event_id: last_event.0.to_string(),
@@ -192,7 +184,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .queued;
         let started = Instant::now();
         events
-            .resume_webhook_endpoint(ops(proto::ResumeWebhookEndpointRequest {
+            .resume_webhook_endpoint(as_operator(proto::ResumeWebhookEndpointRequest {
                 endpoint_id: id.clone(),
             }))
             .await?;
@@ -204,7 +196,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             lanes.0
         );
         events
-            .delete_webhook_endpoint(ops(proto::DeleteWebhookEndpointRequest { endpoint_id: id }))
+            .delete_webhook_endpoint(as_operator(proto::DeleteWebhookEndpointRequest {
+                endpoint_id: id,
+            }))
             .await?;
     }
     pool.close().await;
@@ -218,7 +212,7 @@ async fn create_endpoint(
     max_in_flight: u32,
 ) -> anyhow::Result<String> {
     Ok(events
-        .create_webhook_endpoint(ops(proto::CreateWebhookEndpointRequest {
+        .create_webhook_endpoint(as_operator(proto::CreateWebhookEndpointRequest {
             url: url.to_owned(),
             description: "webhook_bench".into(),
             event_types: vec![],
@@ -304,7 +298,7 @@ async fn writes(
             async move {
                 let answered = match run {
                     WriteRun::AdjustNoEvent => credits
-                        .adjust_credits(ops(proto::AdjustCreditsRequest {
+                        .adjust_credits(as_operator(proto::AdjustCreditsRequest {
                             org_id,
                             amount_micros: 1_000,
                             reason,
@@ -313,7 +307,7 @@ async fn writes(
                         .await
                         .map(drop),
                     WriteRun::GrantNoEndpoint | WriteRun::GrantWithEndpoint => credits
-                        .grant_credits(ops(proto::GrantCreditsRequest {
+                        .grant_credits(as_operator(proto::GrantCreditsRequest {
                             org_id,
                             amount_micros: 1_000,
                             reason,
@@ -323,7 +317,7 @@ async fn writes(
                         .await
                         .map(drop),
                     WriteRun::InviteNoEndpoint | WriteRun::InviteWithEndpoint => org_admin
-                        .invite_member(ops(proto::InviteMemberRequest {
+                        .invite_member(as_operator(proto::InviteMemberRequest {
                             org_id,
                             email: format!("{idempotency_key}@example.com"),
                             role: proto::Role::Member.into(),

@@ -176,6 +176,14 @@ pub fn org_id(i: usize) -> String {
     format!("00000000-0000-4000-8000-{i:012x}")
 }
 
+/// A request carrying the operators' token.
+pub fn as_operator<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let token = format!("Bearer {OPS_TOKEN}").parse().expect("ascii");
+    request.metadata_mut().insert("authorization", token);
+    request
+}
+
 /// `n` HTTP/2 connections with tonic's default client settings (TCP_NODELAY on).
 pub async fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::with_capacity(n);

@@ -370,17 +370,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if converged <= interval { "yes" } else { "no" }
     );
     let report = BillingServiceClient::new(a.grpc.clone())
-        .reconcile_stripe({
-            let mut request = tonic::Request::new(proto::ReconcileStripeRequest {
-                org_id: String::new(),
-                dry_run: true,
-            });
-            request.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {OPS_TOKEN}").parse().expect("ascii"),
-            );
-            request
-        })
+        .reconcile_stripe(bench_support::as_operator(proto::ReconcileStripeRequest {
+            org_id: String::new(),
+            dry_run: true,
+        }))
         .await?
         .into_inner();
     println!(

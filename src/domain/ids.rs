@@ -79,15 +79,7 @@ impl UserId {
     pub const MAX_LEN: usize = 128;
 
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
-        if raw.is_empty() {
-            return Err(InvalidValue::new("is required"));
-        }
-        if raw.len() > Self::MAX_LEN {
-            return Err(InvalidValue::new(format!(
-                "must be at most {} characters",
-                Self::MAX_LEN
-            )));
-        }
+        InvalidValue::check_present_within(raw, Self::MAX_LEN)?;
         let allowed = |c: char| c.is_ascii_alphanumeric() || "._:@|+-".contains(c);
         if !raw.chars().all(allowed) {
             return Err(InvalidValue::new(
@@ -119,15 +111,7 @@ impl EmailAddress {
 
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
         let email = raw.trim().to_lowercase();
-        if email.is_empty() {
-            return Err(InvalidValue::new("is required"));
-        }
-        if email.len() > Self::MAX_LEN {
-            return Err(InvalidValue::new(format!(
-                "must be at most {} characters",
-                Self::MAX_LEN
-            )));
-        }
+        InvalidValue::check_present_within(&email, Self::MAX_LEN)?;
         let well_formed = match email.split_once('@') {
             Some((local, domain)) => {
                 !local.is_empty()

@@ -53,6 +53,17 @@ impl InvalidValue {
     pub fn new(reason: impl Into<String>) -> Self {
         Self(reason.into())
     }
+
+    /// Refuses an empty value, or one over `max_len` bytes.
+    pub fn check_present_within(value: &str, max_len: usize) -> Result<(), Self> {
+        if value.is_empty() {
+            return Err(Self::new("is required"));
+        }
+        if value.len() > max_len {
+            return Err(Self::new(format!("must be at most {max_len} characters")));
+        }
+        Ok(())
+    }
 }
 
 /// The names of the fields whose comparison (`(name, same)`) failed, in

@@ -9,11 +9,11 @@ use tokio::sync::watch;
 use super::entitlement_cache::Change;
 use crate::domain::ids::OrgId;
 use crate::error::Result;
+use crate::store;
 use crate::store::entitlement_versions::Announcement;
 
 /// The most announcements applied in one read.
 const MAX_BATCH: usize = 256;
-use crate::store;
 
 impl super::Service {
     /// Follows the database's change announcements until `stop`, keeping

@@ -66,10 +66,7 @@ impl Service {
         let cursor = {
             let mut conn = self.store().pool().acquire().await?;
             match start {
-                WatchStart::Oldest => Position {
-                    state_version: 0,
-                    seq: 0,
-                },
+                WatchStart::Oldest => Position::START,
                 WatchStart::Latest => billing_events::newest_position(&mut conn).await?,
                 WatchStart::After(id) => billing_events::position_of(&mut conn, id)
                     .await?

@@ -20,6 +20,14 @@ pub struct Position {
     pub seq: i64,
 }
 
+impl Position {
+    /// Before every event.
+    pub const START: Self = Self {
+        state_version: 0,
+        seq: 0,
+    };
+}
+
 /// The organization key of an event's webhook lane: the nil UUID stands
 /// for events without an organization.
 pub fn lane_key(org: Option<OrgId>) -> Uuid {
@@ -110,16 +118,10 @@ pub async fn newest_position(conn: &mut PgConnection) -> Result<Position> {
     )
     .fetch_optional(conn)
     .await?;
-    Ok(row.map_or(
-        Position {
-            state_version: 0,
-            seq: 0,
-        },
-        |r| Position {
-            state_version: r.state_version,
-            seq: r.seq,
-        },
-    ))
+    Ok(row.map_or(Position::START, |r| Position {
+        state_version: r.state_version,
+        seq: r.seq,
+    }))
 }
 
 /// Up to `limit` events after `after`, in commit order, with positions.

@@ -21,15 +21,7 @@ impl EndpointUrl {
 
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
         let raw = raw.trim();
-        if raw.is_empty() {
-            return Err(InvalidValue::new("is required"));
-        }
-        if raw.len() > Self::MAX_LEN {
-            return Err(InvalidValue::new(format!(
-                "must be at most {} characters",
-                Self::MAX_LEN
-            )));
-        }
+        InvalidValue::check_present_within(raw, Self::MAX_LEN)?;
         let bad = |why: &str| InvalidValue::new(format!("{} {why}", quoted(raw)));
         let uri: http::Uri = raw.parse().map_err(|_| bad("is not a URL"))?;
         match uri.scheme_str() {
