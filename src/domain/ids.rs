@@ -6,6 +6,16 @@ use uuid::Uuid;
 
 use super::{InvalidValue, quoted};
 
+/// A required UUID, of a typed id or of a plain one (webhook endpoints,
+/// events).
+pub fn parse_uuid(raw: &str) -> Result<Uuid, InvalidValue> {
+    if raw.is_empty() {
+        return Err(InvalidValue::new("is required"));
+    }
+    Uuid::parse_str(raw)
+        .map_err(|_| InvalidValue::new(format!("{} is not a valid UUID", quoted(raw))))
+}
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -20,12 +30,7 @@ macro_rules! uuid_id {
             }
 
             pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
-                if raw.is_empty() {
-                    return Err(InvalidValue::new("is required"));
-                }
-                Uuid::parse_str(raw)
-                    .map(Self)
-                    .map_err(|_| InvalidValue::new(format!("{} is not a valid UUID", quoted(raw))))
+                parse_uuid(raw).map(Self)
             }
 
             pub fn as_uuid(&self) -> Uuid {

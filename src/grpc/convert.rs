@@ -134,11 +134,14 @@ pub fn organization(view: OrganizationView) -> proto::Organization {
     }
 }
 
-/// Page sizes: 1..=500, with a default for 0.
-pub fn page_size(raw: i32, default: i64) -> Result<i64> {
+/// A page size of 1 to `max`, with a default for 0.
+pub fn page_size(raw: i32, default: i64, max: i32) -> Result<i64> {
     match raw {
         0 => Ok(default),
-        1..=500 => Ok(i64::from(raw)),
-        _ => Err(Error::invalid("page_size", "must be between 1 and 500")),
+        size if (1..=max).contains(&size) => Ok(i64::from(size)),
+        _ => Err(Error::invalid(
+            "page_size",
+            format!("must be between 1 and {max}"),
+        )),
     }
 }

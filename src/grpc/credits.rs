@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 
 use super::auth::actor;
 use super::convert::{
-    self, optional_timestamp, org_id, parse_timestamp, reason, required_key, timestamp,
+    self, optional_timestamp, org_id, page_size, parse_timestamp, reason, required_key, timestamp,
 };
 use super::proto::{self, credit_service_server::CreditService};
 use crate::domain::credit_holds::CreditHold;
@@ -171,11 +171,7 @@ impl CreditService for CreditApi {
         let actor = actor(&request)?;
         let request = request.get_ref();
         let org = org_id(&request.org_id)?;
-        let size = match request.page_size {
-            0 => 50,
-            1..=200 => i64::from(request.page_size),
-            _ => return Err(Error::invalid("page_size", "must be between 1 and 200").into()),
-        };
+        let size = page_size(request.page_size, 50, 200)?;
         let before = match request.page_token.as_str() {
             "" => None,
             token => Some(CreditEntryId::parse(token).field("page_token")?),

@@ -10,13 +10,14 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::auth::actor;
-use super::convert::{optional_timestamp, timestamp};
+use super::convert::{optional_timestamp, page_size, timestamp};
 use super::proto::{self, event_service_server::EventService};
 use super::streams::until_shutdown;
-use crate::domain::ids::{IdempotencyKey, OrgId};
+use crate::domain::ids::{IdempotencyKey, OrgId, parse_uuid};
 use crate::domain::lifecycle::EventType;
 use crate::domain::webhooks::{
-    Endpoint, EndpointUrl, parse_description, parse_max_in_flight, parse_previous_secret_ttl,
+    DeliveryState, Endpoint, EndpointUrl, parse_description, parse_max_in_flight,
+    parse_previous_secret_ttl,
 };
 use crate::error::{Error, FieldContext, Result};
 use crate::event_codec;
@@ -73,10 +74,10 @@ fn endpoint(endpoint: Endpoint, with_secret: bool) -> proto::WebhookEndpoint {
 }
 
 fn delivery(record: DeliveryRecord) -> proto::WebhookDelivery {
-    let state = match record.state.as_str() {
-        "pending" => proto::WebhookDeliveryState::Pending,
-        "delivered" => proto::WebhookDeliveryState::Delivered,
-        _ => proto::WebhookDeliveryState::Failed,
+    let state = match record.state {
+        DeliveryState::Pending => proto::WebhookDeliveryState::Pending,
+        DeliveryState::Delivered => proto::WebhookDeliveryState::Delivered,
+        DeliveryState::Failed => proto::WebhookDeliveryState::Failed,
     };
     let pending = state == proto::WebhookDeliveryState::Pending;
     proto::WebhookDelivery {
@@ -105,15 +106,7 @@ fn delivery(record: DeliveryRecord) -> proto::WebhookDelivery {
 }
 
 fn uuid(field: &str, raw: &str) -> Result<Uuid> {
-    if raw.is_empty() {
-        return Err(Error::invalid(field, "is required"));
-    }
-    Uuid::parse_str(raw).map_err(|_| {
-        Error::invalid(
-            field,
-            format!("{} is not a valid UUID", crate::domain::quoted(raw)),
-        )
-    })
+    parse_uuid(raw).field(field)
 }
 
 fn optional_uuid(field: &str, raw: &str) -> Result<Option<Uuid>> {
@@ -275,11 +268,7 @@ impl EventService for EventApi {
         let request = request.into_inner();
         let id = uuid("endpoint_id", &request.endpoint_id)?;
         let event = optional_uuid("event_id", &request.event_id)?;
-        let page_size = match request.page_size {
-            0 => 50,
-            size @ 1..=100 => i64::from(size),
-            _ => return Err(Error::invalid("page_size", "must be between 1 and 100").into()),
-        };
+        let size = page_size(request.page_size, 50, 100)?;
         let before = match request.page_token.as_str() {
             "" => None,
             raw => Some(
@@ -289,7 +278,7 @@ impl EventService for EventApi {
         };
         let page = self
             .service
-            .list_webhook_deliveries(&actor, id, event, before, page_size)
+            .list_webhook_deliveries(&actor, id, event, before, size)
             .await?;
         Ok(Response::new(proto::ListWebhookDeliveriesResponse {
             deliveries: page.items.into_iter().map(delivery).collect(),

@@ -140,7 +140,7 @@ impl OrgAdminService for OrgAdminApi {
     ) -> Result<Response<proto::ListOrganizationsResponse>, Status> {
         let actor = actor(&request)?;
         let request = request.get_ref();
-        let size = page_size(request.page_size, 50)?;
+        let size = page_size(request.page_size, 50, 500)?;
         let after = match request.page_token.as_str() {
             "" => None,
             token => Some(crate::domain::ids::OrgId::parse(token).field("page_token")?),
@@ -376,7 +376,7 @@ impl OrgAdminService for OrgAdminApi {
         let actor = actor(&request)?;
         let request = request.get_ref();
         let org = org_id(&request.org_id)?;
-        let size = page_size(request.page_size, 100)?;
+        let size = page_size(request.page_size, 100, 500)?;
         let before = match request.page_token.as_str() {
             "" => None,
             token => Some(token.parse::<i64>().map_err(|_| {

@@ -13,6 +13,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::billing_events::published;
+use crate::domain::webhooks::DeliveryState;
 use crate::error::Result;
 use crate::event_codec::PublishedEvent;
 
@@ -276,8 +277,8 @@ pub async fn record_failure(
     after: AfterFailure,
 ) -> Result<()> {
     let (state, next_attempt_at) = match after {
-        AfterFailure::RetryAt(at) => ("pending", at),
-        AfterFailure::GivenUp => ("failed", head.next_attempt_at),
+        AfterFailure::RetryAt(at) => (DeliveryState::Pending, at),
+        AfterFailure::GivenUp => (DeliveryState::Failed, head.next_attempt_at),
     };
     // One statement: this runs once per delivery.
     sqlx::query!(
@@ -298,7 +299,7 @@ pub async fn record_failure(
         attempt.http_status,
         attempt.error,
         attempt.duration_ms,
-        state,
+        state.as_str(),
         next_attempt_at,
     )
     .execute(conn)

@@ -1,12 +1,15 @@
 //! What was delivered to webhook endpoints: deliveries with their
 //! attempts, replays of a range of events, and the backlog for the gauges.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::billing_events::Position;
 use super::webhook_deliveries::Attempt;
+use crate::domain::webhooks::DeliveryState;
 use crate::error::Result;
 
 /// A delivery as listed.
@@ -16,7 +19,7 @@ pub struct DeliveryRecord {
     pub event_id: Uuid,
     pub event_type: String,
     pub org_id: Option<Uuid>,
-    pub state: String,
+    pub state: DeliveryState,
     pub replay: bool,
     pub created_at: DateTime<Utc>,
     pub next_attempt_at: DateTime<Utc>,
@@ -51,7 +54,8 @@ pub async fn list(
     .fetch_all(&mut *conn)
     .await?;
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let attempts = sqlx::query!(
+    let mut attempts: HashMap<i64, Vec<Attempt>> = HashMap::new();
+    for a in sqlx::query!(
         r#"
         select delivery_id, attempted_at, http_status, error, duration_ms
         from webhook_attempts where delivery_id = any($1)
@@ -60,30 +64,31 @@ pub async fn list(
         &ids,
     )
     .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| DeliveryRecord {
-            id: r.id,
-            event_id: r.event_id,
-            event_type: r.r#type,
-            org_id: r.org_id,
-            state: r.state,
-            replay: r.replay,
-            created_at: r.created_at,
-            next_attempt_at: r.next_attempt_at,
-            attempts: attempts
-                .iter()
-                .filter(|a| a.delivery_id == r.id)
-                .map(|a| Attempt {
-                    attempted_at: a.attempted_at,
-                    http_status: a.http_status,
-                    error: a.error.clone(),
-                    duration_ms: a.duration_ms,
-                })
-                .collect(),
+    .await?
+    {
+        attempts.entry(a.delivery_id).or_default().push(Attempt {
+            attempted_at: a.attempted_at,
+            http_status: a.http_status,
+            error: a.error,
+            duration_ms: a.duration_ms,
+        });
+    }
+    rows.into_iter()
+        .map(|r| {
+            Ok(DeliveryRecord {
+                id: r.id,
+                event_id: r.event_id,
+                event_type: r.r#type,
+                org_id: r.org_id,
+                state: DeliveryState::parse(&r.state)
+                    .map_err(|e| super::corrupt("webhook delivery state", e.0))?,
+                replay: r.replay,
+                created_at: r.created_at,
+                next_attempt_at: r.next_attempt_at,
+                attempts: attempts.remove(&r.id).unwrap_or_default(),
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// How many retained events between `from` and `to` (inclusive) the

@@ -36,6 +36,37 @@ pub struct Endpoint {
     pub last_rotation_key: Option<String>,
 }
 
+/// Where one event's delivery to one endpoint stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Not delivered yet: due at its next attempt.
+    Pending,
+    Delivered,
+    /// Given up after the retry schedule ran out (replayable).
+    Failed,
+}
+
+impl DeliveryState {
+    pub const ALL: [Self; 3] = [Self::Pending, Self::Delivered, Self::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == raw)
+            .ok_or_else(|| {
+                InvalidValue::new(format!("{} is not a delivery state", super::quoted(raw)))
+            })
+    }
+}
+
 /// What a `RotateWebhookEndpointSecret` call does to an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RotationPlan {
@@ -266,5 +297,13 @@ mod tests {
         let mut asked = endpoint("whsec_other", None);
         asked.event_types = vec![];
         assert!(!made.has_settings_of(&asked));
+    }
+
+    #[test]
+    fn delivery_states_read_back_as_written() {
+        for state in DeliveryState::ALL {
+            assert_eq!(DeliveryState::parse(state.as_str()), Ok(state));
+        }
+        assert!(DeliveryState::parse("sent").is_err());
     }
 }
