@@ -201,21 +201,15 @@ impl Service {
         }
         self.authorize(&mut conn, actor, org_id, OrgAction::ViewAuditTrail)
             .await?;
-        let mut events =
-            store::audit::list_page(&mut conn, org_id, before_id, page_size + 1).await?;
-        let more = events.len() as i64 > page_size;
-        events.truncate(page_size as usize);
-        let next = more.then(|| events.last().map(|e| e.id)).flatten();
-        if events.is_empty() && before_id.is_none() && *actor == Actor::Operator {
+        let events = store::audit::list_page(&mut conn, org_id, before_id, page_size + 1).await?;
+        let page = Page::of(events, page_size, |e| e.id);
+        if page.items.is_empty() && before_id.is_none() && *actor == Actor::Operator {
             // Distinguish "no such organization ever" from an empty trail.
             return Err(Error::NotFound(format!(
                 "organization {org_id} has no audit trail"
             )));
         }
-        Ok(Page {
-            items: events,
-            next,
-        })
+        Ok(page)
     }
 }
 
